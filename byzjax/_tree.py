@@ -1,0 +1,190 @@
+"""Pytree helpers for stacks of worker vectors.
+
+A *stack* is a pytree whose leaves all have shape ``[n, *param_shape]``: row
+``i`` of every leaf belongs to worker ``i``. Distance-based rules measure the
+Euclidean norm over **all leaves together** (SPEC.md §1), so the helpers here
+reduce over every leaf and never materialise a concatenated ``[n, d]`` matrix.
+
+Non-finite rows (``+inf``, ``-inf``, ``NaN`` anywhere in a row) are treated as
+infinitely far from everything: their distances are ``+inf`` and they get zero
+weight in weighted sums, without producing ``0 * inf = NaN``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = [
+    "num_rows",
+    "check_num_byzantine",
+    "row_is_finite",
+    "sanitize",
+    "row_sq_norms",
+    "gram",
+    "pairwise_sq_distances",
+    "weighted_rows",
+    "sq_distances_to",
+    "tree_sub_rows",
+]
+
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def num_rows(stack: PyTree) -> int:
+    """Returns the common leading (worker) dimension of every leaf of ``stack``.
+
+    Raises:
+      ValueError: if ``stack`` has no leaves, a leaf is a scalar, or leaves
+        disagree on their leading dimension.
+    """
+    leaves = jax.tree_util.tree_leaves(stack)
+    if not leaves:
+        raise ValueError("expected a pytree with at least one array leaf, got none")
+    sizes = set()
+    for leaf in leaves:
+        if jnp.ndim(leaf) == 0:
+            raise ValueError(
+                "every leaf must have a leading worker axis [n, *param_shape]; "
+                "got a scalar leaf"
+            )
+        sizes.add(jnp.shape(leaf)[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            "all leaves must share the leading worker axis; got leading sizes "
+            f"{sorted(sizes)}. Stack per-worker updates with "
+            "jax.tree.map(lambda *x: jnp.stack(x), *updates)."
+        )
+    return int(sizes.pop())
+
+
+def check_num_byzantine(
+    rule: str, num_workers: int, num_byzantine: int, *, min_workers: int | None = None,
+    requirement: str | None = None,
+) -> None:
+    """Validates a static (n, f) pair for ``rule``; raises ``ValueError``.
+
+    By default requires ``0 <= f`` and ``n > 2 f`` (``f < n/2``). ``min_workers``
+    tightens this (e.g. Krum: ``2 f + 3``), with ``requirement`` the readable
+    form of the condition used in the message.
+    """
+    if not isinstance(num_byzantine, int) or isinstance(num_byzantine, bool):
+        raise TypeError(
+            f"{rule}: num_byzantine must be a Python int (it sets shapes), got "
+            f"{type(num_byzantine).__name__}"
+        )
+    if num_byzantine < 0:
+        raise ValueError(f"{rule}: num_byzantine must be >= 0, got {num_byzantine}")
+    if min_workers is None:
+        min_workers, requirement = 2 * num_byzantine + 1, "n > 2f"
+    if num_workers < min_workers:
+        raise ValueError(
+            f"{rule} needs {requirement} (n >= {min_workers} for "
+            f"num_byzantine={num_byzantine}), got num_workers={num_workers}. Use "
+            f"more workers or declare fewer Byzantine ones."
+        )
+
+
+def row_is_finite(stack: PyTree) -> jax.Array:
+    """``bool[n]``: True where every entry of the row, over all leaves, is finite."""
+    n = num_rows(stack)
+    out = jnp.ones((n,), dtype=bool)
+    for leaf in jax.tree_util.tree_leaves(stack):
+        out = out & jnp.all(jnp.isfinite(leaf.reshape(n, -1)), axis=1)
+    return out
+
+
+def sanitize(stack: PyTree, finite_rows: jax.Array | None = None) -> PyTree:
+    """Replaces every non-finite row by zeros (so matmuls never see inf/NaN)."""
+    if finite_rows is None:
+        finite_rows = row_is_finite(stack)
+
+    def _clean(x):
+        mask = finite_rows.reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x, jnp.zeros((), x.dtype))
+
+    return jax.tree_util.tree_map(_clean, stack)
+
+
+def row_sq_norms(stack: PyTree) -> jax.Array:
+    """``float[n]``: squared Euclidean norm of each row over all leaves."""
+    n = num_rows(stack)
+    total = 0.0
+    for leaf in jax.tree_util.tree_leaves(stack):
+        x = leaf.reshape(n, -1)
+        total = total + jnp.einsum("nd,nd->n", x, x, precision=_PRECISION)
+    return total
+
+
+def gram(stack: PyTree) -> jax.Array:
+    """``float[n, n]``: inner products ``<x_i, x_j>`` over all leaves (one matmul each)."""
+    n = num_rows(stack)
+    total = 0.0
+    for leaf in jax.tree_util.tree_leaves(stack):
+        x = leaf.reshape(n, -1)
+        total = total + jnp.matmul(x, x.T, precision=_PRECISION)
+    return total
+
+
+def pairwise_sq_distances(stack: PyTree, *, clean: bool = True) -> jax.Array:
+    """``float[n, n]``: squared distances ``||x_i - x_j||^2`` over all leaves.
+
+    Uses the Gram form ``|a|^2 + |b|^2 - 2 a.b`` (one matmul per leaf), clipped
+    at 0, with an exact zero diagonal. With ``clean=True`` (default) rows with
+    any non-finite entry are zeroed before the matmul and their distances to
+    every other row set to ``+inf`` (0 to themselves).
+    """
+    finite = row_is_finite(stack)
+    if clean:
+        stack = sanitize(stack, finite)
+    g = gram(stack)
+    sq = jnp.diagonal(g)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0)
+    eye = jnp.eye(g.shape[0], dtype=bool)
+    d2 = jnp.where(eye, 0.0, d2)
+    if clean:
+        both = finite[:, None] & finite[None, :]
+        d2 = jnp.where(both | eye, d2, jnp.inf)
+    return d2
+
+
+def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:
+    """``float[n]``: ``||x_i - point||^2`` over all leaves (direct, not Gram form).
+
+    Non-finite rows give ``+inf``.
+    """
+    n = num_rows(stack)
+    total = 0.0
+    for x, p in zip(jax.tree_util.tree_leaves(stack), jax.tree_util.tree_leaves(point)):
+        diff = (x - p[None]).reshape(n, -1)
+        total = total + jnp.sum(diff * diff, axis=1)
+    return jnp.where(jnp.isnan(total), jnp.inf, total)
+
+
+def weighted_rows(stack: PyTree, weights: jax.Array, *, clean: bool = True) -> PyTree:
+    """``sum_i weights[i] * x_i`` for every leaf, as one ``[n] @ [n, d]`` matmul.
+
+    With ``clean=True`` non-finite rows are zeroed first, so a zero weight on
+    an infinite row gives 0 rather than ``NaN``. Output leaves have shape
+    ``param_shape`` and the input dtype.
+    """
+    if clean:
+        stack = sanitize(stack)
+
+    def _combine(x):
+        n = x.shape[0]
+        out = jnp.matmul(
+            weights.astype(x.dtype), x.reshape(n, -1), precision=_PRECISION
+        )
+        return out.reshape(x.shape[1:])
+
+    return jax.tree_util.tree_map(_combine, stack)
+
+
+def tree_sub_rows(stack: PyTree, point: PyTree) -> PyTree:
+    """``x_i - point`` for every row (broadcast over the worker axis)."""
+    return jax.tree_util.tree_map(lambda x, p: x - p[None], stack, point)

@@ -1,0 +1,62 @@
+"""Robust aggregation rules over a leading worker axis (SPEC.md §4).
+
+Every aggregator has the signature ``rule(updates, *, num_byzantine, **hparams)``
+where ``updates`` is a pytree with leaves ``[n, *param_shape]``; it returns a
+pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
+Python ints; float hyper-parameters may be traced (vmappable).
+
+Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``) keep a leading
+worker axis.
+
+Look rules up by name::
+
+    >>> from byzjax import aggregators
+    >>> agg = aggregators.get("mean")
+"""
+
+from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
+from byzjax.aggregators._mean import mean
+
+__all__ = [
+    "AGGREGATORS",
+    "PREAGGREGATORS",
+    "get",
+    "names",
+    "check",
+    "entry",
+    "get_preaggregator",
+    "preaggregator_names",
+    "mean",
+]
+
+
+def get(name: str):
+    """Returns the aggregator registered as ``name`` (e.g. ``"trimmed_mean"``)."""
+    return AGGREGATORS.get(name)
+
+
+def entry(name: str):
+    """Returns the registry entry (function and requirements) of ``name``."""
+    if name in AGGREGATORS:
+        return AGGREGATORS.entry(name)
+    return PREAGGREGATORS.entry(name)
+
+
+def names() -> tuple[str, ...]:
+    """Canonical names of all registered aggregators."""
+    return AGGREGATORS.names()
+
+
+def check(name: str, *, num_workers: int, num_byzantine: int):
+    """Raises ``ValueError`` unless aggregator ``name`` accepts ``(n, f)``."""
+    return AGGREGATORS.check(name, num_workers=num_workers, num_byzantine=num_byzantine)
+
+
+def get_preaggregator(name: str):
+    """Returns the pre-aggregator registered as ``name`` (e.g. ``"nnm"``)."""
+    return PREAGGREGATORS.get(name)
+
+
+def preaggregator_names() -> tuple[str, ...]:
+    """Canonical names of all registered pre-aggregators."""
+    return PREAGGREGATORS.names()

@@ -1,0 +1,43 @@
+"""The plain mean: the non-robust baseline (AVG in seed 002)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from byzjax._tree import PyTree, num_rows
+from byzjax.aggregators._base import AGGREGATORS
+
+__all__ = ["mean"]
+
+
+@AGGREGATORS.register("mean", min_workers=lambda f: 1, requirement="n >= 1",
+                      robust=False, aliases=("avg", "average"))
+def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
+    """Averages the rows: ``1/n sum_i x_i``. Not robust (one row can move it anywhere).
+
+    Computed as ``ones @ x`` (a matmul), which on XLA:CPU is far faster than a
+    reduction over a small leading axis (NOTES.md).
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``.
+      num_byzantine: ignored; accepted so every rule shares one signature.
+
+    Returns:
+      Pytree with leaves ``[*param_shape]``, the input dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> aggregators.mean({"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])})
+      {'w': Array([2., 3.], dtype=float32)}
+    """
+    del num_byzantine
+    n = num_rows(updates)
+
+    def _mean(x):
+        w = jnp.full((n,), 1.0 / n, x.dtype)
+        return jnp.matmul(w, x.reshape(n, -1),
+                          precision=jax.lax.Precision.HIGHEST).reshape(x.shape[1:])
+
+    return jax.tree_util.tree_map(_mean, updates)
