@@ -14,8 +14,27 @@ Look rules up by name::
     >>> agg = aggregators.get("mean")
 """
 
+from byzjax.aggregators import (
+    _bulyan,
+    _centered_clipping,
+    _coordinate,
+    _geomed,
+    _krum,
+    _mda,
+    _mean,
+    _nnm,
+    _preagg,
+)
 from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
+from byzjax.aggregators._bulyan import *  # noqa: F403
+from byzjax.aggregators._centered_clipping import *  # noqa: F403
+from byzjax.aggregators._coordinate import *  # noqa: F403
+from byzjax.aggregators._geomed import *  # noqa: F403
+from byzjax.aggregators._krum import *  # noqa: F403
+from byzjax.aggregators._mda import *  # noqa: F403
 from byzjax.aggregators._mean import mean
+from byzjax.aggregators._nnm import *  # noqa: F403
+from byzjax.aggregators._preagg import *  # noqa: F403
 
 __all__ = [
     "AGGREGATORS",
@@ -28,6 +47,10 @@ __all__ = [
     "preaggregator_names",
     "mean",
 ]
+for _module in (_bulyan, _centered_clipping, _coordinate, _geomed, _krum, _mda,
+                _nnm, _preagg):
+    __all__ += list(_module.__all__)
+del _module
 
 
 def get(name: str):
