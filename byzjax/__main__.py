@@ -1,0 +1,3 @@
+from byzjax.cli import main
+import sys
+sys.exit(main())

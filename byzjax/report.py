@@ -1,0 +1,208 @@
+"""Turning a results folder into the sources' tables and figures.
+
+``byzjax report DIR`` reads every ``DIR/runs/*.json`` record and writes
+
+* ``table_best.md``: best aggregator per (optimizer x attack) cell, as seed 002
+  prints Tables 4.1-4.4 (``0.777 CWTM``), the metric averaged over seeds;
+* ``table_full.md``: every (optimizer, attack, aggregator) cell, mean +- std
+  over seeds, with the number of diverged runs;
+* ``heatmaps.png``: accuracy per aggregator x attack, one panel per optimizer;
+* ``curves.png``: test-accuracy curves, rows = attacks, columns = optimizers,
+  one line per aggregator (seed 002's Figures 4.3-4.6).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps",
+           "plot_curves", "write_report", "SHORT"]
+
+#: Short names the thesis uses in its tables.
+SHORT = {
+    "mean": "AVG", "trimmed_mean": "CWTM", "coordinate_median": "CWM",
+    "minimum_diameter_averaging": "MDA", "mda": "MDA", "meamed": "MEAMED",
+    "krum": "KRUM", "multi_krum": "MKRUM", "geometric_median": "GM",
+    "bulyan": "BULYAN", "centered_clipping": "CC", "phocas": "PHOCAS",
+}
+
+
+def load_runs(outdir: str) -> list[dict[str, Any]]:
+    """All run records under ``outdir/runs`` (or ``outdir`` itself)."""
+    pattern = os.path.join(outdir, "runs", "*.json")
+    files = sorted(glob.glob(pattern)) or sorted(glob.glob(os.path.join(outdir, "*.json")))
+    runs = []
+    for path in files:
+        with open(path) as fh:
+            runs.append(json.load(fh))
+    return runs
+
+
+def _key(run, axes):
+    return tuple(run["config"][a] for a in axes)
+
+
+def cell_stats(runs: Iterable[dict], *, axes=("optimizer", "attack", "aggregator"),
+               metric: str = "final_accuracy") -> dict[tuple, dict[str, float]]:
+    """Mean, std, count and divergences of ``metric`` per cell of ``axes``."""
+    cells: dict[tuple, list] = defaultdict(list)
+    for r in runs:
+        cells[_key(r, axes)].append(r)
+    out = {}
+    for k, rs in cells.items():
+        vals = np.asarray([r[metric] for r in rs], np.float64)
+        vals = np.where(np.isfinite(vals), vals, 0.0)
+        out[k] = {"mean": float(vals.mean()), "std": float(vals.std()),
+                  "count": len(rs), "diverged": sum(bool(r["diverged"]) for r in rs)}
+    return out
+
+
+def _order(values, preferred):
+    pref = [v for v in preferred if v in values]
+    return pref + sorted(v for v in values if v not in pref)
+
+
+OPT_ORDER = ("dsgd", "server_momentum", "resam", "dra", "mra")
+ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "label_flip", "inf", "neg_inf",
+                "nan")
+
+
+def best_table(runs, *, metric="final_accuracy") -> str:
+    """Markdown: best aggregator per optimizer x attack cell."""
+    stats = cell_stats(runs, metric=metric)
+    opts = _order({k[0] for k in stats}, OPT_ORDER)
+    atts = _order({k[1] for k in stats}, ATTACK_ORDER)
+    lines = ["| | " + " | ".join(atts) + " |", "|---" * (len(atts) + 1) + "|"]
+    for o in opts:
+        row = [o]
+        for a in atts:
+            cands = [(v["mean"], k[2]) for k, v in stats.items() if k[:2] == (o, a)]
+            if not cands:
+                row.append("")
+                continue
+            m, agg = max(cands)
+            row.append(f"{m:.4f} {SHORT.get(agg, agg)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def full_table(runs, *, metric="final_accuracy") -> str:
+    """Markdown: every cell, mean +- std over seeds, and divergences."""
+    stats = cell_stats(runs, metric=metric)
+    lines = ["| optimizer | attack | aggregator | " + metric + " | seeds | diverged |",
+             "|---|---|---|---|---|---|"]
+    for k in sorted(stats, key=lambda k: (_rank(k[0], OPT_ORDER),
+                                          _rank(k[1], ATTACK_ORDER), k[2])):
+        v = stats[k]
+        lines.append(f"| {k[0]} | {k[1]} | {SHORT.get(k[2], k[2])} | "
+                     f"{v['mean']:.4f} +- {v['std']:.4f} | {v['count']} | "
+                     f"{v['diverged']} |")
+    return "\n".join(lines)
+
+
+def _rank(v, order):
+    return (order.index(v), "") if v in order else (len(order), str(v))
+
+
+def plot_heatmaps(runs, path: str, *, metric="final_accuracy") -> None:
+    """One panel per optimizer: aggregator (rows) x attack (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = cell_stats(runs, metric=metric)
+    opts = _order({k[0] for k in stats}, OPT_ORDER)
+    atts = _order({k[1] for k in stats}, ATTACK_ORDER)
+    aggs = sorted({k[2] for k in stats})
+    fig, axes = plt.subplots(1, len(opts), figsize=(1.2 + 1.1 * len(atts) * len(opts),
+                                                    1.0 + 0.5 * len(aggs)),
+                             squeeze=False)
+    for ax, o in zip(axes[0], opts):
+        m = np.full((len(aggs), len(atts)), np.nan)
+        for i, g in enumerate(aggs):
+            for j, a in enumerate(atts):
+                if (o, a, g) in stats:
+                    m[i, j] = stats[(o, a, g)]["mean"]
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(o)
+        ax.set_xticks(range(len(atts)), atts, rotation=45, ha="right")
+        ax.set_yticks(range(len(aggs)), [SHORT.get(g, g) for g in aggs])
+        for i in range(len(aggs)):
+            for j in range(len(atts)):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
+                            fontsize=7, color="w" if m[i, j] < 0.6 else "k")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=metric)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(runs, path: str) -> None:
+    """Rows = attacks, columns = optimizers, one line per aggregator (seed mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in runs:
+        groups[_key(r, ("optimizer", "attack", "aggregator"))].append(r)
+    opts = _order({k[0] for k in groups}, OPT_ORDER)
+    atts = _order({k[1] for k in groups}, ATTACK_ORDER)
+    aggs = sorted({k[2] for k in groups})
+    colors = dict(zip(aggs, plt.cm.tab10.colors))
+    fig, axes = plt.subplots(len(atts), len(opts), figsize=(3.2 * len(opts),
+                                                            2.3 * len(atts)),
+                             squeeze=False, sharex=True, sharey=True)
+    for i, a in enumerate(atts):
+        for j, o in enumerate(opts):
+            ax = axes[i][j]
+            for g in aggs:
+                rs = groups.get((o, a, g))
+                if not rs:
+                    continue
+                x = np.asarray(rs[0]["metrics"]["round"])
+                y = np.asarray([r["metrics"]["test_accuracy"] for r in rs], float)
+                y = np.where(np.isfinite(y), y, 0.0)
+                ax.plot(x, y.mean(0), color=colors[g], label=SHORT.get(g, g), lw=1.3)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title(o)
+            if j == 0:
+                ax.set_ylabel(f"{a}\ntest acc.")
+            if i == len(atts) - 1:
+                ax.set_xlabel("round")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(aggs),
+               bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(outdir: str, *, metric: str = "final_accuracy",
+                 figures: bool = True) -> dict[str, str]:
+    """Writes the tables and figures of ``outdir``; returns their paths."""
+    runs = load_runs(outdir)
+    if not runs:
+        raise ValueError(f"no run records under {outdir}/runs")
+    paths = {"best": os.path.join(outdir, "table_best.md"),
+             "full": os.path.join(outdir, "table_full.md")}
+    with open(paths["best"], "w") as fh:
+        fh.write(best_table(runs, metric=metric) + "\n")
+    with open(paths["full"], "w") as fh:
+        fh.write(full_table(runs, metric=metric) + "\n")
+    if figures:
+        paths["heatmaps"] = os.path.join(outdir, "heatmaps.png")
+        paths["curves"] = os.path.join(outdir, "curves.png")
+        plot_heatmaps(runs, paths["heatmaps"], metric=metric)
+        plot_curves(runs, paths["curves"])
+    return paths

@@ -1,0 +1,37 @@
+"""The simulator: one compiled program per configuration (SPEC §1-§7).
+
+``make_train(config, data, model) -> train(key, hparams)`` runs a whole
+training run (rounds under ``lax.scan``, evaluation every ``eval_every``
+rounds); vmap it over keys (seeds) and hyper-parameter dicts. ``run_group``
+adds data loading, a progress bar and JSON records.
+"""
+
+from byzjax.sim._config import FLOAT_HPARAMS, OPTIMIZERS, get_config, hparams_of, validate
+from byzjax.sim._run import (
+    load_sim_data,
+    make_model,
+    run_group,
+    run_id,
+    static_key,
+    write_json_atomic,
+)
+from byzjax.sim._train import Program, SimData, SimState, make_program, make_train
+
+__all__ = [
+    "FLOAT_HPARAMS",
+    "OPTIMIZERS",
+    "get_config",
+    "hparams_of",
+    "validate",
+    "load_sim_data",
+    "make_model",
+    "run_group",
+    "run_id",
+    "static_key",
+    "write_json_atomic",
+    "Program",
+    "SimData",
+    "SimState",
+    "make_program",
+    "make_train",
+]

@@ -1,0 +1,264 @@
+"""Running configurations: data on the device, vmapped seeds and hyper-parameters,
+a progress bar, and one tidy JSON record per run.
+
+A *group* is one static configuration (one compiled program) run for several
+seeds and float hyper-parameter points at once: ``P`` points x ``S`` seeds are
+flattened into one vmapped axis of ``P * S`` runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax.sim._config import FLOAT_HPARAMS, hparams_of, validate
+from byzjax.sim._train import SimData, make_program
+
+__all__ = [
+    "load_sim_data",
+    "make_model",
+    "run_group",
+    "run_id",
+    "write_json_atomic",
+    "static_key",
+]
+
+
+def load_sim_data(config, *, dataset=None) -> SimData:
+    """Loads the dataset of ``config``, splits it over workers, moves it to the device.
+
+    Args:
+      config: the run config (``dataset``, ``data_source``, ``split``, ...).
+      dataset: optional ``(train, test)`` pair of ``byzjax.data.Dataset`` to use
+        instead of loading ``config.dataset`` (tests pass synthetic data here).
+
+    Returns:
+      :class:`SimData` with device arrays.
+    """
+    from byzjax import data as bdata
+
+    if dataset is None:
+        train, test = bdata.load_train_test(config.dataset,
+                                            source=config.data_source)
+    else:
+        train, test = dataset
+    n = int(config.num_workers)
+    labels = np.asarray(train.labels)
+    if config.split == "homogeneous":
+        split = bdata.split_homogeneous(labels, num_workers=n, seed=config.split_seed)
+    elif config.split == "dirichlet":
+        split = bdata.split_dirichlet(labels, num_workers=n,
+                                      alpha=float(config.dirichlet_alpha),
+                                      seed=config.split_seed)
+    else:
+        split = bdata.split_label_sorted(labels, num_workers=n,
+                                         seed=config.split_seed)
+    images = np.asarray(train.images)
+    if images.ndim == 3:
+        images = images[..., None]
+    test_images = np.asarray(test.images)
+    if test_images.ndim == 3:
+        test_images = test_images[..., None]
+    x = images.astype(np.float32) / 255.0
+    mean = x.mean(axis=(0, 1, 2))
+    std = x.std(axis=(0, 1, 2)) + 1e-6
+    return SimData(
+        train_images=jnp.asarray(images),
+        train_labels=jnp.asarray(labels, jnp.int32),
+        test_images=jnp.asarray(test_images),
+        test_labels=jnp.asarray(np.asarray(test.labels), jnp.int32),
+        worker_indices=jnp.asarray(split.indices, jnp.int32),
+        worker_counts=jnp.asarray(split.counts, jnp.int32),
+        mean=jnp.asarray(mean, jnp.float32),
+        std=jnp.asarray(std, jnp.float32),
+    )
+
+
+def make_model(config, num_classes: int):
+    """The Flax module named by ``config.model``."""
+    from byzjax import models
+
+    return models.get(config.model, num_classes=num_classes)
+
+
+def static_key(config) -> str:
+    """A stable hash of the static part of ``config`` (what compiles separately)."""
+    d = {k: v for k, v in _plain(config).items() if k not in FLOAT_HPARAMS}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_id(config, seed: int, hparams: dict[str, float]) -> str:
+    """A stable identifier of one run: static config, seed and float values."""
+    d = dict(_plain(config))
+    d.update({k: float(v) for k, v in hparams.items()})
+    d["seed"] = int(seed)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: str, record: dict) -> None:
+    """Writes ``record`` to ``path`` atomically (temp file + ``os.replace``)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_group(
+    config,
+    *,
+    seeds: Sequence[int],
+    hparam_points: Iterable[dict[str, float]] | None = None,
+    outdir: str | None = None,
+    data: SimData | None = None,
+    model=None,
+    progress: bool = True,
+    desc: str = "",
+    mesh=None,
+) -> list[dict[str, Any]]:
+    """Runs one static configuration for every (hyper-parameter point, seed).
+
+    All ``P * S`` runs are one ``jax.vmap`` inside one compiled program. The
+    program is called once per evaluation chunk so a progress bar can follow
+    it; each call is the same compiled executable (no retrace).
+
+    Args:
+      config: the config (static fields fixed; float fields are defaults for
+        hyper-parameters missing from a point).
+      seeds: run seeds (model init, batches, attack randomness).
+      hparam_points: dicts overriding float hyper-parameters
+        (:data:`byzjax.sim.FLOAT_HPARAMS`); default: the config's own values.
+      outdir: if given, one JSON per run is written there atomically.
+      data: pre-loaded :class:`SimData` (default: loaded from ``config``).
+      model: a Flax module (default: ``config.model``).
+      progress: show a tqdm progress bar.
+      desc: progress-bar label.
+      mesh: optional 1-D device mesh; default: one built from ``config.shard``
+        and ``config.num_devices`` when ``config.shard != "none"``.
+
+    Returns:
+      The run records (dicts with the config, seed, hyper-parameters, the
+      metric curves, ``final_accuracy``, ``max_accuracy``, ``diverged_round``).
+    """
+    validate(config)
+    base = hparams_of(config)
+    points = [dict(base, **{k: float(v) for k, v in p.items()})
+              for p in (hparam_points or [{}])]
+    for p in points:
+        unknown = set(p) - set(FLOAT_HPARAMS)
+        if unknown:
+            raise ValueError(f"not float hyper-parameters: {sorted(unknown)}; "
+                             f"vmappable ones are {FLOAT_HPARAMS}")
+    if data is None:
+        data = load_sim_data(config)
+    if model is None:
+        num_classes = int(max(np.max(np.asarray(data.train_labels)),
+                              np.max(np.asarray(data.test_labels)))) + 1
+        model = make_model(config, num_classes)
+    shard = config.get("shard", "none")
+    if mesh is not None and shard == "none":
+        shard = "runs"
+    if mesh is None and shard != "none":
+        from byzjax.parallel import make_mesh
+
+        mesh = make_mesh(int(config.get("num_devices", 0)) or None)
+    worker_sharding = None
+    if mesh is not None and shard == "workers":
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        (axis,) = mesh.axis_names
+        d = mesh.shape[axis]
+        if int(config.num_workers) % d:
+            ok = [m for m in range(int(config.num_workers) - d, int(config.num_workers)
+                                   + d + 1) if m > 0 and m % d == 0]
+            raise ValueError(
+                f"shard='workers' needs num_workers divisible by the {d} devices; "
+                f"got {config.num_workers}. Use num_workers in {ok}, "
+                f"num_devices dividing {config.num_workers}, or shard='runs'.")
+        worker_sharding = NamedSharding(mesh, PartitionSpec(axis))
+    program = make_program(config, data, model, worker_sharding=worker_sharding)
+
+    runs = [(p, s) for p in points for s in seeds]
+    padded = list(runs)
+    if mesh is not None and shard == "runs":
+        from byzjax.parallel import pad_to_multiple
+
+        padded += [runs[-1]] * (pad_to_multiple(len(runs), mesh.size) - len(runs))
+    keys = jnp.stack([jax.random.key(int(s)) for _, s in padded])
+    hp = {k: jnp.asarray([p[k] for p, _ in padded], jnp.float32)
+          for k in FLOAT_HPARAMS}
+    if mesh is not None and shard == "runs":
+        from byzjax.parallel import shard_leading
+
+        keys, hp = shard_leading((keys, hp), mesh)
+
+    t0 = time.perf_counter()
+    init = jax.jit(jax.vmap(program.init))
+    chunk = jax.jit(jax.vmap(program.run_chunk))
+    state = init(keys, hp)
+    history = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(config.num_rounds), desc=desc or config.aggregator,
+                   unit="round", leave=False, dynamic_ncols=True)
+    compile_s = None
+    for _ in range(program.num_evals):
+        state, metrics = chunk(state, hp)
+        metrics = jax.device_get(metrics)
+        if compile_s is None:
+            compile_s = time.perf_counter() - t0
+        history.append(metrics)
+        if bar is not None:
+            bar.update(int(config.eval_every))
+            acc = np.asarray(metrics["test_accuracy"])
+            bar.set_postfix(acc=f"{np.nanmean(acc):.3f}")
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+
+    records = []
+    for r, (p, s) in enumerate(runs):
+        curves = {k: [_py(h[k][r]) for h in history] for k in history[0]}
+        acc = np.asarray(curves["test_accuracy"], np.float64)
+        diverged = int(history[-1]["diverged_round"][r])
+        rec = {
+            "run_id": run_id(config, s, p),
+            "static_key": static_key(config),
+            "config": _plain(config),
+            "seed": int(s),
+            "hparams": p,
+            "metrics": curves,
+            "final_accuracy": float(acc[-1]),
+            "max_accuracy": float(np.nanmax(acc)) if np.isfinite(acc).any() else 0.0,
+            "diverged": diverged >= 0,
+            "diverged_round": diverged,
+            "group_wall_time_s": wall,
+            "group_first_chunk_s": compile_s,
+            "group_size": len(runs),
+            "backend": jax.default_backend(),
+        }
+        records.append(rec)
+        if outdir is not None:
+            os.makedirs(outdir, exist_ok=True)
+            write_json_atomic(os.path.join(outdir, rec["run_id"] + ".json"), rec)
+    return records
+
+
+def _py(x):
+    x = np.asarray(x)
+    return x.item() if x.ndim == 0 else x.tolist()
+
+
+def _plain(config) -> dict:
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(d, default=str))

@@ -1,0 +1,403 @@
+"""One compiled training program: ``make_train(config, data) -> train(key, hparams)``.
+
+The whole run is traced once: per-worker gradients are ``vmap``-ed over the
+worker axis, the byzjax optax chain (worker transform -> attack ->
+pre-aggregation -> aggregation) and the server update run inside ``lax.scan``
+over rounds, and an evaluation follows every ``eval_every`` rounds. Seeds and
+float hyper-parameters are arguments, so ``jax.vmap(train)`` runs many of them
+in one program (purejaxrl / evosax style).
+
+The pieces are exposed separately so long jobs can stream progress:
+``init(key, hparams) -> SimState`` and ``run_chunk(state, hparams) ->
+(state, metrics)`` (``eval_every`` rounds plus one evaluation);
+``train = scan(run_chunk, init(...))``.
+
+BatchNorm and dropout under per-worker vectorisation: each worker normalises
+with the statistics of its own mini-batch (the vmap gives every worker its own
+batch statistics, as n separate machines would); the running averages used at
+evaluation are server state, updated with the mean over workers of the new
+running averages. Each worker draws dropout masks from its own key, split from
+the round key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from byzjax import attacks, optim
+from byzjax.sim._config import num_attackers, validate
+
+__all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
+           "sample_batch_indices", "flip_byzantine_labels"]
+
+
+class SimData(NamedTuple):
+    """Everything the program reads, placed on the device once.
+
+    Attributes:
+      train_images: uint8 ``[N, H, W, C]``.
+      train_labels: int32 ``[N]``.
+      test_images: uint8 ``[M, H, W, C]``.
+      test_labels: int32 ``[M]``.
+      worker_indices: int32 ``[n, max_m]`` indices into the train set per worker.
+      worker_counts: int32 ``[n]`` valid entries per row of ``worker_indices``.
+      mean: float32 ``[C]`` channel means of ``x / 255`` (normalisation).
+      std: float32 ``[C]`` channel standard deviations.
+    """
+
+    train_images: Any
+    train_labels: Any
+    test_images: Any
+    test_labels: Any
+    worker_indices: Any
+    worker_counts: Any
+    mean: Any
+    std: Any
+
+
+class SimState(NamedTuple):
+    """The carry of the round loop (a pytree; vmappable over seeds).
+
+    Attributes:
+      params: model parameters, leaves ``[*param_shape]``.
+      batch_stats: BatchNorm running averages (empty dict if none).
+      opt_state: state of the whole byzjax + optax chain.
+      key: PRNG key for batches and dropout.
+      round: int32 scalar, rounds done.
+      diverged_round: int32 scalar, first round whose loss or parameters were
+        non-finite, ``-1`` while finite.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: jax.Array
+    round: jax.Array
+    diverged_round: jax.Array
+
+
+class Program(NamedTuple):
+    """The pure functions of one configuration (all jit/vmap-able).
+
+    Attributes:
+      init: ``(key, hparams) -> SimState``.
+      run_chunk: ``(state, hparams) -> (state, metrics)``; ``eval_every``
+        rounds then one evaluation; ``metrics`` is a dict of scalars.
+      train: ``(key, hparams) -> (state, metrics)``; the whole run, metrics
+        stacked over evaluations (``[num_evals]`` each).
+      round_step: ``(state, hparams) -> (state, round_metrics)``; one round.
+      evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
+      num_evals: number of evaluations in a run.
+    """
+
+    init: Callable
+    run_chunk: Callable
+    train: Callable
+    round_step: Callable
+    evaluate: Callable
+    num_evals: int
+
+
+def _normalize(images, data: SimData):
+    x = images.astype(jnp.float32) / 255.0
+    return (x - data.mean) / data.std
+
+
+def make_program(config, data: SimData, model, *, worker_sharding=None) -> Program:
+    """Builds the pure functions of one configuration.
+
+    Args:
+      config: a validated config (see :func:`byzjax.sim.get_config`). Its
+        static fields are read here; float hyper-parameters come at call time.
+      data: :class:`SimData` (arrays, ideally already on the device).
+      model: a Flax linen module mapping ``[b, H, W, C]`` to ``[b, classes]``
+        and taking ``train=`` (BatchNorm/dropout switch).
+      worker_sharding: optional ``jax.sharding.Sharding`` for the stacked
+        ``[n, ...]`` worker gradients (``shard="workers"``, see
+        :mod:`byzjax.parallel`).
+
+    Returns:
+      A :class:`Program`.
+    """
+    validate(config)
+    n = int(config.num_workers)
+    f = int(config.num_byzantine)
+    n_att = num_attackers(config)
+    n_honest = n - n_att
+    b = int(config.batch_size)
+    eval_every = int(config.eval_every)
+    num_evals = int(config.num_rounds) // eval_every
+    attack_entry = attacks.entry(config.attack)
+    label_flip = attack_entry.name == "label_flip"
+    num_classes = int(np.max(np.asarray(data.test_labels))) + 1
+    num_classes = max(num_classes, int(np.max(np.asarray(data.train_labels))) + 1)
+    use_clip = float(config.clip_norm) > 0
+    use_attack_eps = float(config.attack_eps) >= 0
+    dampening = None if float(config.dampening) < 0 else float(config.dampening)
+    eval_size = int(config.eval_size) or int(data.test_labels.shape[0])
+    sample_shape = tuple(data.train_images.shape[1:])
+
+    variables = jax.eval_shape(
+        lambda k: model.init({"params": k, "dropout": k},
+                             jnp.zeros((1,) + sample_shape), train=False),
+        jax.random.key(0),
+    )
+    has_bn = "batch_stats" in variables
+
+    # ------------------------------------------------------------------ chain
+    def make_tx(hp, key):
+        """The optimiser chain, split where the simulator reads diagnostics."""
+        worker = []
+        if use_clip:
+            worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
+        opt = config.optimizer
+        if opt == "resam":
+            worker.append(optim.worker_momentum(
+                num_workers=n, beta=hp["beta"], dampening=dampening,
+                nesterov=bool(config.nesterov)))
+        elif opt in ("dra", "mra"):
+            worker.append(optim.worker_adam(
+                num_workers=n, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"],
+                output="moments" if opt == "mra" else "direction"))
+        k_att, k_pre = jax.random.split(key)
+        attack_kwargs = dict(config.attack_kwargs)
+        if use_attack_eps:
+            attack_kwargs["eps"] = hp["attack_eps"]
+        if attack_entry.name.startswith("adaptive"):
+            attack_kwargs.setdefault("aggregator", config.aggregator)
+            attack_kwargs.setdefault("aggregator_kwargs",
+                                     dict(config.aggregator_kwargs))
+        attack = optim.byzantine_attack(
+            config.attack, num_workers=n, num_byzantine=n_att, key=k_att,
+            **attack_kwargs)
+        robust = []
+        if config.preaggregator:
+            robust.append(optim.pre_aggregate(
+                config.preaggregator, num_byzantine=f, key=k_pre,
+                **dict(config.preaggregator_kwargs)))
+        robust.append(optim.aggregate(config.aggregator, num_byzantine=f,
+                                      **dict(config.aggregator_kwargs)))
+        server = []
+        if opt == "mra":
+            server.append(optim.mra_direction(
+                eps=hp["eps"], safeguard=config.mra_safeguard or None))
+        if opt == "server_momentum":
+            server.append(optim.server_momentum(momentum=hp["beta"],
+                                                nesterov=bool(config.nesterov)))
+        if config.lr_schedule == "step":
+            every = float(config.lr_decay_every)
+            lr = lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))  # noqa: E731
+        else:
+            lr = hp["learning_rate"]
+        server.append(optax.sgd(lr))
+        return (optax.chain(*worker), attack, optax.chain(*robust),
+                optax.chain(*server))
+
+    # ------------------------------------------------------------- gradients
+    def loss_fn(params, batch_stats, x, y, dropout_key, weight_decay):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+            logits, new_state = model.apply(
+                variables, x, train=True, mutable=["batch_stats"],
+                rngs={"dropout": dropout_key})
+            new_stats = new_state["batch_stats"]
+        else:
+            logits = model.apply(variables, x, train=True,
+                                 rngs={"dropout": dropout_key})
+            new_stats = batch_stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        l2 = sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
+        return loss + 0.5 * weight_decay * l2, (loss, new_stats)
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def sample_batches(key):
+        return sample_batch_indices(key, data.worker_indices, data.worker_counts, b)
+
+    # ------------------------------------------------------------ one round
+    def init(key, hp):
+        k_model, k_tx, k_run = jax.random.split(key, 3)
+        v = model.init({"params": k_model, "dropout": k_model},
+                       jnp.zeros((1,) + sample_shape), train=False)
+        params = v["params"]
+        batch_stats = v.get("batch_stats", {})
+        opt_state = tuple(tx.init(params) for tx in make_tx(hp, k_tx))
+        return SimState(params, batch_stats, opt_state, k_run,
+                        jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+
+    def round_step(state: SimState, hp):
+        # The factories' keys only seed their states (made in ``init``).
+        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        key, k_batch, k_drop = jax.random.split(state.key, 3)
+        idx = sample_batches(k_batch)  # [n, b]
+        x = _normalize(data.train_images[idx], data)  # [n, b, H, W, C]
+        y = data.train_labels[idx]  # [n, b]
+        if label_flip:
+            y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
+        drop_keys = jax.random.split(k_drop, n)
+        grads, (losses, new_stats) = jax.vmap(
+            grad_fn, in_axes=(None, None, 0, 0, 0, None)
+        )(state.params, state.batch_stats, x, y, drop_keys, hp["weight_decay"])
+
+        if worker_sharding is not None:
+            grads = jax.lax.with_sharding_constraint(grads, worker_sharding)
+        ws, ats, rs, ss = state.opt_state
+        sent, ws = worker_tx.update(grads, ws, state.params)
+        attacked, ats = attack_tx.update(sent, ats, state.params)
+        aggregate, rs = robust_tx.update(attacked, rs, state.params)
+        step, ss = server_tx.update(aggregate, ss, state.params)
+        params = optax.apply_updates(state.params, step)
+        if has_bn:
+            batch_stats = jax.tree_util.tree_map(lambda s: s.mean(0), new_stats)
+        else:
+            batch_stats = state.batch_stats
+
+        train_loss = losses[:n_honest].mean()
+        finite = jnp.isfinite(train_loss) & _tree_all_finite(params)
+        t = state.round + 1
+        diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
+                             state.diverged_round)
+        metrics = {"train_loss": train_loss,
+                   **_diagnostics(sent, attacked, aggregate, n_honest)}
+        new_state = SimState(params, batch_stats, (ws, ats, rs, ss), key, t,
+                             diverged)
+        return new_state, metrics
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(params, batch_stats):
+        xs = data.test_images[:eval_size]
+        ys = data.test_labels[:eval_size]
+        chunk = 1000 if eval_size % 1000 == 0 else eval_size
+        xs = xs.reshape((eval_size // chunk, chunk) + xs.shape[1:])
+        ys = ys.reshape((eval_size // chunk, chunk))
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+
+        def one(carry, xy):
+            xb, yb = xy
+            logits = model.apply(variables, _normalize(xb, data), train=False)
+            correct = jnp.sum(jnp.argmax(logits, -1) == yb)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).sum()
+            return carry, (correct, loss)
+
+        _, (correct, loss) = jax.lax.scan(one, None, (xs, ys))
+        return correct.sum() / eval_size, loss.sum() / eval_size
+
+    def run_chunk(state, hp):
+        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
+                                 length=eval_every)
+        acc, test_loss = evaluate(state.params, state.batch_stats)
+        metrics = {k: _nanmean(v) for k, v in rm.items()}
+        metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
+                       diverged_round=state.diverged_round)
+        return state, metrics
+
+    def train(key, hp):
+        state = init(key, hp)
+        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
+                            length=num_evals)
+
+    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
+
+
+def make_train(config, data: SimData, model) -> Callable:
+    """``train(key, hparams) -> (final SimState, metrics [num_evals])``, one program.
+
+    Example (tiny synthetic data; see tests for the full check)::
+
+        train = make_train(config, data, model)
+        state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
+    """
+    return make_program(config, data, model).train
+
+
+# ----------------------------------------------------------------- helpers
+def sample_batch_indices(key, worker_indices, worker_counts, batch_size: int):
+    """Indices ``int32[n, batch_size]``: worker i samples (with replacement) from
+    its own ``worker_indices[i, :worker_counts[i]]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> idx = sample_batch_indices(jax.random.key(0), jnp.array([[0, 1], [2, 3]]),
+      ...                            jnp.array([2, 1]), 3)
+      >>> idx.shape, bool(jnp.all(idx[1] == 2))
+      ((2, 3), True)
+    """
+    n = worker_indices.shape[0]
+    keys = jax.random.split(key, n)
+    u = jax.vmap(lambda k: jax.random.uniform(k, (batch_size,)))(keys)
+    pos = jnp.floor(u * worker_counts[:, None]).astype(jnp.int32)
+    pos = jnp.minimum(pos, worker_counts[:, None] - 1)
+    return jnp.take_along_axis(worker_indices, pos, axis=1)
+
+
+def flip_byzantine_labels(labels, *, num_honest: int, num_classes: int):
+    """Label flip (seed 002): rows ``>= num_honest`` of ``int[n, b]`` labels become
+    ``num_classes - 1 - y``; honest rows are untouched.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> flip_byzantine_labels(jnp.array([[0, 1], [0, 1]]), num_honest=1,
+      ...                       num_classes=10)
+      Array([[0, 1],
+             [9, 8]], dtype=int32)
+    """
+    flipped = attacks.flip_labels(labels, num_classes)
+    is_byz = (jnp.arange(labels.shape[0]) >= num_honest)[:, None]
+    return jnp.where(is_byz, flipped, labels)
+
+
+def _tree_all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                              for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _nanmean(v):
+    return jnp.nanmean(v) if jnp.issubdtype(v.dtype, jnp.floating) else v[-1]
+
+
+def _as_direction(stack):
+    """The vector a worker row stands for (the m part of an MRA moment pair)."""
+    if isinstance(stack, optim.MomentPair):
+        return stack.m
+    return stack
+
+
+def _diagnostics(sent, attacked, aggregate, n_honest):
+    """Per-round diagnostics that explain a run (SPEC §4 resilience).
+
+    * ``agg_dist``: ``||F(x) - xbar_H||`` over all leaves, where ``F(x)`` is the
+      aggregate the server used and ``xbar_H`` the mean of the honest rows;
+    * ``honest_spread``: ``max_{i,j in H} ||x_i - x_j||``;
+    * ``resilience``: their ratio, the empirical lambda of (f, lambda)-resilience;
+    * ``cosine``: cosine between ``F(x)`` and ``xbar_H``.
+
+    For MRA the rows are moment pairs; the diagnostics use the first moments.
+    """
+    from byzjax._tree import pairwise_sq_distances
+    from byzjax.aggregators import mean
+
+    del attacked
+    honest = jax.tree_util.tree_map(lambda x: x[:n_honest], _as_direction(sent))
+    hbar = mean(honest)
+    leaves_a = jax.tree_util.tree_leaves(_as_direction(aggregate))
+    leaves_h = jax.tree_util.tree_leaves(hbar)
+    dist2 = sum(jnp.sum((a - h) ** 2) for a, h in zip(leaves_a, leaves_h))
+    dot = sum(jnp.sum(a * h) for a, h in zip(leaves_a, leaves_h))
+    na = jnp.sqrt(sum(jnp.sum(a * a) for a in leaves_a))
+    nh = jnp.sqrt(sum(jnp.sum(h * h) for h in leaves_h))
+    spread = jnp.sqrt(jnp.max(pairwise_sq_distances(honest)))
+    dist = jnp.sqrt(dist2)
+    return {
+        "agg_dist": dist,
+        "honest_spread": spread,
+        "resilience": dist / jnp.maximum(spread, 1e-12),
+        "cosine": dot / jnp.maximum(na * nh, 1e-12),
+    }

@@ -1,0 +1,37 @@
+"""Seed 001's grid (ByzantineMomentum ``reproduce.py``), Fashion-MNIST part.
+
+MLP, n = 51, f in {12, 24} (1/4, 1/2), lr in {0.5, 0.02}, classical vs Nesterov
+momentum, momentum at the server vs at the workers, ALIE (1.5) and FOE (1.1),
+GARs Krum, median, trimmed mean, Phocas, MeaMed, Bulyan (Bulyan only for
+f = 12: it needs n >= 4f + 3); metric: max top-1 accuracy over 5 seeds.
+The learning rates are a vmapped axis. The CIFAR-10 part (``--set
+base.dataset=cifar10 --set base.model=cifar_cnn --set base.num_workers=25``, f in
+{5, 11}, batch 50, 3000 steps) is for GPU users.
+"""
+
+import ml_collections
+
+from experiments.configs.fmnist_seed001 import get_config
+
+
+def get_sweep():
+    s = ml_collections.ConfigDict()
+    s.name = "seed001_grid"
+    s.base = get_config()
+    s.grid = {
+        "num_byzantine": [12, 24],
+        "attack": ["alie", "foe"],
+        "aggregator": ["krum", "coordinate_median", "trimmed_mean", "phocas",
+                       "meamed", "bulyan"],
+        "optimizer": ["server_momentum", "resam"],
+        "nesterov": [False, True],
+    }
+    s.hparams = {"learning_rate": [0.5, 0.02]}
+    s.seeds = [0, 1, 2, 3, 4]
+    s.overrides = [
+        ({"attack": "alie"}, {"attack_eps": 1.5}),
+        ({"attack": "foe"}, {"attack_eps": 1.1}),
+    ]
+    # Bulyan needs n >= 4f + 3 (as in seed 001, it is left out at f = 24).
+    s.exclude = [{"num_byzantine": 24, "aggregator": "bulyan"}]
+    return s

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job: sets up the environment, fetches real Fashion-MNIST (offline-capable
+# Debian package), and runs seed 001's question -- momentum at the server vs at the
+# workers under A Little Is Enough, six robust aggregators, n = 51, f = 12 -- then
+# prints the table and writes the figures to results/main_job/.
+# Usage: bash scripts/main_job.sh [extra `byzjax sweep` args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${BYZJAX_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q -e .
+bash scripts/fetch_data.sh fashion_mnist
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+"$VENV/bin/byzjax" sweep experiments/main_job.py --outdir results/main_job \
+  --metric max_accuracy "$@"
+"$VENV/bin/python" scripts/summarize_main_job.py results/main_job

@@ -1,0 +1,153 @@
+"""Sweeps: expansion, resumption after kill -9, and reports."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from byzjax import report, sim
+from byzjax.sim import _sweep
+
+SWEEP = textwrap.dedent(
+    """
+    import ml_collections
+    from byzjax.sim import get_config
+
+    def get_sweep():
+        base = get_config()
+        base.dataset = "synthetic"
+        base.model = "mlp"
+        base.num_workers = 7
+        base.num_byzantine = 2
+        base.batch_size = 8
+        base.num_rounds = 20
+        base.eval_every = 10
+        base.learning_rate = 0.1
+        s = ml_collections.ConfigDict()
+        s.name = "tiny"
+        s.base = base
+        s.grid = {"aggregator": ["mean", "trimmed_mean", "coordinate_median"],
+                  "attack": ["none", "alie"], "optimizer": ["dsgd", "resam"]}
+        s.hparams = {"beta": [0.5, 0.9]}
+        s.seeds = [0, 1]
+        s.overrides = [({"attack": "none"}, {"num_attackers": 0})]
+        s.exclude = [{"aggregator": "coordinate_median", "optimizer": "dsgd"}]
+        return s
+    """
+)
+
+
+def _write_sweep(tmp_path):
+    path = tmp_path / "tiny_sweep.py"
+    path.write_text(SWEEP)
+    return str(path)
+
+
+def test_expand_sweep_groups_overrides_and_exclude(tmp_path):
+    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
+    groups = _sweep.expand_sweep(sweep)
+    assert len(groups) == 3 * 2 * 2 - 2  # 2 excluded
+    for g in groups:
+        assert len(g.points) == 2 and g.seeds == [0, 1]
+        assert g.config.num_attackers == (0 if g.labels["attack"] == "none" else -1)
+        assert not (g.labels["aggregator"] == "coordinate_median"
+                    and g.labels["optimizer"] == "dsgd")
+    ids = [rid for g in groups for _, _, rid in g.run_ids()]
+    assert len(ids) == len(set(ids)) == 10 * 4
+
+
+def test_float_axis_in_grid_is_rejected(tmp_path):
+    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
+    sweep.grid = {"beta": [0.1, 0.2]}
+    with pytest.raises(ValueError, match="vmapped"):
+        _sweep.expand_sweep(sweep)
+
+
+def _expected_ids(path):
+    groups = _sweep.expand_sweep(_sweep.load_sweep(path))
+    return {rid for g in groups for _, _, rid in g.run_ids()}
+
+
+def _present(outdir):
+    return sorted(os.path.basename(p)[:-5]
+                  for p in glob.glob(os.path.join(outdir, "runs", "*.json")))
+
+
+@pytest.mark.slow
+def test_sweep_killed_midway_resumes_with_every_run_exactly_once(tmp_path):
+    path = _write_sweep(tmp_path)
+    outdir = str(tmp_path / "out")
+    expected = _expected_ids(path)
+    cmd = [sys.executable, "-m", "byzjax", "sweep", path, "--outdir", outdir,
+           "--quiet", "--no-report"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(_present(outdir)) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "sweep ended before it could be killed: " + (
+        proc.stderr.read().decode()[-2000:])
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _present(outdir)
+    assert 0 < len(partial) < len(expected)
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = _present(outdir)
+    assert len(final) == len(set(final)) == len(expected)
+    assert set(final) == expected
+    # The runs finished before the kill were not run again.
+    assert f"{len(expected) - len(partial)} to run" in done.stdout + done.stderr
+
+    # Reports: the best-aggregator table and the figures are produced.
+    paths = report.write_report(outdir)
+    table = open(paths["best"]).read()
+    assert "dsgd" in table and "resam" in table and "alie" in table
+    assert os.path.getsize(paths["curves"]) > 1000
+    runs = report.load_runs(outdir)
+    assert len(runs) == len(expected)
+    assert all(r["config"]["dataset"] == "synthetic" for r in runs)
+
+
+def test_best_table_picks_the_best_aggregator():
+    def rec(opt, att, agg, acc):
+        return {"config": {"optimizer": opt, "attack": att, "aggregator": agg},
+                "final_accuracy": acc, "max_accuracy": acc, "diverged": False,
+                "metrics": {"round": [1], "test_accuracy": [acc]}}
+
+    runs = [rec("resam", "alie", "mean", 0.2), rec("resam", "alie", "trimmed_mean", 0.7),
+            rec("resam", "alie", "trimmed_mean", 0.9), rec("dsgd", "alie", "mean", 0.5)]
+    table = report.best_table(runs)
+    assert "0.8000 CWTM" in table
+    assert "0.5000 AVG" in table
+
+
+def test_run_group_writes_one_record_per_run(tmp_path):
+    config = sim.get_config()
+    config.dataset = "synthetic"
+    config.num_workers, config.num_byzantine = 5, 1
+    config.batch_size, config.num_rounds, config.eval_every = 4, 4, 2
+    config.aggregator = "trimmed_mean"
+    recs = sim.run_group(config, seeds=[0, 1], hparam_points=[{"beta": 0.5},
+                                                               {"beta": 0.9}],
+                         outdir=str(tmp_path), progress=False)
+    assert len(recs) == 4
+    assert len(glob.glob(str(tmp_path / "*.json"))) == 4
+    assert {r["hparams"]["beta"] for r in recs} == {0.5, 0.9}
+    for r in recs:
+        assert r["metrics"]["round"] == [2, 4]
+        assert r["config"]["aggregator"] == "trimmed_mean"
+    with pytest.raises(ValueError, match="float hyper-parameters"):
+        sim.run_group(config, seeds=[0], hparam_points=[{"num_workers": 3}],
+                      progress=False)
