@@ -7,7 +7,7 @@ Subpackages:
   data, models, sim: the simulator (datasets, Flax models, compiled rounds).
 """
 
-from byzjax import aggregators
+from byzjax import aggregators, attacks, optim
 
 __version__ = "0.1.0"
-__all__ = ["aggregators", "__version__"]
+__all__ = ["aggregators", "attacks", "optim", "__version__"]

@@ -28,6 +28,7 @@ __all__ = [
     "gram",
     "pairwise_sq_distances",
     "weighted_rows",
+    "sum_rows",
     "sq_distances_to",
     "tree_sub_rows",
 ]
@@ -166,23 +167,51 @@ def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:
 
 
 def weighted_rows(stack: PyTree, weights: jax.Array, *, clean: bool = True) -> PyTree:
-    """``sum_i weights[i] * x_i`` for every leaf, as one ``[n] @ [n, d]`` matmul.
+    """``sum_i weights[i] * x_i`` for every leaf, as one fused elementwise pass.
 
-    With ``clean=True`` non-finite rows are zeroed first, so a zero weight on
-    an infinite row gives 0 rather than ``NaN``. Output leaves have shape
-    ``param_shape`` and the input dtype.
+    The sum over the (static, small) worker axis is unrolled at trace time:
+    ``w_0 x_0 + w_1 x_1 + ...``, which XLA fuses into one loop that reads the
+    stack once. On XLA:CPU this is within ~1.3x of ``w @ x`` unbatched and
+    10-20x faster than ``w @ x`` once vmapped (a batched mat-vec), while
+    ``jnp.sum(w[:, None] * x, 0)`` is 40x slower (NOTES.md). With
+    ``clean=True`` non-finite rows are replaced by 0 inside the same pass, so a
+    zero weight on an infinite row gives 0 rather than ``NaN``. Output leaves
+    have shape ``param_shape`` and the input dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = {"w": jnp.array([[1.0, 2.0], [jnp.inf, 0.0], [3.0, 4.0]])}
+      >>> weighted_rows(x, jnp.array([0.5, 0.0, 0.5]))
+      {'w': Array([2., 3.], dtype=float32)}
     """
-    if clean:
-        stack = sanitize(stack)
+    n = num_rows(stack)
+    finite = row_is_finite(stack) if clean else None
 
     def _combine(x):
-        n = x.shape[0]
-        out = jnp.matmul(
-            weights.astype(x.dtype), x.reshape(n, -1), precision=_PRECISION
-        )
-        return out.reshape(x.shape[1:])
+        w = weights.astype(x.dtype)
+        total = None
+        for i in range(n):
+            row = x[i]
+            if clean:
+                row = jnp.where(finite[i], row, jnp.zeros((), x.dtype))
+            term = w[i] * row
+            total = term if total is None else total + term
+        return total
 
     return jax.tree_util.tree_map(_combine, stack)
+
+
+def sum_rows(stack: PyTree) -> PyTree:
+    """``sum_i x_i`` for every leaf, unrolled and fused (see :func:`weighted_rows`)."""
+    n = num_rows(stack)
+
+    def _sum(x):
+        total = x[0]
+        for i in range(1, n):
+            total = total + x[i]
+        return total
+
+    return jax.tree_util.tree_map(_sum, stack)
 
 
 def tree_sub_rows(stack: PyTree, point: PyTree) -> PyTree:

@@ -166,12 +166,17 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
                 output="moments" if opt == "mra" else "direction"))
         k_att, k_pre = jax.random.split(key)
         attack_kwargs = dict(config.attack_kwargs)
-        if use_attack_eps:
-            attack_kwargs["eps"] = hp["attack_eps"]
-        if attack_entry.name.startswith("adaptive"):
+        if attack_entry.adaptive:
+            # The attacker knows the server's pipeline and its declared f.
             attack_kwargs.setdefault("aggregator", config.aggregator)
-            attack_kwargs.setdefault("aggregator_kwargs",
-                                     dict(config.aggregator_kwargs))
+            attack_kwargs.setdefault("aggregator_kwargs", dict(
+                config.aggregator_kwargs, num_byzantine=f))
+            if config.preaggregator:
+                attack_kwargs.setdefault("preaggregator", config.preaggregator)
+                attack_kwargs.setdefault("preaggregator_kwargs",
+                                         dict(config.preaggregator_kwargs))
+        elif use_attack_eps:
+            attack_kwargs["eps"] = hp["attack_eps"]
         attack = optim.byzantine_attack(
             config.attack, num_workers=n, num_byzantine=n_att, key=k_att,
             **attack_kwargs)
@@ -181,6 +186,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
                 config.preaggregator, num_byzantine=f, key=k_pre,
                 **dict(config.preaggregator_kwargs)))
         robust.append(optim.aggregate(config.aggregator, num_byzantine=f,
+                                      moments=opt == "mra",
                                       **dict(config.aggregator_kwargs)))
         server = []
         if opt == "mra":
