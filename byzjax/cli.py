@@ -88,13 +88,23 @@ def build_config(args):
     return config
 
 
+def _data_errors():
+    from byzjax.data import DataIntegrityError, DatasetNotFoundError
+
+    return (DatasetNotFoundError, DataIntegrityError)
+
+
 def _train(args) -> int:
     from byzjax import report, sim
 
     config = build_config(args)
     seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
-    records = sim.run_group(config, seeds=seeds, outdir=os.path.join(args.outdir, "runs"),
-                            progress=not args.quiet)
+    try:
+        records = sim.run_group(config, seeds=seeds,
+                                outdir=os.path.join(args.outdir, "runs"),
+                                progress=not args.quiet)
+    except _data_errors() as e:
+        raise SystemExit(f"data: {e}") from None
     for r in records:
         status = (f"diverged at round {r['diverged_round']}" if r["diverged"]
                   else "finite")
@@ -120,7 +130,12 @@ def _sweep(args) -> int:
             target = target[p]
         target[parts[-1]] = _parse_value(value)
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
-    summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
+    try:
+        summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
+    except _data_errors() as e:
+        raise SystemExit(f"data: {e}") from None
+    except ValueError as e:
+        raise SystemExit(f"bad sweep: {e}") from None
     print(json.dumps(summary))
     if not args.no_report:
         paths = report.write_report(outdir, metric=args.metric)

@@ -141,7 +141,7 @@ def section1(args, results):
 BYZFL = {
     "trimmed_mean": ("TrMean", {"f": None}),
     "coordinate_median": ("Median", {}),
-    "meamed": ("MeaMed", {"f": None}),
+    "meamed": ("Meamed", {"f": None}),
     "krum": ("Krum", {"f": None}),
     "multi_krum": ("MultiKrum", {"f": None}),
     "geometric_median": ("GeometricMedian", {}),

@@ -1,0 +1,58 @@
+"""The command line, run as a user would (subprocess, synthetic data)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def _byzjax(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "byzjax", *args], env=ENV, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_train_writes_records_and_a_figure(tmp_path):
+    out = _byzjax("train", "--dataset", "synthetic", "--num-workers", "7",
+                  "--num-byzantine", "2", "--aggregator", "trimmed_mean",
+                  "--attack", "alie", "--optimizer", "resam", "--beta", "0.9",
+                  "--rounds", "6", "--eval-every", "3", "--batch-size", "8",
+                  "--seeds", "0,1", "--outdir", str(tmp_path), "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("final acc") == 2
+    files = glob.glob(str(tmp_path / "runs" / "*.json"))
+    assert len(files) == 2
+    rec = json.load(open(files[0]))
+    assert rec["config"]["aggregator"] == "trimmed_mean"
+    assert rec["config"]["beta"] == 0.9
+    assert rec["metrics"]["round"] == [3, 6]
+    assert {"test_accuracy", "train_loss", "agg_dist", "honest_spread", "resilience",
+            "cosine"} <= set(rec["metrics"])
+    assert os.path.getsize(tmp_path / "curves.png") > 1000
+
+
+def test_bad_configuration_fails_before_running_with_a_clear_message(tmp_path):
+    out = _byzjax("train", "--dataset", "synthetic", "--num-workers", "7",
+                  "--num-byzantine", "3", "--aggregator", "krum", "--outdir",
+                  str(tmp_path))
+    assert out.returncode != 0
+    assert "2f+3" in out.stderr and "num_workers=7" in out.stderr
+    out = _byzjax("train", "--set", "no_such_field=1", "--outdir", str(tmp_path))
+    assert out.returncode != 0 and "unknown config field" in out.stderr
+
+
+def test_missing_real_dataset_is_an_error_not_synthetic_data(tmp_path):
+    env_dir = tmp_path / "empty_cache"
+    env_dir.mkdir()
+    env = dict(ENV, BYZJAX_DATA_DIR=str(env_dir))
+    out = subprocess.run([sys.executable, "-m", "byzjax", "train", "--dataset", "mnist",
+                          "--rounds", "2", "--eval-every", "1", "--outdir",
+                          str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode != 0
+    assert "fetch_data" in out.stderr
+    assert not glob.glob(str(tmp_path / "runs" / "*.json"))
