@@ -405,5 +405,5 @@ def _diagnostics(sent, attacked, aggregate, n_honest):
         "agg_dist": dist,
         "honest_spread": spread,
         "resilience": dist / jnp.maximum(spread, 1e-12),
-        "cosine": dot / jnp.maximum(na * nh, 1e-12),
+        "cosine": jnp.clip(dot / jnp.maximum(na * nh, 1e-12), -1.0, 1.0),
     }
