@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzjax import data
-from byzjax.data import _offline, _splits
+from byzjax.data import _offline
 from byzjax.data.__main__ import main as data_main
 
 # MNIST's class counts in the training set (so split numbers are checked
@@ -108,7 +108,8 @@ def test_num_honest_gives_byzantine_workers_copies():
     labels = labels_with_counts([30, 30])
     split = data.split_homogeneous(labels, num_workers=5, seed=0, num_honest=3)
     np.testing.assert_array_equal(split.counts, np.full(5, 20))  # 30 // 3 per class
-    honest = all_indices(split._replace(indices=split.indices[:3], counts=split.counts[:3]))
+    honest = all_indices(split._replace(indices=split.indices[:3],
+                                        counts=split.counts[:3]))
     assert len(np.unique(honest)) == honest.size == 60  # honest shards disjoint
     np.testing.assert_array_equal(split.shard(3), split.shard(0))
     np.testing.assert_array_equal(split.shard(4), split.shard(1))
@@ -146,7 +147,8 @@ def reference_dirichlet(labels, num_workers, alpha, seed, min_size=1):
        seed=st.integers(0, 2**16))
 def test_dirichlet_matches_loop_reference(alpha, num_workers, seed):
     labels = labels_with_counts([40, 25, 35], seed)
-    split = data.split_dirichlet(labels, num_workers=num_workers, alpha=alpha, seed=seed)
+    split = data.split_dirichlet(labels, num_workers=num_workers, alpha=alpha,
+                                 seed=seed)
     want = reference_dirichlet(labels, num_workers, alpha, seed)
     for i in range(num_workers):
         np.testing.assert_array_equal(split.shard(i), want[i])
@@ -253,7 +255,8 @@ def test_parse_idx_rejects_bad_files():
 
 def make_csv(images, labels, newline=b"\r\n"):
     header = b"label," + b",".join(b"p%d" % i for i in range(images.shape[1]))
-    rows = [b",".join([b"%d" % y] + [b"%d" % v for v in x]) for x, y in zip(images, labels)]
+    rows = [b",".join([b"%d" % y] + [b"%d" % v for v in x])
+            for x, y in zip(images, labels)]
     return header + newline + newline.join(rows) + newline
 
 
@@ -278,7 +281,8 @@ def write_wheel(path, arrays):
 
 
 def idx_checksums(arrays):
-    return {k: hashlib.sha256(_offline.idx_bytes(v)).hexdigest() for k, v in arrays.items()}
+    return {k: hashlib.sha256(_offline.idx_bytes(v)).hexdigest()
+            for k, v in arrays.items()}
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -320,7 +324,8 @@ def test_mnist_wheel_to_cache_and_corruption(tmp_path):
     bad["train_images"] = arrays["train_images"].copy()
     bad["train_images"][0, 0, 0] ^= 1  # one flipped bit
     np.savez(npz, **bad)
-    with pytest.raises(data.DataIntegrityError, match="train-images-idx3-ubyte.*Delete"):
+    with pytest.raises(data.DataIntegrityError,
+                       match="train-images-idx3-ubyte.*Delete"):
         _offline.load_mnist_offline(tmp_path, checksums=sums)
 
 
@@ -378,9 +383,11 @@ def test_fashion_from_cache_dir_is_checked(tmp_path):
     with pytest.raises(data.DataIntegrityError, match="c59f468a"):
         _offline.load_fashion_mnist_offline(tmp_path, system_dir=str(tmp_path / "none"))
     got = _offline.load_fashion_mnist_offline(
-        tmp_path, system_dir=str(tmp_path / "none"), checksums=idx_checksums(tiny_mnist(2)))
+        tmp_path, system_dir=str(tmp_path / "none"),
+        checksums=idx_checksums(tiny_mnist(2)))
     assert got["train_images"].shape == (4, 28, 28)
-    with pytest.raises(data.DatasetNotFoundError, match="apt-get install -y dataset-fashion"):
+    with pytest.raises(data.DatasetNotFoundError,
+                       match="apt-get install -y dataset-fashion"):
         _offline.load_fashion_mnist_offline(tmp_path / "empty",
                                             system_dir=str(tmp_path / "none"))
 
@@ -390,7 +397,8 @@ def test_fashion_from_cache_dir_is_checked(tmp_path):
 def test_real_fashion_mnist(tmp_path):
     train, test = data.load_train_test("fashion_mnist", source="offline",
                                        data_dir=tmp_path)
-    assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
+    assert train.images.shape == (60000, 28, 28, 1)
+    assert test.images.shape == (10000, 28, 28, 1)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
     assert train.num_classes == 10 and train.name == "fashion_mnist"
     np.testing.assert_array_equal(np.bincount(train.labels), np.full(10, 6000))
@@ -398,8 +406,8 @@ def test_real_fashion_mnist(tmp_path):
     for ds, split in ((train, "train"), (test, "test")):
         assert hashlib.sha256(_offline.idx_bytes(ds.images[..., 0])).hexdigest() == \
             sums[f"{split}_images"]
-        assert hashlib.sha256(_offline.idx_bytes(ds.labels.astype(np.uint8))).hexdigest() \
-            == sums[f"{split}_labels"]
+        label_idx = _offline.idx_bytes(ds.labels.astype(np.uint8))
+        assert hashlib.sha256(label_idx).hexdigest() == sums[f"{split}_labels"]
     mean, std = data.channel_stats(train.images)
     np.testing.assert_allclose(mean, data.NORMALIZATION["fashion_mnist"][0], atol=1e-4)
     np.testing.assert_allclose(std, data.NORMALIZATION["fashion_mnist"][1], atol=1e-4)
@@ -471,8 +479,8 @@ def test_preprocess():
         data.preprocess(images, "synthetic")
     import jax.numpy as jnp
 
-    np.testing.assert_allclose(np.asarray(data.preprocess(jnp.asarray(images), "mnist")),
-                               want, rtol=1e-5)
+    on_device = data.preprocess(jnp.asarray(images), "mnist")
+    np.testing.assert_allclose(np.asarray(on_device), want, rtol=1e-5)
 
 
 def test_digits_if_sklearn():

@@ -51,8 +51,10 @@ def test_cifar100_variants():
     # ByzantineMomentum's CIFAR-100 CNN: dense layer of 256.
     conv_and_bn = 1_310_922 - (8192 * 128 + 128) - (128 * 10 + 10)
     want = conv_and_bn + 8192 * 256 + 256 + 256 * 100 + 100
-    assert models.count_params(models.get("cifar_cnn", num_classes=100), (32, 32, 3)) == want
-    wrn100 = models.count_params(models.get("wide_resnet", num_classes=100), (32, 32, 3))
+    cnn100 = models.count_params(models.get("cifar_cnn", num_classes=100), (32, 32, 3))
+    assert cnn100 == want
+    wrn100 = models.count_params(models.get("wide_resnet", num_classes=100),
+                                 (32, 32, 3))
     assert wrn100 == 36_489_290 + 640 * 90 + 90
 
 
@@ -88,7 +90,8 @@ def init(model, x, seed=0):
     def fill(path, leaf):
         key = jax.tree_util.keystr(path)
         if "batch_stats" in key:
-            value = np.ones(leaf.shape) if key.endswith("['var']") else np.zeros(leaf.shape)
+            fill_value = 1.0 if key.endswith("['var']") else 0.0
+            value = np.full(leaf.shape, fill_value)
         elif key.endswith("['scale']"):
             value = 1.0 + 0.1 * rng.normal(size=leaf.shape)
         else:
@@ -261,7 +264,7 @@ def test_mnist_cnn_matches_numpy():
 
 
 def test_cifar_cnn_training_step_matches_numpy():
-    """ReLU before BN, batch statistics, padding 1, pools (dropout off for the check)."""
+    """ReLU before BN, batch statistics, padding 1, pools (dropout off here)."""
     x = np.random.default_rng(2).normal(size=(2, 8, 8, 3)).astype(np.float32)
     v = init(CIFAR_NO_DROPOUT, jnp.asarray(x[:1]))
     p = to_np(v["params"])

@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     prep = sub.add_parser("prepare", help="build/verify the offline cache of a dataset")
     prep.add_argument("name", choices=["mnist", "fashion_mnist"])
     prep.add_argument("--data-dir", default=None,
-                      help="cache directory (default $BYZJAX_DATA_DIR or ~/.cache/byzjax)")
+                      help="cache directory (default: $BYZJAX_DATA_DIR, else "
+                           "~/.cache/byzjax)")
     args = parser.parse_args(argv)
     try:
         shapes = _offline.prepare(args.name, args.data_dir)

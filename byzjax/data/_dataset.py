@@ -219,7 +219,8 @@ def _finish(images, labels, num_classes: int, name: str) -> Dataset:
         images = images[..., None]
     labels = np.asarray(labels).astype(np.int32).reshape(-1)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{name}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ValueError(
+            f"{name}: {images.shape[0]} images but {labels.shape[0]} labels")
     return Dataset(images, labels, int(num_classes), name)
 
 

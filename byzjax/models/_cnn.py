@@ -27,7 +27,7 @@ def _pool(x):
 
 
 class MnistCNN(nn.Module):
-    """C20(5x5)-ReLU-MaxPool2-C20(5x5)-ReLU-MaxPool2-L500-ReLU-L10 (seed 002, "as in RESAM").
+    """C20(5x5)-ReLU-MaxPool2-C20(5x5)-ReLU-MaxPool2-L500-ReLU-L10 (seed 002, RESAM's).
 
     Valid (unpadded) 5x5 convolutions: on 28x28x1 inputs the feature maps are
     24 -> 12 -> 8 -> 4, so the first dense layer sees 4*4*20 = 320 inputs and

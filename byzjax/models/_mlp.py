@@ -11,7 +11,7 @@ __all__ = ["MLP"]
 
 
 class MLP(nn.Module):
-    """Fully connected network: flatten, ``Dense(hidden)``, ReLU, ``Dense(num_classes)``.
+    """Fully connected: flatten, ``Dense(hidden)``, ReLU, ``Dense(num_classes)``.
 
     ByzantineMomentum's ``simples-full`` (seed 001): 784-100-10, 79,510
     parameters on 28x28x1 inputs. No BatchNorm, no dropout: ``train`` is

@@ -164,7 +164,7 @@ def param_count(variables) -> int:
 
 
 def count_params(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Parameter count of ``model`` on inputs of per-example ``shape``, via ``eval_shape``.
+    """Parameter count of ``model`` on per-example input ``shape``, via ``eval_shape``.
 
     Nothing is allocated or computed, so this is cheap even for WRN-28-10.
 

@@ -95,7 +95,8 @@ class WideResNet(nn.Module):
         blocks = (self.depth - 4) // 6
         k = self.widen_factor
         x = _conv(16, x.shape[-1], 3, padding=1)(x)
-        for stage, (width, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
+        stages = ((16 * k, 1), (32 * k, 2), (64 * k, 2))
+        for stage, (width, stride) in enumerate(stages):
             for b in range(blocks):
                 x = _WideBlock(width, stride if b == 0 else 1, self.dropout_rate,
                                name=f"stage{stage + 1}_block{b + 1}")(x, train)
