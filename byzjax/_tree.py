@@ -144,7 +144,9 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True) -> jax.Array:
         stack = sanitize(stack, finite)
     g = gram(stack)
     sq = jnp.diagonal(g)
-    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * g
+    # Finite rows whose squares overflow give inf - inf = NaN: they are far.
+    d2 = jnp.maximum(jnp.where(jnp.isnan(d2), jnp.inf, d2), 0.0)
     eye = jnp.eye(g.shape[0], dtype=bool)
     d2 = jnp.where(eye, 0.0, d2)
     if clean:
