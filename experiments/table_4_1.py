@@ -28,7 +28,7 @@ def get_sweep():
     base.batch_size = 25
     base.clip_norm = 2.0
     base.weight_decay = 1e-4
-    base.num_rounds = 600
+    base.num_rounds = 500
     base.eval_every = 50
     base.beta = 0.99
     base.b1 = 0.99
