@@ -51,7 +51,7 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "devices"):
 
     Example:
       >>> mesh = make_mesh(1)
-      >>> mesh.shape
+      >>> dict(mesh.shape)
       {'devices': 1}
     """
     devices = jax.devices()

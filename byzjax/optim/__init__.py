@@ -24,7 +24,7 @@ at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
     >>> xs = jax.random.normal(jax.random.key(0), (5, 8, 3))  # [workers, batch, d]
     >>> ys = xs @ jnp.array([1.0, -2.0, 0.5])
     >>> tx = optax.chain(
-    ...     optim.resam(num_workers=5, num_byzantine=1, aggregator="mean",
+    ...     optim.resam(num_workers=5, num_byzantine=1, aggregator="trimmed_mean",
     ...                 beta=0.9),
     ...     optax.sgd(0.1))
     >>> state = tx.init(params)
