@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import sys
@@ -42,15 +41,12 @@ _FLAGS = {
 
 
 def _load_config_file(path: str):
-    from byzjax.sim._sweep import _add_import_roots
+    from byzjax.sim._sweep import call_file_function
 
-    _add_import_roots(path)
-    spec = importlib.util.spec_from_file_location("_byzjax_config", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import config file {path!r}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    try:
+        return call_file_function(path, "get_config")
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"config file: {e}") from None
 
 
 def _parse_value(text: str):

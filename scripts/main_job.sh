@@ -6,12 +6,7 @@
 # Usage: bash scripts/main_job.sh [extra `byzjax sweep` args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${BYZJAX_VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e .
+EXTRAS="" source scripts/_venv.sh
 bash scripts/fetch_data.sh fashion_mnist
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 "$VENV/bin/byzjax" sweep experiments/main_job.py --outdir results/main_job \

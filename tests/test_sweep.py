@@ -151,3 +151,15 @@ def test_run_group_writes_one_record_per_run(tmp_path):
     with pytest.raises(ValueError, match="float hyper-parameters"):
         sim.run_group(config, seeds=[0], hparam_points=[{"num_workers": 3}],
                       progress=False)
+
+
+@pytest.mark.parametrize("name", ["main_job", "table_4_1", "table_4_2", "table_4_3",
+                                  "seed001_grid"])
+def test_shipped_sweeps_are_valid(name):
+    root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    groups = _sweep.expand_sweep(_sweep.load_sweep(os.path.join(root, name + ".py")))
+    assert groups
+    for g in groups:
+        sim.validate(g.config)
+    ids = [rid for g in groups for _, _, rid in g.run_ids()]
+    assert len(ids) == len(set(ids))

@@ -55,17 +55,23 @@ class SweepGroup:
                 for p in self.points for s in self.seeds]
 
 
-def load_sweep(path: str) -> ml_collections.ConfigDict:
-    """Imports ``path`` and returns its ``get_sweep()``."""
+def call_file_function(path: str, name: str):
+    """Imports the Python file ``path`` and returns ``name()`` (``get_config`` /
+    ``get_sweep``), letting it import its siblings (``experiments.configs...``)."""
     _add_import_roots(path)
-    spec = importlib.util.spec_from_file_location("_byzjax_sweep", path)
+    spec = importlib.util.spec_from_file_location(f"_byzjax_{name}", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import sweep file {path!r}")
+        raise ValueError(f"cannot import {path!r}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{path} must define get_sweep()")
-    sweep = module.get_sweep()
+    if not hasattr(module, name):
+        raise ValueError(f"{path} must define {name}()")
+    return getattr(module, name)()
+
+
+def load_sweep(path: str) -> ml_collections.ConfigDict:
+    """Imports ``path`` and returns its ``get_sweep()``."""
+    sweep = call_file_function(path, "get_sweep")
     if not isinstance(sweep, ml_collections.ConfigDict):
         sweep = ml_collections.ConfigDict(sweep)
     return sweep
