@@ -180,9 +180,12 @@ def plot_curves(runs, path: str) -> None:
                 ax.set_ylabel(f"{a}\ntest acc.")
             if i == len(atts) - 1:
                 ax.set_xlabel("round")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(aggs),
-               bbox_to_anchor=(0.5, 1.02))
+    legend = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="upper center",
+               ncol=min(len(legend), 8), bbox_to_anchor=(0.5, 1.04))
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
