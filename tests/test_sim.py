@@ -256,3 +256,19 @@ def test_bad_config_fails_early_with_a_clear_message():
         sim.validate(tiny_config(aggregator="nope"))
     with pytest.raises(ValueError, match="multiple of"):
         sim.validate(tiny_config(num_rounds=5, eval_every=2))
+
+
+def test_run_group_map_and_vmap_batching_agree():
+    data = make_data(7)
+    recs = {}
+    for mode in ("map", "vmap"):
+        config = tiny_config(run_batching=mode)
+        recs[mode] = sim.run_group(config, seeds=[0, 1], hparam_points=[
+            {"beta": 0.5}, {"beta": 0.9}], data=data, model=TinyMLP(), progress=False)
+    for a, b in zip(recs["map"], recs["vmap"]):
+        assert (a["seed"], a["hparams"]) == (b["seed"], b["hparams"])
+        np.testing.assert_allclose(a["metrics"]["train_loss"], b["metrics"]["train_loss"],
+                                   rtol=1e-5)
+    with pytest.raises(ValueError, match="run_batching"):
+        sim.run_group(tiny_config(run_batching="loop"), seeds=[0], data=data,
+                      model=TinyMLP(), progress=False)

@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
     # mesh) or "workers" (split the worker axis; n must divide evenly).
     c.shard = "none"
     c.num_devices = 0  # 0: every visible device
+    # How a group's runs (seeds x float points) share one program: "vmap",
+    # "map" (lax.map, one after another) or "auto" (map on CPU, vmap elsewhere).
+    c.run_batching = "auto"
     # Schedule.
     c.num_rounds = 1000
     c.eval_every = 50

@@ -201,8 +201,7 @@ def run_group(
         keys, hp = shard_leading((keys, hp), mesh)
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(program.init))
-    chunk = jax.jit(jax.vmap(program.run_chunk))
+    init, chunk = batched_program(program, run_batching(config, shard))
     state = init(keys, hp)
     history = []
     bar = None
@@ -252,6 +251,38 @@ def run_group(
             os.makedirs(outdir, exist_ok=True)
             write_json_atomic(os.path.join(outdir, rec["run_id"] + ".json"), rec)
     return records
+
+
+def run_batching(config, shard: str = "none") -> str:
+    """How the runs of a group share one program: ``"vmap"`` or ``"map"``.
+
+    ``config.run_batching`` may force either; ``"auto"`` (default) picks
+    ``"vmap"`` on accelerators and when runs are sharded over devices, and
+    ``"map"`` (``lax.map``: the runs one after another inside the same compiled
+    program) on CPU, where vmapping the runs turns every model matmul into a
+    batched matmul that XLA:CPU executes 2x slower than the runs one by one
+    (``scripts/bench.py`` section 4).
+    """
+    mode = config.get("run_batching", "auto")
+    if mode not in ("auto", "vmap", "map"):
+        raise ValueError(f"run_batching must be auto, vmap or map, got {mode!r}")
+    if mode == "auto":
+        mode = "vmap" if shard == "runs" or jax.default_backend() != "cpu" else "map"
+    return mode
+
+
+def batched_program(program, mode: str):
+    """Jitted ``init(keys, hp)`` and ``run_chunk(states, hp)`` over a leading runs axis."""
+    if mode == "vmap":
+        return jax.jit(jax.vmap(program.init)), jax.jit(jax.vmap(program.run_chunk))
+
+    def init(keys, hp):
+        return jax.lax.map(lambda a: program.init(*a), (keys, hp))
+
+    def chunk(states, hp):
+        return jax.lax.map(lambda a: program.run_chunk(*a), (states, hp))
+
+    return jax.jit(init), jax.jit(chunk)
 
 
 def _py(x):
