@@ -125,9 +125,9 @@ def robust_data_parallel_step(
       aggregator_kwargs: its hyper-parameters.
       momentum: worker momentum beta, or None for plain gradients.
       clip_norm: per-worker gradient clipping, or None.
-      fault: optional ``fault(grads, device_index) -> grads`` applied to the local
-        gradient before the worker transform, to simulate faulty devices
-        (tests and the example script use it).
+      fault: optional ``fault(vector, device_index) -> vector`` applied to what
+        a device sends (after its clipping and momentum), to simulate a faulty
+        or Byzantine device (tests and the example script use it).
 
     Returns:
       ``(init, step)``: ``init(params) -> RobustDPState`` and
@@ -163,9 +163,6 @@ def robust_data_parallel_step(
 
     def local(params, worker_state, server_state, batch):
         loss, g = jax.value_and_grad(loss_fn)(params, batch)
-        idx = jax.lax.axis_index(axis)
-        if fault is not None:
-            g = fault(g, idx)
         if clip_norm is not None:
             leaves = jax.tree_util.tree_leaves(g)
             norm = jnp.sqrt(sum(jnp.sum(x * x) for x in leaves))
@@ -177,6 +174,8 @@ def robust_data_parallel_step(
             sent = jax.tree_util.tree_map(lambda m: m[0], worker_state)
         else:
             sent = g
+        if fault is not None:
+            sent = fault(sent, jax.lax.axis_index(axis))
         stack = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, axis), sent)
         aggregate = agg(stack, num_byzantine=num_byzantine, **agg_kwargs)
         updates, server_state = server_optimizer.update(aggregate, server_state, params)
