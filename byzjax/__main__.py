@@ -1,3 +1,5 @@
-from byzjax.cli import main
 import sys
+
+from byzjax.cli import main
+
 sys.exit(main())

@@ -88,7 +88,7 @@ class Registry:
         return tuple(sorted(self._entries))
 
     def check(self, name: str, *, num_workers: int, num_byzantine: int) -> Entry:
-        """Raises ``ValueError`` unless ``name`` accepts ``(num_workers, num_byzantine)``."""
+        """Raises ``ValueError`` unless ``name`` accepts ``(n, f)``."""
         from byzjax._tree import check_num_byzantine
 
         entry = self.entry(name)

@@ -131,7 +131,8 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
     copy of the stack is written).
 
     Same value as one ``[n, d] @ [d, n]`` matmul per leaf (up to summation
-    order), but each leaf wider than ``2 * 8192`` columns is processed in blocks of 8192 columns
+    order), but each leaf wider than ``2 * 8192`` columns is processed in blocks
+    of 8192 columns
     inside a ``lax.fori_loop`` (``[n, 8192] @ [8192, n]`` per block, which stays
     in cache) instead of one ``[n, d] @ [d, n]`` matmul. Measured on XLA:CPU
     (2 shared cores, jitted, median of 5, same process): n = 15, d = 1,310,922:

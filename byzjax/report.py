@@ -36,7 +36,8 @@ SHORT = {
 def load_runs(outdir: str) -> list[dict[str, Any]]:
     """All run records under ``outdir/runs`` (or ``outdir`` itself)."""
     pattern = os.path.join(outdir, "runs", "*.json")
-    files = sorted(glob.glob(pattern)) or sorted(glob.glob(os.path.join(outdir, "*.json")))
+    files = (sorted(glob.glob(pattern))
+             or sorted(glob.glob(os.path.join(outdir, "*.json"))))
     runs = []
     for path in files:
         with open(path) as fh:

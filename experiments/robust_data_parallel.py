@@ -54,8 +54,12 @@ def load(synthetic: bool):
     from byzjax import data
 
     train, test = data.load_train_test("fashion_mnist", source="offline")
-    prep = lambda im: (np.asarray(im, np.float32).reshape(len(im), -1) / 255.0 - 0.286) / 0.353  # noqa: E731
-    return prep(train.images), np.asarray(train.labels), prep(test.images), np.asarray(test.labels)
+    def prep(images):
+        x = np.asarray(images, np.float32).reshape(len(images), -1) / 255.0
+        return (x - 0.286) / 0.353
+
+    return (prep(train.images), np.asarray(train.labels), prep(test.images),
+            np.asarray(test.labels))
 
 
 def main(argv=None) -> int:

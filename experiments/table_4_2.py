@@ -5,7 +5,6 @@ every aggregator, SGD and RESAM with lr 0.75 / (1 + t // 50). The MLP replaces
 the CNN on CPU (``--set base.model=mnist_cnn`` for the faithful model).
 """
 
-import ml_collections
 
 from experiments.table_4_1 import get_sweep as _table_4_1
 

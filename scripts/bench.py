@@ -101,7 +101,8 @@ def rule_fns(n, f):
             kw["bucket_size"] = 2
         if name == "static_clipping":
             kw["max_norm"] = 1.0
-        out.append(("pre:" + name, jax.jit(lambda x, fn=entry.fn, kw=kw: fn({"w": x}, **kw))))
+        out.append(("pre:" + name,
+                    jax.jit(lambda x, fn=entry.fn, kw=kw: fn({"w": x}, **kw))))
     return out
 
 
@@ -119,11 +120,10 @@ def section1(args, results):
             fl = min(time_alternating(floor_fns(x), args.reps))
             floors[(n, f)] = fl
             for name, fn in rule_fns(n, f):
-                t_rule, _ = time_alternating([lambda: fn(x), floor_fns(x)[1]],
-                                             args.reps)
+                t_rule, _ = time_alternating(
+                    [lambda fn=fn, x=x: fn(x), floor_fns(x)[1]], args.reps)
                 rows.setdefault(name, {})[(n, f)] = (t_rule, t_rule / fl)
                 results[("s1", name, n, f, d)] = (t_rule, fl)
-            del x
         print("| *floor (ms)* | " + " | ".join(f"{floors[c] * 1e3:.2f}"
                                                for c in args.grid) + " |")
         for name in sorted(rows):

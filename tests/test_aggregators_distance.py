@@ -261,8 +261,10 @@ def test_krum_matches_reference(n, f, neighbours, squared):
 def test_krum_options_change_the_choice():
     # 1-D points where n-f-2 vs n-f-1 neighbours and squared vs plain disagree.
     x = {"a": np.array([[0.0], [1.9], [2.0], [3.9], [4.0], [10.0]], np.float32)}
-    pick = lambda **kw: float(call(aggregators.krum, x, num_byzantine=1, **kw)["a"][0])
-    ref = lambda **kw: ref_krum(flat(x), 1, **kw)[0]
+    def pick(**kw):
+        return float(call(aggregators.krum, x, num_byzantine=1, **kw)["a"][0])
+    def ref(**kw):
+        return ref_krum(flat(x), 1, **kw)[0]
     assert pick() == ref() and pick(num_neighbours=4) == ref(k=4)
     assert pick(squared=False) == ref(squared=False)
     # The options are not no-ops on this input.

@@ -35,7 +35,8 @@ def test_multidevice_suite():
         env=env, capture_output=True, text=True, timeout=900)
     tail = out.stdout[-4000:] + out.stderr[-2000:]
     assert out.returncode == 0, tail
-    assert " passed" in out.stdout and "skipped" not in out.stdout.splitlines()[-1], tail
+    last = out.stdout.splitlines()[-1]
+    assert " passed" in last and "skipped" not in last, tail
 
 
 def _tiny_config(**kw):
@@ -60,7 +61,8 @@ def test_sharded_simulation_equals_unsharded(shard):
                         progress=False)
     assert len(got) == len(ref) == 3
     for a, b in zip(ref, got):
-        np.testing.assert_allclose(a["metrics"]["train_loss"], b["metrics"]["train_loss"],
+        np.testing.assert_allclose(a["metrics"]["train_loss"],
+                                   b["metrics"]["train_loss"],
                                    rtol=1e-5)
         np.testing.assert_allclose(a["metrics"]["agg_dist"], b["metrics"]["agg_dist"],
                                    rtol=1e-4)

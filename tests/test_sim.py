@@ -71,8 +71,8 @@ def _np_trimmed_mean(x, f):
 
 
 def _flat(tree):
-    return np.concatenate([np.asarray(l, np.float64).ravel()
-                           for l in jax.tree_util.tree_leaves(tree)])
+    return np.concatenate([np.asarray(leaf, np.float64).ravel()
+                           for leaf in jax.tree_util.tree_leaves(tree)])
 
 
 def reference_run(config, data, model, key, rounds):
@@ -82,7 +82,7 @@ def reference_run(config, data, model, key, rounds):
     state = program.init(key, {k: jnp.float32(v) for k, v in hp.items()})
     params = state.params
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    shapes = [l.shape for l in leaves]
+    shapes = [leaf.shape for leaf in leaves]
     theta = _flat(params)
     n, f = config.num_workers, config.num_byzantine
     n_h = n - f
@@ -267,8 +267,8 @@ def test_run_group_map_and_vmap_batching_agree():
             {"beta": 0.5}, {"beta": 0.9}], data=data, model=TinyMLP(), progress=False)
     for a, b in zip(recs["map"], recs["vmap"]):
         assert (a["seed"], a["hparams"]) == (b["seed"], b["hparams"])
-        np.testing.assert_allclose(a["metrics"]["train_loss"], b["metrics"]["train_loss"],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(a["metrics"]["train_loss"],
+                                   b["metrics"]["train_loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="run_batching"):
         sim.run_group(tiny_config(run_batching="loop"), seeds=[0], data=data,
                       model=TinyMLP(), progress=False)

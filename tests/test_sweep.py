@@ -126,8 +126,10 @@ def test_best_table_picks_the_best_aggregator():
                 "final_accuracy": acc, "max_accuracy": acc, "diverged": False,
                 "metrics": {"round": [1], "test_accuracy": [acc]}}
 
-    runs = [rec("resam", "alie", "mean", 0.2), rec("resam", "alie", "trimmed_mean", 0.7),
-            rec("resam", "alie", "trimmed_mean", 0.9), rec("dsgd", "alie", "mean", 0.5)]
+    runs = [rec("resam", "alie", "mean", 0.2),
+            rec("resam", "alie", "trimmed_mean", 0.7),
+            rec("resam", "alie", "trimmed_mean", 0.9),
+            rec("dsgd", "alie", "mean", 0.5)]
     table = report.best_table(runs)
     assert "0.8000 CWTM" in table
     assert "0.5000 AVG" in table

@@ -21,7 +21,6 @@ from byzjax.aggregators import (
     _geomed,
     _krum,
     _mda,
-    _mean,
     _nnm,
     _preagg,
 )

@@ -40,8 +40,8 @@ from byzjax.aggregators._networks import (
     nan_to_inf,
     network_plan,
     order_statistics,
-    trimmed_sum,
     tree_sum,
+    trimmed_sum,
 )
 
 __all__ = [

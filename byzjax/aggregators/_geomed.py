@@ -132,7 +132,7 @@ def geometric_median(
       ...                              smoothing=0.1, tolerance=0.0)  # as ByzFL
       {'w': Array([3.78..., 4.78..., 5.78...], dtype=float32)}
     """
-    n = validate("geometric_median", updates, num_byzantine)
+    validate("geometric_median", updates, num_byzantine)
     if (not isinstance(num_iterations, int) or isinstance(num_iterations, bool)
             or num_iterations < 0):
         raise ValueError("geometric_median: num_iterations must be a Python int "

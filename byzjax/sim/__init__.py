@@ -6,7 +6,13 @@ rounds); vmap it over keys (seeds) and hyper-parameter dicts. ``run_group``
 adds data loading, a progress bar and JSON records.
 """
 
-from byzjax.sim._config import FLOAT_HPARAMS, OPTIMIZERS, get_config, hparams_of, validate
+from byzjax.sim._config import (
+    FLOAT_HPARAMS,
+    OPTIMIZERS,
+    get_config,
+    hparams_of,
+    validate,
+)
 from byzjax.sim._run import (
     load_sim_data,
     make_model,

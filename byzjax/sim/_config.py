@@ -128,7 +128,8 @@ def validate(config) -> None:
             "label_sorted"
         )
     if config.get("shard", "none") not in ("none", "runs", "workers"):
-        raise ValueError(f"unknown shard {config.shard!r}; choose none, runs or workers")
+        raise ValueError(
+            f"unknown shard {config.shard!r}; choose none, runs or workers")
     if config.lr_schedule not in ("constant", "step"):
         raise ValueError(
             f"unknown lr_schedule {config.lr_schedule!r}; choose constant or step"

@@ -272,7 +272,7 @@ def run_batching(config, shard: str = "none") -> str:
 
 
 def batched_program(program, mode: str):
-    """Jitted ``init(keys, hp)`` and ``run_chunk(states, hp)`` over a leading runs axis."""
+    """Jitted ``init(keys, hp)`` and ``run_chunk(states, hp)`` over a runs axis."""
     if mode == "vmap":
         return jax.jit(jax.vmap(program.init)), jax.jit(jax.vmap(program.run_chunk))
 
