@@ -272,3 +272,19 @@ def test_run_group_map_and_vmap_batching_agree():
     with pytest.raises(ValueError, match="run_batching"):
         sim.run_group(tiny_config(run_batching="loop"), seeds=[0], data=data,
                       model=TinyMLP(), progress=False)
+
+
+def test_adaptive_attack_targets_the_simulated_pipeline():
+    config = tiny_config(attack="adaptive_alie", aggregator="trimmed_mean",
+                         num_rounds=2, eval_every=1)
+    data = make_data(config.num_workers)
+    program = sim.make_program(config, data, TinyMLP())
+    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    state = program.init(jax.random.key(0), hp)
+    _, m = jax.jit(program.round_step)(state, hp)
+    # The adaptive attack moves the aggregate at least as far as plain ALIE.
+    config_alie = tiny_config(attack="alie", aggregator="trimmed_mean")
+    program_alie = sim.make_program(config_alie, data, TinyMLP())
+    _, m_alie = jax.jit(program_alie.round_step)(program_alie.init(
+        jax.random.key(0), hp), hp)
+    assert float(m["agg_dist"]) >= float(m_alie["agg_dist"]) - 1e-7

@@ -30,7 +30,7 @@ from byzjax.optim._stages import (
 )
 from byzjax.optim._worker import clip_by_worker_norm, worker_adam, worker_momentum
 
-__all__ = ["dsgd", "resam", "dra", "mra"]
+__all__ = ["dsgd", "resam", "dra", "mra", "adaptive_attack_defaults"]
 
 _COMMON_ARGS = """
       num_workers: static ``n``.
@@ -59,12 +59,35 @@ def _with_common_args(fn):
     return fn
 
 
+def adaptive_attack_defaults(attack, attack_kwargs, *, aggregator,
+                             aggregator_kwargs, num_byzantine: int,
+                             preaggregator=None, preaggregator_kwargs=None) -> dict:
+    """The attack's kwargs, with an adaptive attack pointed at this pipeline.
+
+    An adaptive attack (``attacks.entry(name).adaptive``) is omniscient: unless
+    told otherwise it targets the server's aggregator with its kwargs and the
+    declared ``num_byzantine``, after the same pre-aggregator. Other attacks'
+    kwargs are returned unchanged (copied).
+    """
+    from byzjax import attacks
+
+    out = dict(attack_kwargs or {})
+    if isinstance(attack, str) and attacks.entry(attack).adaptive:
+        out.setdefault("aggregator", aggregator)
+        declared = {"num_byzantine": num_byzantine, **dict(aggregator_kwargs or {})}
+        out.setdefault("aggregator_kwargs", declared)
+        if preaggregator:
+            out.setdefault("preaggregator", preaggregator)
+            out.setdefault("preaggregator_kwargs", dict(preaggregator_kwargs or {}))
+    return out
+
+
 def _chain(worker_stage, *, num_workers: int, num_byzantine: int,
            aggregator: str | Callable = "mean", aggregator_kwargs=None,
            preaggregator=None, preaggregator_kwargs=None, clip_norm=None,
            attack=None, num_attackers: int | None = None, attack_kwargs=None,
            key=None, moments: bool = False, tail=()):
-    from byzjax import aggregators, attacks
+    from byzjax import aggregators
 
     agg_kwargs = dict(aggregator_kwargs or {})
     pre_kwargs = dict(preaggregator_kwargs or {})
@@ -81,14 +104,10 @@ def _chain(worker_stage, *, num_workers: int, num_byzantine: int,
     if key is not None:
         key_attack, key_pre = jax.random.split(key)
     if attack is not None:
-        att_kwargs = dict(attack_kwargs or {})
-        if isinstance(attack, str) and attacks.entry(attack).adaptive:
-            att_kwargs.setdefault("aggregator", aggregator)
-            declared = {"num_byzantine": num_byzantine, **agg_kwargs}
-            att_kwargs.setdefault("aggregator_kwargs", declared)
-            if preaggregator is not None:
-                att_kwargs.setdefault("preaggregator", preaggregator)
-                att_kwargs.setdefault("preaggregator_kwargs", pre_kwargs)
+        att_kwargs = adaptive_attack_defaults(
+            attack, attack_kwargs, aggregator=aggregator,
+            aggregator_kwargs=agg_kwargs, num_byzantine=num_byzantine,
+            preaggregator=preaggregator, preaggregator_kwargs=pre_kwargs)
         f_real = num_byzantine if num_attackers is None else num_attackers
         stages.append(byzantine_attack(attack, num_workers=num_workers,
                                        num_byzantine=f_real, key=key_attack,

@@ -165,17 +165,13 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
                 num_workers=n, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"],
                 output="moments" if opt == "mra" else "direction"))
         k_att, k_pre = jax.random.split(key)
-        attack_kwargs = dict(config.attack_kwargs)
-        if attack_entry.adaptive:
-            # The attacker knows the server's pipeline and its declared f.
-            attack_kwargs.setdefault("aggregator", config.aggregator)
-            attack_kwargs.setdefault("aggregator_kwargs", dict(
-                config.aggregator_kwargs, num_byzantine=f))
-            if config.preaggregator:
-                attack_kwargs.setdefault("preaggregator", config.preaggregator)
-                attack_kwargs.setdefault("preaggregator_kwargs",
-                                         dict(config.preaggregator_kwargs))
-        elif use_attack_eps:
+        # An adaptive attacker knows the server's pipeline and its declared f.
+        attack_kwargs = optim.adaptive_attack_defaults(
+            config.attack, dict(config.attack_kwargs), aggregator=config.aggregator,
+            aggregator_kwargs=dict(config.aggregator_kwargs), num_byzantine=f,
+            preaggregator=config.preaggregator or None,
+            preaggregator_kwargs=dict(config.preaggregator_kwargs))
+        if not attack_entry.adaptive and use_attack_eps:
             attack_kwargs["eps"] = hp["attack_eps"]
         attack = optim.byzantine_attack(
             config.attack, num_workers=n, num_byzantine=n_att, key=k_att,
