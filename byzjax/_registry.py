@@ -24,6 +24,8 @@ class Entry:
       stateful: the function takes a ``center=`` argument (previous aggregate).
       robust: False for the plain mean (excluded from robustness properties).
       aliases: other accepted names (``"cwtm"``).
+      hint: last sentence of the ``(n, f)`` error: what relaxes the
+        requirement, or why nothing does.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Entry:
     stateful: bool = False
     robust: bool = True
     aliases: tuple[str, ...] = ()
+    hint: str | None = None
 
 
 class Registry:
@@ -54,12 +57,13 @@ class Registry:
         stateful: bool = False,
         robust: bool = True,
         aliases: tuple[str, ...] = (),
+        hint: str | None = None,
     ):
         """Decorator registering ``fn`` under ``name``."""
 
         def _decorate(fn):
             entry = Entry(name, fn, min_workers, requirement, needs_key, stateful,
-                          robust, tuple(aliases))
+                          robust, tuple(aliases), hint)
             for key in (name, *aliases):
                 key = _norm(key)
                 if key in self._alias:
@@ -95,7 +99,7 @@ class Registry:
         check_num_byzantine(
             entry.name, num_workers, num_byzantine,
             min_workers=entry.min_workers(num_byzantine),
-            requirement=entry.requirement,
+            requirement=entry.requirement, hint=entry.hint,
         )
         return entry
 

@@ -21,6 +21,7 @@ PyTree = Any
 
 __all__ = [
     "num_rows",
+    "check_stack",
     "check_num_byzantine",
     "row_is_finite",
     "sanitize",
@@ -65,15 +66,53 @@ def num_rows(stack: PyTree) -> int:
     return int(sizes.pop())
 
 
+def check_stack(rule: str, stack: PyTree) -> int:
+    """Checks that ``stack`` is a floating-point stack of ``n >= 1`` rows; returns ``n``.
+
+    Every aggregator, pre-aggregator and attack calls this first (at trace
+    time), so bad input gets the same one-line message whatever the rule.
+    Integer and boolean stacks are rejected rather than silently truncated
+    (a distance rule computed in ``int32`` would return zeros).
+
+    Raises:
+      ValueError: no leaves, a scalar leaf, leaves with different leading
+        sizes, or ``n = 0``.
+      TypeError: a leaf that is not floating point.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> check_stack("mean", {"w": jnp.zeros((3, 2))})
+      3
+      >>> check_stack("mean", {"w": jnp.arange(6).reshape(3, 2)})
+      Traceback (most recent call last):
+      ...
+      TypeError: mean: updates must be floating point, got a leaf of dtype int32; ...
+    """
+    try:
+        n = num_rows(stack)
+    except ValueError as err:
+        raise ValueError(f"{rule}: {err}") from None
+    if n < 1:
+        raise ValueError(f"{rule}: updates need at least one row (a leading worker "
+                         "axis of size n >= 1), got n = 0")
+    for leaf in jax.tree_util.tree_leaves(stack):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{rule}: updates must be floating point, got a leaf of "
+                            f"dtype {dtype}; cast with x.astype(jnp.float32)")
+    return n
+
+
 def check_num_byzantine(
     rule: str, num_workers: int, num_byzantine: int, *, min_workers: int | None = None,
-    requirement: str | None = None,
+    requirement: str | None = None, hint: str | None = None,
 ) -> None:
     """Validates a static (n, f) pair for ``rule``; raises ``ValueError``.
 
     By default requires ``0 <= f`` and ``n > 2 f`` (``f < n/2``). ``min_workers``
     tightens this (e.g. Krum: ``2 f + 3``), with ``requirement`` the readable
-    form of the condition used in the message.
+    form of the condition used in the message and ``hint`` an optional last
+    sentence (what relaxes the requirement, or why nothing does).
     """
     if not isinstance(num_byzantine, int) or isinstance(num_byzantine, bool):
         raise TypeError(
@@ -89,6 +128,7 @@ def check_num_byzantine(
             f"{rule} needs {requirement} (n >= {min_workers} for "
             f"num_byzantine={num_byzantine}), got num_workers={num_workers}. Use "
             f"more workers or declare fewer Byzantine ones."
+            + (f" {hint}" if hint else "")
         )
 
 

@@ -20,51 +20,25 @@ from hypothesis import strategies as st
 
 from byzjax import aggregators
 from byzjax.aggregators import _coordinate, _networks
+from tests.helpers import (
+    closest_mean,
+    per_coordinate,
+    ref_median,
+    ref_meamed,
+    ref_phocas,
+    ref_trimmed,
+)
 
 RTOL, ATOL = 1e-5, 1e-6
 SHAPES = {"w": (3, 4), "b": (5,)}
 
 
 # ----------------------------------------------------------------- references
-
-
-def ref_median(v, lower=False):
-    s = sorted(v)
-    n = len(s)
-    if lower or n % 2:
-        return s[(n - 1) // 2]
-    return (s[n // 2 - 1] + s[n // 2]) / 2
-
-
-def ref_trimmed(v, f):
-    s = sorted(v)
-    kept = s[f:len(s) - f]
-    return sum(kept) / len(kept)
+# The NumPy references live in tests/helpers.py (shared with the other tests).
 
 
 def ref_closest(v, center, k):
-    """Mean of the k values closest to center; ties towards smaller values."""
-    chosen = sorted(v, key=lambda a: (abs(a - center), a))[:k]
-    return sum(chosen) / k
-
-
-def ref_meamed(v, f):
-    return ref_closest(v, ref_median(v), len(v) - f)
-
-
-def ref_phocas(v, f):
-    return ref_closest(v, ref_trimmed(v, f), len(v) - f)
-
-
-def per_coordinate(stack, fn):
-    """Applies fn (a function of a list of n floats) per coordinate, float64."""
-    out = {}
-    for name, x in stack.items():
-        x = np.asarray(x, np.float64)
-        flat = x.reshape(x.shape[0], -1)
-        vals = [fn(list(flat[:, j])) for j in range(flat.shape[1])]
-        out[name] = np.array(vals).reshape(x.shape[1:])
-    return out
+    return closest_mean(v, center, k)
 
 
 def make_stack(rng, n, shapes=SHAPES, dtype=np.float32):
@@ -239,11 +213,15 @@ def test_mean_around_median(n):
     for k in range(1, n + 1):
         got = _coordinate.mean_around_median(x, num_keep=k)
         if n % 2 == 0 and k == 1:
-            # exact tie between the two middle values: either is acceptable
+            # The two middle values are equally far from their midpoint, so
+            # they share the slot (the midpoint), unless rounding of the
+            # float32 centre puts one of them strictly closer.
             for name in x:
                 s = np.sort(x[name], axis=0)
                 g = np.asarray(got[name])
-                assert np.all((g == s[n // 2 - 1]) | (g == s[n // 2]))
+                mid = 0.5 * s[n // 2 - 1] + 0.5 * s[n // 2]
+                assert np.all((g == s[n // 2 - 1]) | (g == s[n // 2])
+                              | np.isclose(g, mid, rtol=1e-6, atol=1e-7))
             continue
         want = per_coordinate(x, lambda v: ref_closest(v, ref_median(v), k))
         assert_tree_close(got, want)
@@ -257,16 +235,52 @@ def test_mean_around_median_is_exported_and_validates():
             _coordinate.mean_around_median(x, num_keep=bad)
 
 
-def test_ties_go_to_smaller_values():
-    # median 2; distance ties: 0 vs 4 (for meamed, keep 3)
+def test_values_tied_in_distance_share_the_slots_left():
+    # median 2, keep 4: 1, 2, 3 are inside, 0 and 4 share the last slot
     x = {"w": jnp.array([[0.0], [1.0], [2.0], [3.0], [4.0]])}
-    assert float(_coordinate.mean_around_median(x, num_keep=4)["w"][0]) == 1.5
+    assert float(_coordinate.mean_around_median(x, num_keep=4)["w"][0]) == 2.0
+    # median 2, keep 3: 1 and 2 inside, 0 and 4 share the last slot
     x = {"w": jnp.array([[0.0], [1.0], [2.0], [4.0], [100.0]])}
-    assert float(aggregators.meamed(x, num_byzantine=2)["w"][0]) == 1.0
+    got = float(aggregators.meamed(x, num_byzantine=2)["w"][0])
+    np.testing.assert_allclose(got, (1.0 + 2.0 + 0.5 * (0.0 + 4.0)) / 3, rtol=1e-6)
     # repeated values
     x = {"w": jnp.array([[1.0], [1.0], [1.0], [5.0], [-5.0]])}
     for rule in RULES:
         assert float(RULES[rule][0](x, 2)["w"][0]) == 1.0, rule
+
+
+def test_a_value_closer_to_the_centre_is_never_left_out():
+    # The lowest window of least radius [-1, -1, 0] leaves out 0.9, which is
+    # closer to the median 0 than the second -1: the kept set is {0, 0.9, -1}.
+    x = {"w": jnp.array([[-1.0], [-1.0], [0.0], [0.9], [5.0]])}
+    got = float(aggregators.meamed(x, num_byzantine=2)["w"][0])
+    np.testing.assert_allclose(got, (0.0 + 0.9 - 1.0) / 3, rtol=1e-6)
+    # Phocas: trimmed mean (f=2) is 0; the same set is kept
+    got = float(aggregators.phocas(x, num_byzantine=2)["w"][0])
+    np.testing.assert_allclose(got, (0.0 + 0.9 - 1.0) / 3, rtol=1e-6)
+    # identical Byzantine rows (ALIE-like) around honest values
+    col = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, -0.5, -0.5, -0.5]
+    x = {"w": jnp.array(col)[:, None]}
+    for f in (1, 2, 3, 4):
+        got = float(aggregators.meamed(x, num_byzantine=f)["w"][0])
+        np.testing.assert_allclose(got, ref_meamed(col, f), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [4, 6, 8])
+def test_meamed_lower_median_option(n):
+    x = make_stack(np.random.default_rng(70 + n), n)
+    f = (n - 1) // 2
+    got = aggregators.meamed(x, num_byzantine=f, lower=True)
+    assert_tree_close(got, per_coordinate(x, lambda v: ref_meamed(v, f, lower=True)))
+    # a fixed column where the two centres differ: [0, 1, 2, 10], f = 1
+    # lower median 1: f=1 keeps 0, 1, 2; keep 2 is 1 plus half of 0 and of 2
+    col = {"w": jnp.array([[0.0], [1.0], [2.0], [10.0]])}
+    np.testing.assert_allclose(
+        aggregators.meamed(col, num_byzantine=1, lower=True)["w"], [1.0])
+    np.testing.assert_allclose(
+        aggregators.mean_around_median(col, num_keep=2, lower=True)["w"], [1.0])
+    np.testing.assert_allclose(
+        aggregators.mean_around_median(col, num_keep=2)["w"], [1.5])
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

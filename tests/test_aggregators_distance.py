@@ -19,6 +19,19 @@ from hypothesis import strategies as st
 
 from byzjax import aggregators
 from byzjax.aggregators import _coordinate
+from tests.helpers import (
+    ref_bulyan_byzantine_momentum,
+    ref_bulyan_selection,
+    ref_cc,
+    ref_geomed,
+    ref_krum,
+    ref_krum_scores,
+    ref_mean_around_median,
+    ref_multi_krum,
+    ref_nnm,
+    ref_order,
+    ref_sq_dist,
+)
 
 LEAF_SHAPES = {"a": (3,), "b": (2, 2)}  # d = 7 over two leaves
 D = 7
@@ -90,153 +103,10 @@ def call(fn, tree, **static):
 
 
 # ----------------------------------------------------------------------------
-# NumPy references (plain loops, float64).
+# NumPy references (plain loops, float64), written from the definitions.
 
 
-def ref_finite(x):
-    return np.array([np.all(np.isfinite(row)) for row in x])
-
-
-def ref_sq_dist(x):
-    n = len(x)
-    fin = ref_finite(x)
-    out = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            if i == j:
-                continue
-            out[i, j] = np.sum((x[i] - x[j]) ** 2) if fin[i] and fin[j] else np.inf
-    return out
-
-
-def ref_krum_scores(x, k, squared=True, valid=None):
-    n = len(x)
-    valid = np.ones(n, bool) if valid is None else valid
-    d2 = ref_sq_dist(x)
-    scores = np.full(n, np.inf)
-    for i in range(n):
-        if not valid[i]:
-            continue
-        ds = sorted(d2[i, j] if squared else np.sqrt(d2[i, j])
-                    for j in range(n) if j != i and valid[j])
-        scores[i] = sum(ds[:k]) if k > 0 else 0.0
-    return scores
-
-
-def ref_order(scores):
-    """Indices by increasing score, ties by index."""
-    return sorted(range(len(scores)), key=lambda i: (scores[i], i))
-
-
-def ref_krum(x, f, k=None, squared=True):
-    n = len(x)
-    k = n - f - 2 if k is None else k
-    return x[ref_order(ref_krum_scores(x, k, squared))[0]]
-
-
-def ref_multi_krum(x, f, m=None, k=None, squared=True):
-    n = len(x)
-    k = n - f - 2 if k is None else k
-    m = n - f if m is None else m
-    chosen = ref_order(ref_krum_scores(x, k, squared))[:m]
-    return np.mean(x[chosen], axis=0)
-
-
-def ref_geomed(x, iters, tol, nu, init="mean"):
-    fin = ref_finite(x)
-    xs = x[fin]
-    if isinstance(init, str):
-        z = xs.mean(0) if init == "mean" else np.zeros(x.shape[1])
-    else:
-        z = np.asarray(init, np.float64)
-    for t in range(iters):
-        dist = np.sqrt(((xs - z) ** 2).sum(1))
-        w = 1.0 / np.maximum(nu, dist)
-        new = (w[:, None] * xs).sum(0) / w.sum()
-        move = np.sqrt(((new - z) ** 2).sum())
-        dist_new = np.sort(np.sqrt(((xs - new) ** 2).sum(1)))
-        scale = dist_new[(len(xs) - 1) // 2]  # lower median
-        checked = (isinstance(init, str) and init == "mean") or t > 0  # see docstring
-        z = new
-        if checked and move <= tol * scale:
-            break
-    return z
-
-
-def ref_cc(x, center, tau, iters):
-    n = len(x)
-    fin = ref_finite(x)
-    v = np.zeros(x.shape[1]) if center is None else np.asarray(center, np.float64)
-    for _ in range(iters):
-        total = np.zeros_like(v)
-        for i in range(n):
-            if not fin[i]:
-                continue  # excluded: contributes 0, still divided by n
-            u = x[i] - v
-            norm = np.sqrt((u ** 2).sum())
-            total += u * min(1.0, tau / norm) if norm > 0 else u
-        v = v + total / n
-    return v
-
-
-def ref_nnm(x, f):
-    n = len(x)
-    m = n - f
-    fin = ref_finite(x)
-    d2 = ref_sq_dist(x)
-    hoods = []
-    for i in range(n):
-        others = sorted((j for j in range(n) if j != i), key=lambda j: (d2[i, j], j))
-        hoods.append([i] + others[:m - 1])
-    scores = ref_krum_scores(x, m - 1)
-    central = min((i for i in range(n) if fin[i]), key=lambda i: (scores[i], i))
-    out = np.zeros_like(x)
-    for i in range(n):
-        hood = hoods[i] if fin[i] else hoods[central]
-        out[i] = np.mean(x[hood], axis=0)
-    return out
-
-
-def ref_bulyan_selection(x, f, kind="krum", squared=True, inner=None):
-    """Recomputes on the remaining set after every pick (El Mhamdi et al.)."""
-    n = len(x)
-    remaining = list(range(n))
-    chosen = []
-    for _ in range(n - 2 * f):
-        m = len(remaining)
-        sub = x[remaining]
-        if kind == "generic":
-            out = inner(sub)
-            dist = [np.sum((row - out) ** 2) if np.all(np.isfinite(row)) else np.inf
-                    for row in sub]
-            pick = ref_order(dist)[0]
-        else:
-            k = min(max(m - f - 2, 1), m - 1)
-            scores = ref_krum_scores(sub, k, squared)
-            d2 = ref_sq_dist(sub)
-            near = [sorted(d2[i, j] for j in range(m) if j != i) for i in range(m)]
-            ranked = sorted(range(m), key=lambda i: (scores[i], near[i], i))
-            if kind == "krum":
-                pick = ranked[0]
-            else:
-                keep = ranked[:max(m - f, 1)]
-                mean = sub[keep].mean(0)
-                dist = [np.sum((row - mean) ** 2) if np.all(np.isfinite(row))
-                        else np.inf for row in sub]
-                pick = ref_order(dist)[0]
-        chosen.append(remaining[pick])
-        remaining.pop(pick)
-    return chosen
-
-
-def ref_mean_around_median(v, num_keep):
-    out = np.zeros(v.shape[1])
-    for c in range(v.shape[1]):
-        col = v[:, c]
-        med = np.median(col)
-        order = sorted(range(len(col)), key=lambda i: (abs(col[i] - med), i))
-        out[c] = np.mean(col[order[:num_keep]])
-    return out
+# They live in tests/helpers.py, shared with the other tests.
 
 
 # ----------------------------------------------------------------------------
@@ -464,12 +334,6 @@ def test_nnm_is_registered_as_a_preaggregator():
 # ----------------------------------------------------------------------------
 # Bulyan.
 
-HAS_MEAN_AROUND_MEDIAN = hasattr(_coordinate, "mean_around_median")
-needs_mean_around_median = pytest.mark.skipif(
-    not HAS_MEAN_AROUND_MEDIAN,
-    reason="byzjax.aggregators._coordinate.mean_around_median not written yet")
-
-
 def _np_coordinate_median_rule(updates, *, num_byzantine):
     del num_byzantine
     return jax.tree_util.tree_map(lambda x: jnp.median(x, axis=0), updates)
@@ -541,7 +405,6 @@ def test_bulyan_requires_4f_plus_3():
         aggregators.bulyan_selection(tree, num_byzantine=1, selection="nope")
 
 
-@needs_mean_around_median
 @pytest.mark.parametrize("selection", ["krum", "multi_krum"])
 def test_bulyan_matches_reference(selection):
     rng = np.random.default_rng(8)
@@ -551,6 +414,42 @@ def test_bulyan_matches_reference(selection):
         out = call(aggregators.bulyan, tree, num_byzantine=f, selection=selection)
         chosen = ref_bulyan_selection(x, f, selection)
         assert_close(out, ref_mean_around_median(x[chosen], n - 4 * f))
+
+
+@pytest.mark.parametrize("n,f", [(7, 1), (11, 2), (16, 3)])
+def test_bulyan_byzantine_momentum_variant_matches_reference(n, f):
+    rng = np.random.default_rng(80 + n)
+    tree = make_tree(rng, n)
+    tree = corrupt(tree, [n - 1], ["inf"]) if f > 1 else tree
+    out = call(aggregators.bulyan, tree, num_byzantine=f, variant="byzantine_momentum")
+    assert_close(out, ref_bulyan_byzantine_momentum(flat(tree), f))
+
+
+def test_bulyan_byzantine_momentum_variant_fixed_input():
+    # n = 7, f = 1, one coordinate, worked by hand. Scores: sums of the plain
+    # distances to the n - f - 2 = 4 nearest rows: 2.1, 1.8, 1.6, 2.0, 2.9,
+    # 5.9, 32, so the ranking is rows 2, 1, 3, 0, 4, 5, 6. Selected
+    # (n - 2f - 2 = 3): means of ranks 0..3, 1..3, 2..3 = rows {2, 1, 3, 0},
+    # {1, 3, 0}, {3, 0}: 0.275, 0.2667, 0.35. Lower median 0.275; keep
+    # n - 4f - 2 = 1 value: 0.275.
+    x = {"w": jnp.array([[0.0], [0.1], [0.3], [0.7], [1.0], [2.0], [9.0]])}
+    out = aggregators.bulyan(x, num_byzantine=1, variant="byzantine_momentum")
+    np.testing.assert_allclose(out["w"], [0.275], rtol=1e-6)
+    # the paper's Bulyan on the same input differs (rows 2, 3, 1, 4, 5 selected)
+    paper = aggregators.bulyan(x, num_byzantine=1)
+    np.testing.assert_allclose(paper["w"], [(0.3 + 0.7 + 1.0) / 3], rtol=1e-6)
+
+
+def test_bulyan_variant_options_are_checked():
+    x = {"w": jnp.zeros((7, 2))}
+    with pytest.raises(ValueError, match="unknown variant"):
+        aggregators.bulyan(x, num_byzantine=1, variant="torch")
+    with pytest.raises(ValueError, match="fixes its selection"):
+        aggregators.bulyan(x, num_byzantine=1, variant="byzantine_momentum",
+                           selection="multi_krum")
+    with pytest.raises(ValueError, match="4f\\+3"):
+        aggregators.bulyan(jnp.zeros((6, 2)), num_byzantine=1,
+                           variant="byzantine_momentum")
 
 
 # ----------------------------------------------------------------------------
@@ -586,10 +485,9 @@ def test_non_finite_rows(kinds):
     chosen = call(aggregators.bulyan_selection, tree, num_byzantine=f,
                   selection="multi_krum")  # same compilation as above tests
     assert list(np.asarray(chosen)) == ref_bulyan_selection(x, f, "multi_krum")
-    if HAS_MEAN_AROUND_MEDIAN:
-        out = call(aggregators.bulyan, tree, num_byzantine=f)
-        assert_close(out, ref_mean_around_median(x[ref_bulyan_selection(x, f)],
-                                                 n - 4 * f))
+    out = call(aggregators.bulyan, tree, num_byzantine=f)
+    assert_close(out, ref_mean_around_median(x[ref_bulyan_selection(x, f)],
+                                             n - 4 * f))
 
 
 def test_overflowing_finite_row_is_infinitely_far():

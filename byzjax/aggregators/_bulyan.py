@@ -43,6 +43,17 @@ gathered stacks (the loop is unrolled at trace time, since the stack sizes
 are static). The final stage gathers the ``theta`` selected rows (one
 ``[theta, d]`` copy) and calls the coordinate-wise rule.
 
+**The ByzantineMomentum variant** (``variant="byzantine_momentum"``): the
+Bulyan of the experiments of El Mhamdi, Guerraoui and Rouault, "Distributed
+Momentum for Byzantine-resilient Stochastic Gradient Descent" (ICLR 2021), as
+their code computes it, so those runs can be reproduced exactly. Krum scores
+over ``n - f - 2`` neighbours with plain (not squared) distances are computed
+*once*; with the rows ranked by score (ties by index), the ``i``-th of
+``n - 2f - 2`` selected vectors is the mean of the rows ranked
+``i .. n - f - 3`` (a Multi-Krum mean that shrinks by one row per step); then,
+per coordinate, the mean of the ``n - 4f - 2`` selected values closest to the
+*lower* median. Same requirement ``n >= 4f + 3``.
+
 Non-finite rows are infinitely far from everything: with at most ``f`` of
 them, every remaining set of the selection holds more than ``f`` finite rows,
 Krum scores of finite rows are finite and those of non-finite rows infinite, so
@@ -55,18 +66,20 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
 
 from byzjax._tree import PyTree, sq_distances_to
 from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax.aggregators._coordinate import mean_around_median
 from byzjax.aggregators._krum import first_argmin, krum_scores, sq_distance_matrix
 
 __all__ = ["bulyan", "bulyan_selection"]
 
 _REQUIREMENT = "n >= 4f+3"
+_VARIANTS = ("paper", "byzantine_momentum")
 
 
 def _min_workers(f: int) -> int:
@@ -151,6 +164,26 @@ def _select_generic(updates, n, f, theta, fn, kwargs):
     return jnp.stack(chosen).astype(jnp.int32)
 
 
+def _byzantine_momentum_selected(updates: PyTree, n: int, f: int) -> PyTree:
+    """The ``n - 2f - 2`` shrinking Multi-Krum means of the ByzantineMomentum
+    variant (module docstring), leaves ``[n - 2f - 2, *param_shape]``."""
+    top, theta = n - f - 2, n - 2 * f - 2
+    d2, _ = sq_distance_matrix(updates)
+    scores = krum_scores(d2, num_byzantine=f, num_neighbours=top, squared=False)
+    ranked = jnp.argsort(scores, stable=True)[:top]
+
+    def _leaf(x):
+        acc = jnp.promote_types(x.dtype, jnp.float32)
+        rows = jnp.asarray(x)[ranked].astype(acc)
+        suffix, run = [None] * top, None
+        for j in range(top - 1, -1, -1):  # suffix sums, accumulated outwards
+            run = rows[j] if run is None else run + rows[j]
+            suffix[j] = run
+        return jnp.stack([suffix[i] / (top - i) for i in range(theta)]).astype(x.dtype)
+
+    return jax.tree_util.tree_map(_leaf, updates)
+
+
 def bulyan_selection(
     updates: PyTree,
     *,
@@ -194,6 +227,7 @@ def bulyan(
     selection: str | Callable[..., PyTree] = "krum",
     squared: bool = True,
     selection_kwargs: dict[str, Any] | None = None,
+    variant: Literal["paper", "byzantine_momentum"] = "paper",
 ) -> PyTree:
     """Bulyan: iterated robust selection of ``n - 2f`` rows, then per coordinate
     the mean of the ``n - 4f`` selected values closest to the median.
@@ -209,13 +243,17 @@ def bulyan(
         (``"krum"`` and ``"multi_krum"`` selections only).
       selection_kwargs: static dict of hyper-parameters for a generic
         selection rule (floats may be traced).
+      variant: static; ``"paper"`` (default, El Mhamdi et al. 2018) or
+        ``"byzantine_momentum"``, the variant of the ByzantineMomentum code
+        (module docstring), which takes no ``selection``, ``squared`` or
+        ``selection_kwargs``.
 
     Returns:
       Pytree with leaves ``[*param_shape]`` (input dtypes).
 
     Raises:
-      ValueError: if ``n < 4f + 3``, or the selection rule is unknown, random,
-        or does not accept ``2f + 1`` rows.
+      ValueError: if ``n < 4f + 3``, the variant is unknown, or the selection
+        rule is unknown, random, or does not accept ``2f + 1`` rows.
 
     Example:
       >>> import jax.numpy as jnp
@@ -224,18 +262,26 @@ def bulyan(
       ...                      [1.0, 5.0], [2.0, 5.0], [9.0, -9.0]])}
       >>> aggregators.bulyan(x, num_byzantine=1)  # selects rows 2, 3, 1, 4, 5
       {'w': Array([0.666..., 5. ], dtype=float32)}
+      >>> aggregators.bulyan(x, num_byzantine=1, variant="byzantine_momentum")
+      {'w': Array([0.275, 5.   ], dtype=float32)}
     """
-    from byzjax.aggregators import _coordinate
-
+    if variant not in _VARIANTS:
+        raise ValueError(f"bulyan: unknown variant {variant!r}; choose one of "
+                         f"{', '.join(map(repr, _VARIANTS))}")
+    if variant == "byzantine_momentum":
+        if selection != "krum" or not squared or selection_kwargs:
+            raise ValueError(
+                "bulyan: variant='byzantine_momentum' fixes its selection (Krum "
+                "scores with plain distances, computed once); drop selection, "
+                "squared and selection_kwargs, or use variant='paper'")
+        n = validate("bulyan", updates, num_byzantine, min_workers=_min_workers(
+            num_byzantine), requirement=_REQUIREMENT)
+        selected = _byzantine_momentum_selected(updates, n, num_byzantine)
+        return mean_around_median(selected, num_keep=n - 4 * num_byzantine - 2,
+                                  lower=True)
     chosen = bulyan_selection(updates, num_byzantine=num_byzantine,
                               selection=selection, squared=squared,
                               selection_kwargs=selection_kwargs)
-    mean_around_median = getattr(_coordinate, "mean_around_median", None)
-    if mean_around_median is None:
-        raise NotImplementedError(
-            "bulyan needs byzjax.aggregators._coordinate.mean_around_median, "
-            "which is not available yet"
-        )
     n = chosen.shape[0] + 2 * num_byzantine
     selected = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[chosen], updates)
     return mean_around_median(selected, num_keep=n - 4 * num_byzantine)

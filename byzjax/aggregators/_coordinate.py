@@ -8,13 +8,19 @@ once; ``jnp.sort`` over the short worker axis is two to three orders of
 magnitude slower on XLA:CPU (NOTES.md).
 
 **"Closest" values.** MeaMed, Phocas and :func:`mean_around_median` average
-the ``K`` values closest to a centre ``c``. The ``K`` values nearest to ``c``
-are ``K`` consecutive order statistics ``s_k, ..., s_{k+K-1}``; the rules take
-the window of least radius ``max(c - s_k, s_{k+K-1} - c)`` and, among windows
-of equal radius (ties in distance), the lowest one, i.e. ties are broken
-towards the smaller values. Window sums are accumulated outwards from fixed
-anchors (never by subtracting), so a huge or infinite value outside the chosen
-window cannot spoil the result through cancellation.
+the ``K`` values closest to a centre ``c``, whatever their sorted position.
+Let ``D`` be the ``K``-th smallest distance ``|x_i - c|``. Every value closer
+than ``D`` is kept; if ``k`` values lie exactly at distance ``D`` and ``r``
+slots are left for them, each gets weight ``r / k``. This is the only
+permutation-invariant choice, and where the tied values are equal (identical
+Byzantine rows, as A Little Is Enough and Fall of Empires send) it agrees with
+every way of picking ``r`` of them (ByzFL and the ByzantineMomentum code pick
+arbitrarily, with ``argpartition`` / ``topk``). ``D`` is found from the order
+statistics: the ``K`` closest values are ``K`` consecutive ones
+``s_k .. s_{k+K-1}``, so ``D`` is the least window radius
+``max(|s_k - c|, |s_{k+K-1} - c|)``; the kept values are then summed under
+masks over the rows (never by subtracting), so a huge or infinite value that
+is not kept cannot spoil the result through cancellation.
 
 **Non-finite input.** ``NaN`` entries are mapped to ``+inf`` inside the fused
 network (no extra pass over memory); ``+inf``/``-inf`` sort as the largest /
@@ -23,9 +29,10 @@ values are non-finite, every rule here returns a finite value equal to what it
 would return if those values were arbitrarily large (``NaN`` as large
 positive). Nothing is multiplied by a weight, so ``0 * inf`` never occurs.
 
-**Dtypes.** Comparisons run in the input dtype (exact); sums are accumulated in
-at least float32 and cast back, so the output has the input dtype. Inputs must
-be floating point.
+**Dtypes.** Comparisons of the inputs run in the input dtype (exact); the
+centre, distances and sums are computed in at least float32 and cast back, so
+the output has the input dtype. Inputs must be floating point (integer or
+boolean stacks raise a ``TypeError``, as in every rule).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree
+from byzjax._tree import PyTree, check_stack
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._networks import (
     apply_plan,
@@ -51,13 +58,6 @@ __all__ = [
     "phocas",
     "mean_around_median",
 ]
-
-
-def _check_floating(rule: str, updates: PyTree) -> None:
-    for leaf in jax.tree_util.tree_leaves(updates):
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(f"{rule}: updates must be floating point, got a leaf of "
-                            f"dtype {jnp.result_type(leaf)}; cast with .astype(float)")
 
 
 def _rows(x: jax.Array) -> list[jax.Array]:
@@ -82,28 +82,13 @@ def _median_positions(n: int, lower: bool) -> tuple[int, ...]:
     return (n // 2 - 1, n // 2)
 
 
-def _best_window(s: dict[int, jax.Array], center: jax.Array, m: int, keep: int,
-                 window_sum) -> jax.Array:
-    """Sum of the lowest least-radius window of ``keep`` consecutive values."""
-    best_r = best_sum = None
-    for k in range(m - keep + 1):
-        r = jnp.maximum(center - s[k], s[k + keep - 1] - center)
-        total = window_sum(k)
-        if best_r is None:
-            best_r, best_sum = r, total
-        else:
-            better = r < best_r  # strict: ties keep the lower window
-            best_r = jnp.where(better, r, best_r)
-            best_sum = jnp.where(better, total, best_sum)
-    return best_sum
-
-
 def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
                        lower: bool = False) -> jax.Array:
     """Per coordinate, the mean of the ``keep`` values closest to a centre.
 
-    ``center`` is ``"median"`` or ``"trimmed_mean"`` (trimming ``num_trim`` at
-    each end).
+    ``center`` is ``"median"`` (``lower`` picks the lower median for even
+    counts) or ``"trimmed_mean"`` (trimming ``num_trim`` at each end). See the
+    module docstring for the selection and its tie rule.
     """
     m = x.shape[0]
     acc = _acc(x)
@@ -112,64 +97,53 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
         return (tree_sum([r.astype(acc) for r in rows]) / m).astype(x.dtype)
     med_pos = _median_positions(m, lower) if center == "median" else ()
     if 2 * keep >= m:
-        # Every window k (0 <= k <= lo) covers the core [lo, hi):
-        # window k = L_k + core + R_k with L_k = s_k + ... + s_{lo-1} and
-        # R_k = s_hi + ... + s_{k+keep-1}, the flanks accumulated outwards.
-        # Only the core's interior is merely summed (its ends give radii).
+        # Every window k (0 <= k <= lo) of `keep` consecutive order statistics
+        # covers the core [lo, hi). The radii need only the order statistics
+        # at the window ends, 0..lo and hi-1..m-1; the core's interior is
+        # summed for the trimmed mean's centre and not computed otherwise.
         lo, hi = m - keep, keep
-        exact = sorted({*range(0, lo + 1), *range(hi - 1, m), *med_pos} & set(range(m)))
-        summed = [p for p in range(lo, hi) if p not in exact]
+        exact = sorted({*range(0, lo + 1), *range(hi - 1, m), *med_pos})
+        summed = []
+        if center == "trimmed_mean":
+            if num_trim != lo:
+                raise AssertionError("the trimmed mean's range is the core")
+            summed = [p for p in range(lo, hi) if p not in exact]
         out = apply_plan(rows, network_plan(m, exact=exact, summed=summed))
         cs = {p: out[p].astype(acc) for p in exact}
-        core = [out[p].astype(acc) for p in summed] + \
-               [cs[p] for p in range(lo, hi) if p in cs]
-        core_sum = tree_sum(core) if core else None
         if center == "median":
             c = _median_of(cs, m, lower, acc)
         else:
-            if num_trim != lo:
-                raise AssertionError("the trimmed mean's range is the core")
-            c = core_sum / (hi - lo)
-        left = {lo: None}
-        for k in range(lo - 1, -1, -1):
-            left[k] = cs[k] if left[k + 1] is None else cs[k] + left[k + 1]
-        right = {0: None}
-        for k in range(1, lo + 1):
-            v = cs[hi + k - 1]
-            right[k] = v if right[k - 1] is None else right[k - 1] + v
-
-        def window_sum(k):
-            return tree_sum([t for t in (left[k], core_sum, right[k]) if t is not None])
-
-        best = _best_window(cs, c, m, keep, window_sum)
+            c = tree_sum([out[p].astype(acc) for p in range(lo, hi)]) / (hi - lo)
+        starts = range(lo + 1)
     else:
-        # Windows shorter than half: blocks of `keep` values; window k is a
-        # suffix of block k // keep plus a prefix of the next block, each
-        # accumulated from the block boundary outwards.
         if center != "median":
             raise AssertionError("short windows are only used around the median")
         out = apply_plan(rows, network_plan(m, exact=range(m)))
         cs = {p: out[p].astype(acc) for p in range(m)}
         c = _median_of(cs, m, lower, acc)
-        suffix, prefix = {}, {}
-        for b0 in range(0, m, keep):
-            end = min(b0 + keep, m)
-            run = None
-            for p in range(end - 1, b0 - 1, -1):
-                run = cs[p] if run is None else cs[p] + run
-                suffix[p] = run
-            run = None
-            for p in range(b0, end):
-                run = cs[p] if run is None else run + cs[p]
-                prefix[p] = run
-
-        def window_sum(k):
-            if k % keep == 0:
-                return suffix[k]
-            return suffix[k] + prefix[k + keep - 1]
-
-        best = _best_window(cs, c, m, keep, window_sum)
-    return (best / keep).astype(x.dtype)
+        starts = range(m - keep + 1)
+    # The `keep` values closest to c are `keep` consecutive order statistics,
+    # so the keep-th smallest distance is the least window radius.
+    radius = None
+    for k in starts:
+        r = jnp.maximum(jnp.abs(cs[k] - c), jnp.abs(cs[k + keep - 1] - c))
+        radius = r if radius is None else jnp.minimum(radius, r)
+    # Values strictly inside the radius are kept; the values exactly at it
+    # share the slots left, equally. Masked sums never subtract, so a huge or
+    # infinite value that is not kept cannot spoil the result.
+    inside, inside_n, edge, edge_n = [], [], [], []
+    zero = jnp.zeros((), acc)
+    for row in rows:
+        v = row.astype(acc)
+        d = jnp.abs(v - c)
+        lt, eq = d < radius, d == radius
+        inside.append(jnp.where(lt, v, zero))
+        inside_n.append(lt.astype(acc))
+        edge.append(jnp.where(eq, v, zero))
+        edge_n.append(eq.astype(acc))
+    slots = keep - tree_sum(inside_n)
+    total = tree_sum(inside) + slots * (tree_sum(edge) / tree_sum(edge_n))
+    return (total / keep).astype(x.dtype)
 
 
 @AGGREGATORS.register("coordinate_median", aliases=("median", "cwm"))
@@ -204,7 +178,6 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
       {'w': Array([2., 5.], dtype=float32)}
     """
     n = validate("coordinate_median", updates, num_byzantine)
-    _check_floating("coordinate_median", updates)
     positions = _median_positions(n, lower)
 
     def _leaf(x):
@@ -245,7 +218,6 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
       {'w': Array([2.], dtype=float32)}
     """
     n = validate("trimmed_mean", updates, num_byzantine)
-    _check_floating("trimmed_mean", updates)
     keep = n - 2 * num_byzantine
 
     def _leaf(x):
@@ -257,16 +229,19 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
 
 
 @AGGREGATORS.register("meamed")
-def meamed(updates: PyTree, *, num_byzantine: int) -> PyTree:
+def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTree:
     """MeaMed: per coordinate, the mean of the ``n - f`` values closest to the median.
 
     The median is :func:`coordinate_median`'s (mean of the two middle values for
-    even ``n``); ties in distance go to the smaller values (module docstring).
-    ``f = 0`` is the mean.
+    even ``n``; ``lower=True`` gives the lower median, the centre
+    ``torch.median`` returns, which the ByzantineMomentum code uses). Values
+    tied in distance at the edge of the kept set share the slots left equally
+    (module docstring). ``f = 0`` is the mean.
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
       num_byzantine: static ``f``; ``n > 2f``.
+      lower: static; centre on the lower median for even ``n``.
 
     Returns:
       Pytree with leaves ``[*param_shape]``, the input dtype.
@@ -284,11 +259,14 @@ def meamed(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> x = {"w": jnp.array([[0.0], [1.0], [2.0], [3.5], [100.0]])}
       >>> aggregators.meamed(x, num_byzantine=2)  # median 2: keep 1, 2, 3.5
       {'w': Array([2.1666667], dtype=float32)}
+      >>> y = {"w": jnp.array([[-1.0], [-1.0], [0.0], [0.9], [5.0]])}
+      >>> aggregators.meamed(y, num_byzantine=2)  # median 0: keep 0, 0.9, -1
+      {'w': Array([-0.0333...], dtype=float32)}
     """
     n = validate("meamed", updates, num_byzantine)
-    _check_floating("meamed", updates)
     return jax.tree_util.tree_map(
-        lambda x: _closest_mean_leaf(x, n - num_byzantine, "median"), updates)
+        lambda x: _closest_mean_leaf(x, n - num_byzantine, "median", lower=lower),
+        updates)
 
 
 @AGGREGATORS.register("phocas")
@@ -296,8 +274,9 @@ def phocas(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """Phocas: per coordinate, the mean of the ``n - f`` values closest to the trimmed
     mean.
 
-    The centre is :func:`trimmed_mean` with the same ``f``; ties in distance go
-    to the smaller values (module docstring). ``f = 0`` is the mean.
+    The centre is :func:`trimmed_mean` with the same ``f``; values tied in
+    distance at the edge of the kept set share the slots left equally (module
+    docstring). ``f = 0`` is the mean.
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
@@ -321,24 +300,27 @@ def phocas(updates: PyTree, *, num_byzantine: int) -> PyTree:
       {'w': Array([1.], dtype=float32)}
     """
     n = validate("phocas", updates, num_byzantine)
-    _check_floating("phocas", updates)
     return jax.tree_util.tree_map(
         lambda x: _closest_mean_leaf(x, n - num_byzantine, "trimmed_mean",
                                      num_trim=num_byzantine), updates)
 
 
-def mean_around_median(updates: PyTree, *, num_keep: int) -> PyTree:
+def mean_around_median(updates: PyTree, *, num_keep: int,
+                       lower: bool = False) -> PyTree:
     """Per coordinate, the mean of the ``num_keep`` values closest to the median.
 
     Bulyan's second stage (El Mhamdi et al. 2018: ``num_keep = beta``). No
-    ``(n, f)`` validation; the median is :func:`coordinate_median`'s and ties
-    in distance go to the smaller values (module docstring). With at most
+    ``(n, f)`` validation; the median is :func:`coordinate_median`'s
+    (``lower=True``: the lower median for even ``n``) and values tied in
+    distance at the edge of the kept set share the slots left equally (module
+    docstring). With at most
     ``n - num_keep`` non-finite values per coordinate, and fewer than half of
     them, the output is finite.
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
       num_keep: static count averaged per coordinate, ``1 <= num_keep <= n``.
+      lower: static; centre on the lower median for even ``n``.
 
     Returns:
       Pytree with leaves ``[*param_shape]``, the input dtype.
@@ -346,15 +328,14 @@ def mean_around_median(updates: PyTree, *, num_keep: int) -> PyTree:
     Example:
       >>> import jax.numpy as jnp
       >>> x = {"w": jnp.array([[0.0], [1.0], [2.0], [4.0], [100.0]])}
-      >>> mean_around_median(x, num_keep=2)  # median 2: keep 1 and 2 (tie: smaller)
+      >>> mean_around_median(x, num_keep=2)  # median 2: keep 2 and 1
       {'w': Array([1.5], dtype=float32)}
+      >>> mean_around_median(x, num_keep=3)  # 0 and 4 tie for the last slot
+      {'w': Array([1.6666666], dtype=float32)}
     """
-    from byzjax._tree import num_rows
-
-    n = num_rows(updates)
+    n = check_stack("mean_around_median", updates)
     if not isinstance(num_keep, int) or not 1 <= num_keep <= n:
         raise ValueError(f"mean_around_median: num_keep must be an int in [1, n={n}], "
                          f"got {num_keep!r}")
-    _check_floating("mean_around_median", updates)
     return jax.tree_util.tree_map(
-        lambda x: _closest_mean_leaf(x, num_keep, "median"), updates)
+        lambda x: _closest_mean_leaf(x, num_keep, "median", lower=lower), updates)

@@ -47,6 +47,12 @@ def _krum_min_workers(f: int) -> int:
 
 
 _KRUM_REQUIREMENT = "n >= 2f+3"
+# ByzFL accepts n > 2f (with n - f - 1 neighbours); the requirement is kept
+# because Krum's guarantee (Blanchard et al. 2017, Proposition 1) needs it.
+_KRUM_HINT = ("No option relaxes this: Krum's guarantee (Blanchard et al. 2017) "
+              "needs n > 2f + 2, although ByzFL runs it for any n > 2f; for "
+              "n = 2f + 1 or 2f + 2 use a rule that needs only n > 2f, e.g. "
+              "'mda', 'trimmed_mean' or 'geometric_median'.")
 
 
 def sq_distance_matrix(updates: PyTree) -> tuple[jax.Array, jax.Array]:
@@ -206,7 +212,7 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
     n = validate(rule, updates, num_byzantine, min_workers=_krum_min_workers(
-        num_byzantine), requirement=_KRUM_REQUIREMENT)
+        num_byzantine), requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
     d2, _ = sq_distance_matrix(updates)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,
@@ -214,7 +220,7 @@ def _scores(updates, rule, num_byzantine, num_neighbours, squared):
 
 
 @AGGREGATORS.register("krum", min_workers=_krum_min_workers,
-                      requirement=_KRUM_REQUIREMENT)
+                      requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT)
 def krum(
     updates: PyTree,
     *,
@@ -260,7 +266,8 @@ def krum(
 
 
 @AGGREGATORS.register("multi_krum", min_workers=_krum_min_workers,
-                      requirement=_KRUM_REQUIREMENT, aliases=("multikrum",))
+                      requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT,
+                      aliases=("multikrum",))
 def multi_krum(
     updates: PyTree,
     *,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, num_rows, sum_rows
-from byzjax.aggregators._base import AGGREGATORS
+from byzjax._tree import PyTree, sum_rows
+from byzjax.aggregators._base import AGGREGATORS, validate
 
 __all__ = ["mean"]
 
@@ -22,7 +22,8 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``.
-      num_byzantine: ignored; accepted so every rule shares one signature.
+      num_byzantine: only checked (a non-negative int); accepted so every rule
+        shares one signature.
 
     Returns:
       Pytree with leaves ``[*param_shape]``, the input dtype.
@@ -33,7 +34,6 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
       >>> aggregators.mean({"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])})
       {'w': Array([2., 3.], dtype=float32)}
     """
-    del num_byzantine
-    n = num_rows(updates)
+    n = validate("mean", updates, num_byzantine, min_workers=1, requirement="n >= 1")
     return jax.tree_util.tree_map(lambda s: s / jnp.asarray(n, s.dtype),
                                   sum_rows(updates))

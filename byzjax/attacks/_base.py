@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import Entry, Registry
-from byzjax._tree import PyTree, num_rows
+from byzjax._tree import PyTree, check_stack, num_rows
 
 __all__ = [
     "ATTACKS",
@@ -101,7 +101,7 @@ def validate_attack(name: str, honest: PyTree, num_byzantine: int,
         )
     if num_byzantine < 0:
         raise ValueError(f"{name}: num_byzantine must be >= 0, got {num_byzantine}")
-    n_honest = num_rows(honest)
+    n_honest = check_stack(name, honest)
     if n_honest < min_honest:
         raise ValueError(
             f"{name} needs at least {min_honest} honest row(s), got {n_honest}. "

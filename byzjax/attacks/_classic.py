@@ -114,9 +114,11 @@ def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
                     key=None) -> PyTree:
     """Fall of Empires (inner-product manipulation): ``(1 - eps) * gbar``.
 
-    Seed 001's form ``gbar + eps * (-gbar)``; ``eps = 1.1`` (seed 001) by
-    default, seed 002's "multiply by -0.9" is ``eps = 1.9``. ByzFL's ``tau``
-    is the same ``eps``.
+    The form ``gbar + eps * (-gbar)`` of El Mhamdi, Guerraoui and Rouault
+    (ICLR 2021); ``eps = 1.1`` (their default) by default; "multiply the mean
+    by -0.9" (Allouah's thesis) is ``eps = 1.9``. ByzFL's
+    ``InnerProductManipulation(tau)`` sends ``-tau * gbar``, which is
+    ``eps = 1 + tau`` here (its default ``tau = 2.0`` is ``eps = 3.0``).
 
     Args:
       honest: leaves ``[n_honest, *param_shape]``.
@@ -183,8 +185,10 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
     Convention: ``ddof=1`` (the sample standard deviation), as both anchors
     compute it (ByzFL ``ALittleIsEnough``: ``np.var(..., ddof=1)``;
     ByzantineMomentum ``little``: ``torch.var`` unbiased by default);
-    ``ddof=0`` gives the population one. The sign follows SPEC.md §5 and
-    seed 002 (``-sigma``); ByzFL adds ``+tau * sigma`` (use a negative ``eps``).
+    ``ddof=0`` gives the population one. The sign is ``-sigma``, as in Baruch
+    et al. and Allouah's thesis. ByzFL's ``ALittleIsEnough(tau)`` sends
+    ``gbar + tau * sigma``, which is ``eps = -tau`` here (its default
+    ``tau = 1.5`` is ``eps = -1.5``).
 
     Args:
       honest: leaves ``[n_honest, *param_shape]``.

@@ -1,0 +1,269 @@
+"""NumPy references shared by the tests: plain loops in float64, written from
+the rules' definitions (never from the implementation's shortcuts).
+
+Conventions, as the library documents them (``docs/CONVENTIONS.md``):
+
+* ``NaN`` entries count as ``+inf`` in coordinate-wise rules; rows with any
+  non-finite entry are infinitely far from every other row in distance rules.
+* "The ``k`` values closest to a centre": every value closer than the ``k``-th
+  smallest distance ``D`` is kept, and the values exactly at ``D`` share the
+  slots left equally (the permutation-invariant tie rule).
+* Ties in scores and distances go to the lowest row index.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+
+# ------------------------------------------------------------ coordinate-wise
+
+
+def _numbers(values):
+    """float64 list with NaN mapped to +inf (the coordinate rules' convention)."""
+    return [np.inf if np.isnan(v) else float(v) for v in values]
+
+
+def ref_median(values, lower=False):
+    s = sorted(_numbers(values))
+    n = len(s)
+    if lower or n % 2:
+        return s[(n - 1) // 2]
+    return (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def ref_trimmed(values, f):
+    s = sorted(_numbers(values))
+    kept = s[f:len(s) - f]
+    return sum(kept) / len(kept)
+
+
+def closest_mean(values, center, keep):
+    """Mean of the ``keep`` values closest to ``center``, ties sharing slots."""
+    vals = _numbers(values)
+    dist = sorted(abs(v - center) for v in vals)
+    radius = dist[keep - 1]
+    inside = [v for v in vals if abs(v - center) < radius]
+    edge = [v for v in vals if abs(v - center) == radius]
+    slots = keep - len(inside)
+    return (sum(inside) + slots * sum(edge) / len(edge)) / keep
+
+
+def ref_meamed(values, f, lower=False):
+    return closest_mean(values, ref_median(values, lower), len(values) - f)
+
+
+def ref_phocas(values, f):
+    return closest_mean(values, ref_trimmed(values, f), len(values) - f)
+
+
+def per_coordinate(stack, fn):
+    """Applies ``fn`` (a function of a list of n floats) per coordinate, float64.
+
+    ``stack`` is a dict of arrays ``[n, *shape]``; returns a dict of ``[*shape]``.
+    """
+    out = {}
+    for name, x in stack.items():
+        x = np.asarray(x, np.float64)
+        flat = x.reshape(x.shape[0], -1)
+        vals = [fn(list(flat[:, j])) for j in range(flat.shape[1])]
+        out[name] = np.array(vals).reshape(x.shape[1:])
+    return out
+
+
+def ref_mean_around_median(x, num_keep, lower=False):
+    """Per column of ``x`` ``[n, d]``: the ``num_keep`` values closest to the median."""
+    return np.array([closest_mean(list(col), ref_median(col, lower), num_keep)
+                     for col in np.asarray(x, np.float64).T])
+
+
+# ------------------------------------------------------------ distance rules
+
+
+def ref_finite(x):
+    return np.array([np.all(np.isfinite(row)) for row in x])
+
+
+def ref_sq_dist(x):
+    """Squared distances ``[n, n]``; a pair with a non-finite row is at +inf."""
+    n = len(x)
+    fin = ref_finite(x)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            out[i, j] = np.sum((x[i] - x[j]) ** 2) if fin[i] and fin[j] else np.inf
+    return out
+
+
+def ref_krum_scores(x, k, squared=True, valid=None):
+    n = len(x)
+    valid = np.ones(n, bool) if valid is None else valid
+    d2 = ref_sq_dist(x)
+    scores = np.full(n, np.inf)
+    for i in range(n):
+        if not valid[i]:
+            continue
+        ds = sorted(d2[i, j] if squared else np.sqrt(d2[i, j])
+                    for j in range(n) if j != i and valid[j])
+        scores[i] = sum(ds[:k]) if k > 0 else 0.0
+    return scores
+
+
+def ref_order(scores):
+    """Indices by increasing score, ties by index."""
+    return sorted(range(len(scores)), key=lambda i: (scores[i], i))
+
+
+def ref_krum(x, f, k=None, squared=True):
+    n = len(x)
+    k = n - f - 2 if k is None else k
+    return x[ref_order(ref_krum_scores(x, k, squared))[0]]
+
+
+def ref_multi_krum(x, f, m=None, k=None, squared=True):
+    n = len(x)
+    k = n - f - 2 if k is None else k
+    m = n - f if m is None else m
+    chosen = ref_order(ref_krum_scores(x, k, squared))[:m]
+    return np.mean(x[chosen], axis=0)
+
+
+def ref_mda_subset(d2, f):
+    """``bool[n]``: first subset (combinations order) of strictly least diameter."""
+    n = len(d2)
+    d2 = np.asarray(d2)
+    best, best_diameter = None, None
+    for subset in itertools.combinations(range(n), n - f):
+        diameter = d2[np.ix_(subset, subset)].max()
+        if best is None or diameter < best_diameter:
+            best, best_diameter = subset, diameter
+    mask = np.zeros(n, bool)
+    mask[list(best)] = True
+    return mask
+
+
+def ref_mda(x, f):
+    return np.mean(x[ref_mda_subset(ref_sq_dist(x), f)], axis=0)
+
+
+def ref_geomed(x, iters, tol, nu, init="mean"):
+    fin = ref_finite(x)
+    xs = x[fin]
+    if isinstance(init, str):
+        z = xs.mean(0) if init == "mean" else np.zeros(x.shape[1])
+    else:
+        z = np.asarray(init, np.float64)
+    for t in range(iters):
+        dist = np.sqrt(((xs - z) ** 2).sum(1))
+        w = 1.0 / np.maximum(nu, dist)
+        new = (w[:, None] * xs).sum(0) / w.sum()
+        move = np.sqrt(((new - z) ** 2).sum())
+        dist_new = np.sort(np.sqrt(((xs - new) ** 2).sum(1)))
+        scale = dist_new[(len(xs) - 1) // 2]  # lower median
+        checked = (isinstance(init, str) and init == "mean") or t > 0
+        z = new
+        if checked and move <= tol * scale:
+            break
+    return z
+
+
+def ref_cc(x, center, tau, iters):
+    n = len(x)
+    fin = ref_finite(x)
+    v = np.zeros(x.shape[1]) if center is None else np.asarray(center, np.float64)
+    for _ in range(iters):
+        total = np.zeros_like(v)
+        for i in range(n):
+            if not fin[i]:
+                continue  # excluded: contributes 0, still divided by n
+            u = x[i] - v
+            norm = np.sqrt((u ** 2).sum())
+            total += u * min(1.0, tau / norm) if norm > 0 else u
+        v = v + total / n
+    return v
+
+
+def ref_nnm(x, f):
+    n = len(x)
+    m = n - f
+    fin = ref_finite(x)
+    d2 = ref_sq_dist(x)
+    hoods = []
+    for i in range(n):
+        others = sorted((j for j in range(n) if j != i), key=lambda j: (d2[i, j], j))
+        hoods.append([i] + others[:m - 1])
+    scores = ref_krum_scores(x, m - 1)
+    central = min((i for i in range(n) if fin[i]), key=lambda i: (scores[i], i))
+    out = np.zeros_like(x)
+    for i in range(n):
+        hood = hoods[i] if fin[i] else hoods[central]
+        out[i] = np.mean(x[hood], axis=0)
+    return out
+
+
+def ref_bulyan_selection(x, f, kind="krum", squared=True, inner=None):
+    """Recomputes on the remaining set after every pick (El Mhamdi et al.)."""
+    n = len(x)
+    remaining = list(range(n))
+    chosen = []
+    for _ in range(n - 2 * f):
+        m = len(remaining)
+        sub = x[remaining]
+        if kind == "generic":
+            out = inner(sub)
+            dist = [np.sum((row - out) ** 2) if np.all(np.isfinite(row)) else np.inf
+                    for row in sub]
+            pick = ref_order(dist)[0]
+        else:
+            k = min(max(m - f - 2, 1), m - 1)
+            scores = ref_krum_scores(sub, k, squared)
+            d2 = ref_sq_dist(sub)
+            near = [sorted(d2[i, j] for j in range(m) if j != i) for i in range(m)]
+            ranked = sorted(range(m), key=lambda i: (scores[i], near[i], i))
+            if kind == "krum":
+                pick = ranked[0]
+            else:
+                keep = ranked[:max(m - f, 1)]
+                mean = sub[keep].mean(0)
+                dist = [np.sum((row - mean) ** 2) if np.all(np.isfinite(row))
+                        else np.inf for row in sub]
+                pick = ref_order(dist)[0]
+        chosen.append(remaining[pick])
+        remaining.pop(pick)
+    return chosen
+
+
+def ref_bulyan(x, f, kind="krum", squared=True):
+    chosen = ref_bulyan_selection(x, f, kind, squared)
+    return ref_mean_around_median(x[chosen], len(x) - 4 * f)
+
+
+def ref_bulyan_byzantine_momentum(x, f):
+    """Bulyan as the ByzantineMomentum code computes it (El Mhamdi, Guerraoui,
+    Rouault, ICLR 2021), written from its definition:
+
+    Krum scores over ``n - f - 2`` neighbours with plain distances, computed
+    once; rows ranked by score (ties by index); selected vector ``i`` (of
+    ``n - 2f - 2``) is the mean of the rows ranked ``i .. n - f - 3``; then per
+    coordinate the ``n - 4f - 2`` selected values closest to the lower median.
+    """
+    n = len(x)
+    top = n - f - 2
+    order = ref_order(ref_krum_scores(x, top, squared=False))
+    selected = np.array([x[order[i:top]].mean(0) for i in range(n - 2 * f - 2)])
+    return ref_mean_around_median(selected, n - 4 * f - 2, lower=True)
+
+
+# ------------------------------------------------------------------- pytrees
+
+
+def flatten(tree):
+    """``[n, d]`` float64 from a stack pytree (leaves concatenated in tree order)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    n = leaves[0].shape[0]
+    return np.concatenate([np.asarray(v, np.float64).reshape(n, -1) for v in leaves],
+                          axis=1)
