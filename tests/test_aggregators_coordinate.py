@@ -23,8 +23,8 @@ from byzjax.aggregators import _coordinate, _networks
 from tests.helpers import (
     closest_mean,
     per_coordinate,
-    ref_median,
     ref_meamed,
+    ref_median,
     ref_phocas,
     ref_trimmed,
 )

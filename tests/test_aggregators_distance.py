@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzjax import aggregators
-from byzjax.aggregators import _coordinate
 from tests.helpers import (
     ref_bulyan_byzantine_momentum,
     ref_bulyan_selection,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, num_rows, sanitize
+from byzjax._tree import PyTree, sanitize
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
 
@@ -309,13 +309,12 @@ def multi_krum(
       >>> aggregators.multi_krum(x, num_byzantine=1, num_selected=5)
       {'w': Array([11.2], dtype=float32)}
     """
-    n = num_rows(updates)
+    n, scores = _scores(updates, "multi_krum", num_byzantine, num_neighbours,
+                        squared)
     m = n - num_byzantine if num_selected is None else num_selected
     if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= n:
         raise ValueError(f"multi_krum: num_selected must be a Python int in [1, n] "
                          f"= [1, {n}], got {num_selected!r}")
-    _, scores = _scores(updates, "multi_krum", num_byzantine, num_neighbours,
-                        squared)
     order = jnp.argsort(scores, stable=True)
     selected = jnp.zeros((n,), bool).at[order[:m]].set(True)
     weights = selected.astype(jnp.float32) / m

@@ -296,13 +296,13 @@ def _subset_by_search(d2: jax.Array, f):
 def _resolve_method(method: str, n: int, f: int) -> str:
     if method not in _METHODS:
         raise ValueError(
-            f"minimum_diameter_averaging: method must be one of {_METHODS}, got "
+            f"mda: method must be one of {_METHODS}, got "
             f"{method!r}"
         )
     count = math.comb(n, f)
     if method == "enumerate" and count > _ENUMERATE_LIMIT:
         raise ValueError(
-            f"minimum_diameter_averaging: method='enumerate' would enumerate "
+            f"mda: method='enumerate' would enumerate "
             f"C({n}, {f}) = {count:,} subsets (limit {_ENUMERATE_LIMIT:,}); use "
             f"method='search' or method='auto'."
         )
@@ -337,7 +337,7 @@ def _mean_of_kept(updates: PyTree, kept: jax.Array) -> PyTree:
 
 def _subset(updates: PyTree, num_byzantine: int, method: str):
     """Validates (at trace time), then returns ``(kept bool[n], steps int32)``."""
-    n = validate("minimum_diameter_averaging", updates, num_byzantine)
+    n = validate("mda", updates, num_byzantine)
     f = num_byzantine
     method = _resolve_method(method, n, f)
     if f == 0:
