@@ -116,7 +116,7 @@ def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
 
     The form ``gbar + eps * (-gbar)`` of El Mhamdi, Guerraoui and Rouault
     (ICLR 2021); ``eps = 1.1`` (their default) by default; "multiply the mean
-    by -0.9" (Allouah's thesis) is ``eps = 1.9``. ByzFL's
+    by -0.9" (Fabris's thesis, Chalmers 2023) is ``eps = 1.9``. ByzFL's
     ``InnerProductManipulation(tau)`` sends ``-tau * gbar``, which is
     ``eps = 1 + tau`` here (its default ``tau = 2.0`` is ``eps = 3.0``).
 
@@ -186,7 +186,7 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
     compute it (ByzFL ``ALittleIsEnough``: ``np.var(..., ddof=1)``;
     ByzantineMomentum ``little``: ``torch.var`` unbiased by default);
     ``ddof=0`` gives the population one. The sign is ``-sigma``, as in Baruch
-    et al. and Allouah's thesis. ByzFL's ``ALittleIsEnough(tau)`` sends
+    et al. and Fabris's thesis. ByzFL's ``ALittleIsEnough(tau)`` sends
     ``gbar + tau * sigma``, which is ``eps = -tau`` here (its default
     ``tau = 1.5`` is ``eps = -1.5``).
 
