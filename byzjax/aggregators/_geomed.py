@@ -168,10 +168,14 @@ def geometric_median(
     else:
         start = jnp.sqrt(sq_distances_to(updates, init))
 
-    def distances(coef):
+    def distances(coef, g=g, diag=diag):
         gc = g @ coef
         sq = diag - 2.0 * gc + coef @ gc
         return jnp.sqrt(jnp.maximum(sq, 0.0))
+
+    # The iterations run on constants (a while_loop cannot be differentiated in
+    # reverse mode); gradients come from one Weiszfeld step at the end.
+    g_const, diag_const = jax.lax.stop_gradient(g), jax.lax.stop_gradient(diag)
 
     if start is None:
         coef, steps_left = coef0, num_iterations
@@ -183,15 +187,21 @@ def geometric_median(
 
     def body(s: _Weiszfeld) -> _Weiszfeld:
         new = _weights(s.dist, finite, smoothing)
-        dist = distances(new)
+        dist = distances(new, g_const, diag_const)
         delta = new - s.coef
-        move = jnp.sqrt(jnp.maximum(delta @ (g @ delta), 0.0))
+        move = jnp.sqrt(jnp.maximum(delta @ (g_const @ delta), 0.0))
         ranked = jnp.sort(jnp.where(finite, dist, jnp.inf))
         scale = ranked[jnp.maximum(num_finite - 1, 0) // 2]  # lower median
         return _Weiszfeld(s.step + 1, new, dist, move <= tolerance * scale)
 
-    state = _Weiszfeld(jnp.zeros((), jnp.int32), coef, distances(coef),
+    state = _Weiszfeld(jnp.zeros((), jnp.int32), jax.lax.stop_gradient(coef),
+                       distances(jax.lax.stop_gradient(coef), g_const, diag_const),
                        jnp.zeros((), bool))
     if steps_left > 0:
         state = jax.lax.while_loop(cond, body, state)
-    return combine_rows(updates, state.coef, finite)
+    # Value: the loop's coefficients, unchanged. Gradient: that of one more
+    # Weiszfeld step taken from them (the fixed point's own sensitivity to the
+    # rows, up to the step's contraction), so the rule can be differentiated.
+    step = _weights(distances(state.coef), finite, smoothing)
+    coef = state.coef + (step - jax.lax.stop_gradient(step))
+    return combine_rows(updates, coef, finite)

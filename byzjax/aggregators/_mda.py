@@ -342,7 +342,10 @@ def _subset(updates: PyTree, num_byzantine: int, method: str):
     method = _resolve_method(method, n, f)
     if f == 0:
         return jnp.ones((n,), bool), jnp.zeros((), jnp.int32)
-    d2 = _distances_kernel(updates)
+    # The subset is discrete: no gradient flows through its choice (and the
+    # search's while_loop could not be reverse-differentiated), only through
+    # the mean of the kept rows.
+    d2 = jax.lax.stop_gradient(_distances_kernel(updates))
     if method == "enumerate":
         return _enumeration_kernel(d2, f), jnp.zeros((), jnp.int32)
     return _search_kernel(d2, f)
