@@ -1,11 +1,11 @@
-"""The README's main job: seed 001's question on real Fashion-MNIST, on a CPU.
+"""The README's main job: El Mhamdi et al.'s (ICLR 2021) question on Fashion-MNIST.
 
 Does momentum at the workers ("our formulation") beat momentum at the server
 ("standard formulation") against A Little Is Enough? Fashion-MNIST MLP,
-n = 51, f = 12, batch 83, lr 0.5, momentum 0.9, 300 rounds (seed 001's
-Fashion-MNIST setting), six robust aggregators x {server, worker} momentum,
+n = 51, f = 12, batch 83, lr 0.5, momentum 0.9, 300 rounds (the
+paper's Fashion-MNIST setting), six robust aggregators x {server, worker} momentum,
 plus the unattacked mean as the reference; 3 seeds vmapped in each program.
-Metric: maximum top-1 test accuracy (as seed 001 reports).
+Metric: maximum top-1 test accuracy (as the paper reports). Runs on a CPU.
 """
 
 import ml_collections

@@ -4,8 +4,9 @@ Every device is one worker: it computes the gradient of its shard of the batch,
 keeps its own momentum, and a robust aggregator replaces the all-reduce mean
 (``byzjax.parallel.robust_data_parallel_step``). Device 3 is made faulty: it
 sends ``+inf`` or a sign-flipped, scaled gradient. The script trains the
-seed 001 MLP on Fashion-MNIST (or synthetic data with ``--synthetic``) twice —
-plain mean vs trimmed mean — and prints the loss curves.
+784-100-10 MLP of El Mhamdi et al. (ICLR 2021) on Fashion-MNIST (or synthetic
+data with ``--synthetic``) twice — plain mean vs trimmed mean — and prints the
+loss curves.
 
 On a CPU, fake 8 devices::
 

@@ -1,4 +1,7 @@
-"""Seed 001's grid (ByzantineMomentum ``reproduce.py``), Fashion-MNIST part.
+"""El Mhamdi, Guerraoui, Rouault (ICLR 2021): their experiment grid, Fashion-MNIST part.
+
+The grid of the ByzantineMomentum code's ``reproduce.py`` (the paper's figures of
+maximum top-1 accuracy per aggregator, attack and momentum placement).
 
 MLP, n = 51, f in {12, 24} (1/4, 1/2), lr in {0.5, 0.02}, classical vs Nesterov
 momentum, momentum at the server vs at the workers, ALIE (1.5) and FOE (1.1),
@@ -32,6 +35,6 @@ def get_sweep():
         ({"attack": "alie"}, {"attack_eps": 1.5}),
         ({"attack": "foe"}, {"attack_eps": 1.1}),
     ]
-    # Bulyan needs n >= 4f + 3 (as in seed 001, it is left out at f = 24).
+    # Bulyan needs n >= 4f + 3 (as in the paper, it is left out at f = 24).
     s.exclude = [{"num_byzantine": 24, "aggregator": "bulyan"}]
     return s

@@ -1,4 +1,4 @@
-"""Seed 002 (Fabris 2023) Table 4.1: MNIST, homogeneous split, 10 honest + 5 Byzantine.
+"""Fabris (MSc thesis, Chalmers 2023) Table 4.1: MNIST, homogeneous, 10 + 5 Byzantine.
 
 4 optimisers (SGD = dsgd, RESAM, DRA, MRA) x 5 aggregators (AVG, CWTM, CWM, MDA,
 MEAMED) x 7 conditions (no attack, Little, Empire, sign flip, label flip, +inf,
@@ -50,7 +50,7 @@ def get_sweep():
         ({"optimizer": "resam"}, {"learning_rate": 0.75}),
         ({"optimizer": "dra"}, {"learning_rate": 1e-3}),
         ({"optimizer": "mra"}, {"learning_rate": 1e-3}),
-        # Seed 002's Empire multiplies the honest mean by -0.9: eps = 1.9.
+        # The thesis's Empire multiplies the honest mean by -0.9: eps = 1.9.
         ({"attack": "foe"}, {"attack_eps": 1.9}),
         # "No attack": the 5 would-be Byzantine workers behave honestly.
         ({"attack": "none"}, {"num_attackers": 0}),

@@ -1,4 +1,4 @@
-"""Seed 002 Table 4.2: MNIST, Dirichlet(0.1) split, 13 honest + 4 Byzantine, NNM.
+"""Fabris (2023) Table 4.2: MNIST, Dirichlet(0.1) split, 13 honest + 4 Byzantine, NNM.
 
 As Table 4.1 but heterogeneous: n = 17, f = 4, nearest-neighbour mixing before
 every aggregator, SGD and RESAM with lr 0.75 / (1 + t // 50). The MLP replaces

@@ -1,4 +1,4 @@
-"""Seed 002 Tables 4.3 (homogeneous) / 4.4 (Dirichlet): CIFAR-10, CIFAR CNN.
+"""Fabris (2023) Tables 4.3 (homogeneous) / 4.4 (Dirichlet): CIFAR-10, CIFAR CNN.
 
 1,310,922-parameter CNN with BatchNorm and dropout, batch 50, 1500 rounds; SGD
 and RESAM lr 0.25 (RESAM beta 0.99), DRA/MRA lr 1e-3. For GPU/TPU users (CIFAR-10

@@ -1,4 +1,4 @@
-"""Robust aggregation rules over a leading worker axis (SPEC.md §4).
+"""Robust aggregation rules over a leading worker axis.
 
 Every aggregator has the signature ``rule(updates, *, num_byzantine, **hparams)``
 where ``updates`` is a pytree with leaves ``[n, *param_shape]``; it returns a

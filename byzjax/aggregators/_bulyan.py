@@ -1,7 +1,7 @@
 """Bulyan (El Mhamdi, Guerraoui, Rouault 2018): iterated selection, then a
 coordinate-wise average around the median.
 
-With ``n >= 4f + 3`` (SPEC.md §4):
+With ``n >= 4f + 3``:
 
 1. **Selection.** ``theta = n - 2f`` times, apply the selection rule ``A`` to
    the rows not selected yet, move the row it picks into the selection set,
@@ -17,9 +17,9 @@ Which row ``A`` picks (the remaining set has ``m = n - t`` rows at step ``t``):
   ``max(m - f - 2, 1)`` neighbours (Blanchard et al.'s ``m - f - 2``; the floor
   at 1 keeps the score meaningful in the last steps, where ``m`` falls to
   ``2f + 1``, as Flower's Krum does).
-* ``"multi_krum"`` (seed 001's "Bulyan of Multi-Krum"): the remaining row
-  closest to the Multi-Krum output on the remaining rows (the mean of the
-  ``m - f`` rows of least score, same neighbours as above).
+* ``"multi_krum"`` (the "Bulyan of Multi-Krum" of El Mhamdi et al., ICLR
+  2021): the remaining row closest to the Multi-Krum output on the remaining
+  rows (the mean of the ``m - f`` rows of least score, same neighbours as above).
 * Ties between equal scores are broken by comparing the rows' sorted distances
   to the other remaining rows, nearest first (lexicographically), then by the
   lowest index. With one neighbour (the last steps) ties are systematic, not

@@ -2,7 +2,7 @@
 
 ``v <- v + 1/n sum_i clip_tau(x_i - v)`` for ``L`` iterations, starting from the
 previous round's aggregate, with ``clip_tau(u) = u * min(1, tau / ||u||)``
-(Euclidean norm over all leaves together; SPEC.md §4).
+(Euclidean norm over all leaves together).
 
 Every iterate is ``v_l = v_0 + sum_j b_j (x_j - v_0)``, so after one Gram matmul
 of the rows centred at ``v_0`` each iteration costs ``O(n^2)`` and the result is

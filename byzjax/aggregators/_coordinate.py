@@ -1,11 +1,11 @@
-"""Coordinate-wise rules: median, trimmed mean, MeaMed, Phocas (SPEC.md §4).
+"""Coordinate-wise rules: median, trimmed mean, MeaMed, Phocas.
 
 Each rule acts on every coordinate independently, over the worker axis. The
 order statistics come from compare-exchange networks over the row arrays
 ``[x[0], ..., x[n-1]]`` (:mod:`byzjax.aggregators._networks`), unrolled at
 trace time (``n`` is static) and fused by XLA into one loop that reads the stack
 once; ``jnp.sort`` over the short worker axis is two to three orders of
-magnitude slower on XLA:CPU (NOTES.md).
+magnitude slower on XLA:CPU (``docs/PERFORMANCE.md``).
 
 **"Closest" values.** MeaMed, Phocas and :func:`mean_around_median` average
 the ``K`` values closest to a centre ``c``, whatever their sorted position.
@@ -189,7 +189,7 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
 
 @AGGREGATORS.register("trimmed_mean", aliases=("cwtm", "trmean"))
 def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
-    """Coordinate-wise trimmed mean (CWTM, seed 002 Alg. 12).
+    """Coordinate-wise trimmed mean (CWTM; Fabris 2023, Alg. 12).
 
     Per coordinate: drop the ``f`` smallest and ``f`` largest values and average
     the ``n - 2f`` left. The network is pruned to the *set* of middle values
@@ -251,7 +251,7 @@ def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTre
 
     Reference:
       Xie, Koyejo, Gupta, "Generalized Byzantine-tolerant SGD", 2018,
-      https://arxiv.org/abs/1802.10116 (seed 002 Alg. 15).
+      https://arxiv.org/abs/1802.10116 (Fabris 2023, Alg. 15).
 
     Example:
       >>> import jax.numpy as jnp

@@ -2,7 +2,7 @@
 
 ``argmin_z sum_i ||x_i - z||`` (Euclidean over all leaves together), approximated
 by the smoothed Weiszfeld iteration ``z <- sum_i w_i x_i / sum_i w_i`` with
-``w_i = 1 / max(nu, ||x_i - z||)`` (SPEC.md §4).
+``w_i = 1 / max(nu, ||x_i - z||)``.
 
 **Cost.** Every iterate is an affine combination ``z = sum_j a_j x_j`` of the
 rows (``sum_j a_j = 1``), so with the Gram matrix ``G`` of the rows,
@@ -33,7 +33,8 @@ left a 2e-5 error where the median scale gives 1e-7). It is checked from the
 second step on when ``init`` is not ``"mean"`` (the first step starts outside
 the rows' span, see below). ByzFL's
 ``GeometricMedian()`` is ``init="zeros", num_iterations=3, smoothing=0.1,
-tolerance=0.0`` (about ``1e-3`` short of convergence, NOTES.md).
+tolerance=0.0`` (about ``1e-3`` short of convergence, as measured on the project's
+machine).
 
 **Non-finite rows** get weight 0 (ByzFL drops ``inf`` rows but not ``NaN``
 ones); the result is the smoothed median of the finite rows, finite whenever
@@ -95,7 +96,8 @@ def geometric_median(
     ``w_i = 1 / max(smoothing, ||x_i - z||)`` over the finite rows, at most
     ``num_iterations`` times, stopping early once
     ``||z_{t+1} - z_t|| <= tolerance * median_i ||x_i - z_{t+1}||``. Breakdown
-    point 1/2; resilience order ``1 + (n - f)/(2 sqrt(n (n - 2f)))`` (SPEC.md §4).
+    point 1/2; resilience order ``1 + (n - f)/(2 sqrt(n (n - 2f)))``
+    (Farhadkhani et al., ICML 2022).
     See the module docstring for the cost (``O(n^2)`` per iteration) and the
     choice of defaults.
 

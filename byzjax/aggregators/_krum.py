@@ -2,14 +2,14 @@
 
 Krum scores every row by the sum of its (squared) distances to its
 ``num_neighbours`` nearest other rows and outputs the row of least score;
-Multi-Krum averages the ``num_selected`` rows of least score (SPEC.md §4).
+Multi-Krum averages the ``num_selected`` rows of least score.
 Distances are Euclidean over all leaves together, from one Gram matmul per leaf
 (:func:`sq_distance_matrix`); the per-row top-k runs on the
 ``[n, n]`` matrix (cheap), and the output is a dynamic row index (Krum) or one
 ``[n] @ [n, d]`` matmul per leaf (Multi-Krum): the ``[n, d]`` stack is never
 sorted.
 
-Conventions (SPEC.md §4, NOTES.md "Definitions that disagree"):
+Conventions (the sources disagree; see ``docs/CONVENTIONS.md``):
 
 * neighbours: ``n - f - 2`` by default (Blanchard et al., Flower);
   ``num_neighbours=n - f - 1`` gives ByzFL's and ByzantineMomentum's count.
@@ -233,7 +233,7 @@ def krum(
     ``score(i) = sum_{j in N_i} ||x_i - x_j||^2`` over the ``num_neighbours``
     nearest rows ``N_i`` of ``x_i`` (itself excluded); returns ``x_{argmin}``
     (ties: lowest index). Requires ``n >= 2f + 3``. Resilience order
-    ``1 + sqrt((n - f)/(n - 2f))`` (SPEC.md §4).
+    ``1 + sqrt((n - f)/(n - 2f))`` (Farhadkhani et al., ICML 2022).
 
     Cost: one Gram matmul per leaf (``O(n^2 d)``), a sort of the ``[n, n]``
     matrix, and a dynamic row index for the output (``O(d)``).

@@ -1,7 +1,7 @@
 """Minimum Diameter Averaging (MDA, "Brute"): exact, by enumeration or by search.
 
 MDA keeps the subset of ``n - f`` rows of least diameter ``max_{i,j} ||x_i - x_j||``
-(Euclidean over all leaves together) and returns its mean (SPEC.md §4).
+(Euclidean over all leaves together) and returns its mean.
 
 Two exact algorithms, both on the ``[n, n]`` matrix of squared distances (so
 their cost does not depend on the parameter dimension ``d``):
@@ -9,7 +9,7 @@ their cost does not depend on the parameter dimension ``d``):
 * **enumeration**: a static table of all ``C(n, f)`` kept subsets, built at trace
   time in ``itertools.combinations(range(n), n - f)`` order; one gather and one
   ``argmin``. Simple, obviously exact, and cheap while ``C(n, f)`` is small.
-* **search** (GitHub issue 7): the least diameter is one of the pairwise distances.
+* **search**: the least diameter is one of the pairwise distances.
   A binary search over the sorted distances finds the smallest threshold ``tau``
   such that the *conflict graph* (edges: pairs farther apart than ``tau``) has a
   vertex cover of at most ``f`` vertices; removing the cover leaves a set of at
@@ -378,8 +378,8 @@ def minimum_diameter_averaging(
 
     Among all subsets ``S`` of ``n - f`` rows, picks one minimising
     ``max_{i, j in S} ||x_i - x_j||`` (Euclidean over all leaves together) and
-    returns ``1/(n - f) sum_{i in S} x_i`` (seed 002 prints ``1/(n - 2f)``: a
-    typo). It is ``(f, 2f/(n-f))``-resilient averaging, order-optimal.
+    returns ``1/(n - f) sum_{i in S} x_i`` (Fabris's thesis prints ``1/(n - 2f)``:
+    a typo). It is ``(f, 2f/(n-f))``-resilient averaging, order-optimal.
 
     Exact in every case. Ties: the lexicographically first optimal subset in
     ``itertools.combinations(range(n), n - f)`` order (ByzFL's and

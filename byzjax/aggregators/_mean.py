@@ -1,4 +1,4 @@
-"""The plain mean: the non-robust baseline (AVG in seed 002)."""
+"""The plain mean: the non-robust baseline (AVG in Fabris's 2023 thesis)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
 
     Computed as an unrolled, fused sum of the rows, which on XLA:CPU is far
     faster than a reduction over a small leading axis and, unlike ``ones @ x``,
-    stays fast under ``vmap`` (NOTES.md; ``byzjax._tree.sum_rows``).
+    stays fast under ``vmap`` (``docs/PERFORMANCE.md``; ``byzjax._tree.sum_rows``).
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``.

@@ -1,7 +1,7 @@
 """Nearest Neighbour Mixing (NNM), a pre-aggregation (Allouah et al. 2023).
 
 Each row is replaced by the mean of its ``n - f`` nearest rows, itself
-included (SPEC.md §4, pre-aggregation), Euclidean over all leaves together.
+included, Euclidean over all leaves together.
 The neighbourhoods come from the ``[n, n]`` distance matrix (one Gram matmul
 per leaf, then a sort of the small matrix); the mixing is one
 ``[n, n] @ [n, d]`` matmul per leaf with a 0/1 weight matrix scaled by

@@ -1,4 +1,4 @@
-"""Simple pre-aggregators: static clipping and bucketing (SPEC.md §4).
+"""Simple pre-aggregators: static clipping and bucketing.
 
 Pre-aggregators keep a leading worker axis: ``[n, ...] -> [m, ...]``; a robust
 aggregator is applied to their output. Both rules here are registered in

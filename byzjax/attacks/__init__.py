@@ -1,4 +1,4 @@
-"""Byzantine attacks: honest rows in, Byzantine rows out (SPEC.md §5).
+"""Byzantine attacks: honest rows in, Byzantine rows out.
 
 Every attack has the signature ``attack(honest, *, num_byzantine, key=None,
 **hparams)``: ``honest`` is a pytree with leaves ``[n_honest, *param_shape]``

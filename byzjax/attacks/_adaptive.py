@@ -1,4 +1,4 @@
-"""Adaptive ("optimal") attack strength against a given aggregator (SPEC.md §5).
+"""Adaptive ("optimal") attack strength against a given aggregator.
 
 For a one-parameter attack family (ALIE ``gbar - eps * sigma``, FOE
 ``(1 - eps) gbar``) the attacker picks ``eps`` from a candidate set to

@@ -114,7 +114,7 @@ def honest_mean(honest: PyTree) -> PyTree:
     """``gbar``: the mean of the honest rows, leaves ``[*param_shape]``.
 
     A ``[n] @ [n, d]`` matmul per leaf (faster than a reduction over the small
-    leading axis on XLA:CPU, see NOTES.md).
+    leading axis on XLA:CPU, see ``docs/PERFORMANCE.md``).
     """
     n = num_rows(honest)
 

@@ -1,4 +1,4 @@
-"""Classic Byzantine attacks (SPEC.md §5): fixed formulas of the honest rows.
+"""Classic Byzantine attacks: fixed formulas of the honest rows.
 
 All attacks share the signature ``attack(honest, *, num_byzantine, key=None,
 **hparams)``: ``honest`` has leaves ``[n_honest, *param_shape]`` and the result
@@ -82,7 +82,7 @@ def sign_flip(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
                   aliases=("sign_flip_self", "own_sign_flip"))
 def sign_flip_own(honest: PyTree, *, num_byzantine: int,
                   byzantine_own: PyTree | None = None, key=None) -> PyTree:
-    """Each Byzantine worker negates its *own* honestly computed vector (seed 002).
+    """Each Byzantine worker negates its *own* honestly computed vector (Fabris 2023).
 
     Args:
       honest: leaves ``[n_honest, *param_shape]`` (only checked).
@@ -193,7 +193,7 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
     Args:
       honest: leaves ``[n_honest, *param_shape]``.
       num_byzantine: static number of rows to return.
-      eps: strength (float or traced scalar); default ``1.5`` (seed 001).
+      eps: strength (float or traced scalar); default ``1.5`` (El Mhamdi et al. 2021).
       z_max: static; if True use Baruch et al.'s ``z_max`` (see
         :func:`alie_z_max`) from the static ``n = n_honest + num_byzantine``
         and ``f = num_byzantine`` instead of ``eps`` (then leave ``eps`` unset).
@@ -236,7 +236,7 @@ def _constant_rows(name, honest, num_byzantine, value):
 
 @ATTACKS.register("inf", aliases=("infinity", "pos_inf", "+inf"))
 def infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
-    """Every coordinate of every Byzantine row is ``+inf`` (seed 002's Infinity).
+    """Every coordinate of every Byzantine row is ``+inf`` (Fabris's Infinity).
 
     Example:
       >>> import jax.numpy as jnp
@@ -250,7 +250,7 @@ def infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
 
 @ATTACKS.register("neg_inf", aliases=("negative_infinity", "minus_inf", "-inf"))
 def negative_infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
-    """Every coordinate of every Byzantine row is ``-inf`` (seed 002's -Infinity).
+    """Every coordinate of every Byzantine row is ``-inf`` (Fabris's -Infinity).
 
     Example:
       >>> import jax.numpy as jnp
@@ -392,7 +392,7 @@ def no_attack(honest: PyTree, *, num_byzantine: int,
 
 
 def flip_labels(labels: jax.Array, num_classes: int) -> jax.Array:
-    """Label flip ``y -> num_classes - 1 - y`` (seed 002: ``9 - y`` for 10 classes).
+    """Label flip ``y -> num_classes - 1 - y`` (Fabris: ``9 - y``, 10 classes).
 
     Args:
       labels: integer array of any shape.

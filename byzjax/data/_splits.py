@@ -1,4 +1,4 @@
-"""Splitting a training set over workers (SPEC.md §6).
+"""Splitting a training set over workers.
 
 Every split returns a :class:`WorkerSplit`: a padded index array plus per-worker
 counts, so the simulator samples batches on the device with static shapes
@@ -12,7 +12,7 @@ convention), so honest workers get all the data there is; Byzantine worker
 ``j >= k`` then gets a *copy* of honest shard ``(j - k) mod k``. Their data
 only matters for data-level attacks (label flip), which then flip labels of
 samples an honest worker also holds. With ``num_honest=None`` (default, as in
-seed 002: "MNIST is split into 15 chunks" for 10 honest + 5 Byzantine workers)
+Fabris 2023: "MNIST is split into 15 chunks" for 10 honest + 5 Byzantine workers)
 every worker gets its own disjoint shard.
 """
 
@@ -89,13 +89,13 @@ def _pack(shards: Sequence[np.ndarray], num_workers: int) -> WorkerSplit:
 def split_homogeneous(labels, *, num_workers: int, seed: int,
                       per_class: int | None = None,
                       num_honest: int | None = None) -> WorkerSplit:
-    """Every worker gets the same number of samples of every class (seed 002).
+    """Every worker gets the same number of samples of every class (Fabris 2023).
 
     For each class ``c`` (in sorted order) its indices are shuffled and the
     first ``per_class * k`` dealt out, ``per_class`` to each of the ``k``
     workers; each worker's shard is then shuffled. Shards are disjoint; the
     leftover samples are unused. MNIST over 15 workers gives 361 per class,
-    3610 per worker (seed 002's numbers); CIFAR-10 gives 333 (seed 002 used
+    3610 per worker (Fabris's numbers); CIFAR-10 gives 333 (Fabris used
     ``per_class=330``).
 
     Args:
@@ -154,7 +154,7 @@ def split_dirichlet(labels, *, num_workers: int, alpha: float, seed: int,
     For each class ``c`` its shuffled indices are cut at
     ``floor(cumsum(p_c) * count_c)`` with ``p_c ~ Dirichlet(alpha * 1_k)``, so
     worker datasets differ in size and label mix; every sample goes to exactly
-    one worker. Small ``alpha`` (seed 002: 0.1) is very skewed; large
+    one worker. Small ``alpha`` (Fabris: 0.1) is very skewed; large
     ``alpha`` approaches a uniform split. A worker with fewer than
     ``min_size`` samples cannot train, so the whole draw is repeated (the
     generator continues, so the result is still a function of ``seed``) until
@@ -162,7 +162,7 @@ def split_dirichlet(labels, *, num_workers: int, alpha: float, seed: int,
 
     Reference: Hsu, Qi, Brown, "Measuring the Effects of Non-Identical Data
     Distribution for Federated Visual Classification", 2019
-    (https://arxiv.org/abs/1909.06335), in the per-class form of SPEC.md §6.
+    (https://arxiv.org/abs/1909.06335), in its per-class form (as Fabris 2023 uses it).
 
     Args:
       labels: int ``[N]`` class labels.

@@ -5,7 +5,8 @@ pillow). The import is lazy: nothing here runs unless ``source="tfds"`` is asked
 for, or a dataset without an offline source (CIFAR-10/100) is loaded with
 ``source="auto"``.
 
-Order of attempts (NOTES.md):
+Order of attempts (checked with tensorflow-datasets 4.9.10 on the project's
+CPU machine):
 
 1. ``tfds.data_source(name, split=..., download=False,
    builder_kwargs={"file_format": "array_record"})``: reads a prepared dataset

@@ -1,4 +1,4 @@
-"""optax ``GradientTransformation``s for Byzantine-resilient learning (SPEC.md §3).
+"""optax ``GradientTransformation``s for Byzantine-resilient learning.
 
 Updates carry a leading worker axis ``[num_workers, *param_shape]`` until the
 aggregation stage removes it; from there on, stock optax transforms apply.

@@ -1,4 +1,4 @@
-"""Ready Byzantine-resilient optimiser chains: D-SGD, RESAM, DRA, MRA (SPEC.md §3).
+"""Ready Byzantine-resilient optimiser chains: D-SGD, RESAM, DRA, MRA.
 
 Each chain is ``optax.chain(clip?, worker stage, attack?, pre_aggregate?,
 aggregate[, mra_direction])``: it takes per-worker gradients (leaves
@@ -173,7 +173,7 @@ def resam(*, num_workers: int, num_byzantine: int, beta=0.99, dampening=None,
 
     Workers send ``m_i <- beta m_i + (1 - beta) g_i`` (see
     :func:`~byzjax.optim.worker_momentum` for ``dampening`` and ``nesterov``:
-    ``dampening=0`` gives seed 001's distributed momentum).
+    ``dampening=0`` gives El Mhamdi et al.'s distributed momentum).
 
     Args:
       {common}
@@ -218,7 +218,7 @@ def dra(*, num_workers: int, num_byzantine: int, b1=0.99, b2=0.999, eps=1e-8,
       {common}
       b1, b2, eps, eps_root: floats or traced (thesis: ``b1=0.99``, ``b2=0.999``).
       bias_correction: static bool.
-      simplified: static; send ``m / sqrt(v + eps)`` (seed 002 §3.2 with
+      simplified: static; send ``m / sqrt(v + eps)`` (Fabris 2023, §3.2, with
         ``bias_correction=False``), see :func:`~byzjax.optim.worker_adam`.
 
     Returns:
@@ -257,7 +257,7 @@ def mra(*, num_workers: int, num_byzantine: int, b1=0.99, b2=0.999, eps=1e-8,
     ``F(mhat) / sqrt(F(vhat) + eps)``.
 
     Attacks act on both moments. Faithful default: a negative aggregated
-    second moment gives NaN (seed 002 §4.1.2); ``safeguard="clamp"`` avoids
+    second moment gives NaN (Fabris 2023, §4.1.2); ``safeguard="clamp"`` avoids
     it (see :func:`~byzjax.optim.mra_direction`).
 
     Args:

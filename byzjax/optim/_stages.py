@@ -72,7 +72,7 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
                      **attack_kwargs) -> optax.GradientTransformation:
     """Replaces the last ``num_byzantine`` rows by the attack's output.
 
-    The attack sees the first ``n - f`` rows (the honest ones, SPEC.md §1) and
+    The attack sees the first ``n - f`` rows (the honest ones, by convention) and
     returns ``f`` rows, written into rows ``n-f .. n-1``. Attacks that need the
     Byzantine workers' own rows (``sign_flip_own``) receive the rows being
     replaced as ``byzantine_own``. Data-level attacks (``label_flip``,
@@ -338,7 +338,7 @@ def mra_direction(*, eps=1e-8, safeguard: str | None = None
 
     * ``safeguard=None`` (faithful default): a negative ``v*`` coordinate
       (attacked second moments that the aggregator let through) gives ``NaN``,
-      which then spreads into the parameters, reproducing seed 002 §4.1.2's
+      which then spreads into the parameters, reproducing Fabris's §4.1.2
       failure.
     * ``safeguard="clamp"``: ``v*`` is clamped at 0 before the root, and every
       coordinate whose direction is still not finite (``m*`` or ``v*`` NaN or
@@ -395,7 +395,7 @@ def mra_direction(*, eps=1e-8, safeguard: str | None = None
 
 def server_momentum(*, momentum, nesterov: bool = False
                     ) -> optax.GradientTransformation:
-    """Server momentum after aggregation, ``M <- mu M + F(g)`` (seed 001).
+    """Server momentum after aggregation, ``M <- mu M + F(g)`` (El-Mhamdi et al. 2021).
 
     ``optax.trace(decay=momentum, nesterov=nesterov)``: with ``nesterov=True``
     it returns ``F(g) + mu M`` with the updated ``M``. Chain it after

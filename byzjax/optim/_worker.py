@@ -89,8 +89,8 @@ def clip_by_worker_norm(max_norm) -> optax.GradientTransformation:
     """Clips each worker's row to Euclidean norm at most ``max_norm``.
 
     Row ``i`` becomes ``x_i * min(1, max_norm / ||x_i||)``, with the norm over
-    all leaves together (SPEC.md §2: per-worker gradient clipping, ``c = 2``
-    in the thesis and RESAM). Stateless.
+    all leaves together (per-worker gradient clipping before any momentum;
+    ``c = 2`` in Fabris's thesis and in RESAM). Stateless.
 
     Args:
       max_norm: clipping radius, a float or traced scalar.
@@ -131,14 +131,14 @@ def worker_momentum(*, num_workers: int, beta, dampening=None,
     """Per-worker momentum: ``m_i <- beta m_i + (1 - dampening) g_i``, ``m_0 = 0``.
 
     * Default ``dampening = beta``: the EMA form of RESAM (Farhadkhani et al.
-      2022; SPEC.md §3), each worker sends ``m_i``.
-    * ``dampening=0``: seed 001's ``m_i <- mu m_i + g_i`` (El-Mhamdi et al. 2021).
+      2022), each worker sends ``m_i``.
+    * ``dampening=0``: ``m_i <- mu m_i + g_i`` (El-Mhamdi et al. 2021).
     * ``nesterov=True``: each worker sends ``g_i + beta m_i`` with the updated
-      ``m_i`` (seed 001's worker Nesterov with ``dampening=0``).
+      ``m_i`` (El-Mhamdi et al.'s worker Nesterov with ``dampening=0``).
 
     This is ``torch.optim.SGD``'s momentum buffer with ``dampening``, except
-    that the buffer starts at 0 (``m_0 = 0``, SPEC.md) where torch sets it to
-    ``g_1`` on the first step; the two agree whenever ``dampening=0``.
+    that the buffer starts at 0 (``m_0 = 0``, see ``docs/CONVENTIONS.md``) where
+    torch sets it to ``g_1`` on the first step; the two agree whenever ``dampening=0``.
 
     Args:
       num_workers: static ``n`` (the state has leaves ``[n, *param_shape]``).
@@ -188,7 +188,7 @@ def worker_adam(*, num_workers: int, b1=0.99, b2=0.999, eps=1e-8,
                 eps_root=0.0, simplified: bool = False) -> optax.GradientTransformation:
     """Per-worker Adam moments; workers send a direction (DRA) or the moments (MRA).
 
-    Moments (SPEC.md §3, ``m_0 = v_0 = 0``): ``m_i <- b1 m_i + (1 - b1) g_i``,
+    Moments (``m_0 = v_0 = 0``): ``m_i <- b1 m_i + (1 - b1) g_i``,
     ``v_i <- b2 v_i + (1 - b2) g_i^2``; with ``bias_correction`` (default)
     ``mhat = m / (1 - b1^t)``, ``vhat = v / (1 - b2^t)``, else ``mhat = m``,
     ``vhat = v``.
@@ -196,7 +196,7 @@ def worker_adam(*, num_workers: int, b1=0.99, b2=0.999, eps=1e-8,
     * ``output="direction"`` (DRA, thesis Alg. 19): each worker sends Adam's
       ``q_i = mhat / (sqrt(vhat + eps_root) + eps)``. With ``simplified=True``
       it sends ``mhat / sqrt(vhat + eps_root + eps)`` instead, eps inside the
-      root; with ``bias_correction=False`` as well this is seed 002 §3.2's
+      root; with ``bias_correction=False`` as well this is Fabris's §3.2
       ``q = m / sqrt(eps + v)`` (eq. 3.1).
     * ``output="moments"`` (MRA, thesis Alg. 20): each worker sends
       ``MomentPair(m=mhat, v=vhat)``; ``eps`` and ``eps_root`` are unused here

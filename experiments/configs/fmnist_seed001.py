@@ -1,4 +1,4 @@
-"""Seed 001 (El-Mhamdi, Guerraoui, Rouault, ICLR 2021) Fashion-MNIST setting.
+"""El-Mhamdi, Guerraoui, Rouault (ICLR 2021): their Fashion-MNIST setting.
 
 MLP 784-100-10 (79,510 parameters), n = 51 workers, f = 12 (1/4) declared and
 attacking, batch 83 per worker, 300 steps, lr 0.5, momentum 0.9 in the classical

@@ -1,4 +1,4 @@
-"""Seed 002 (Fabris 2023) MNIST homogeneous setting: 10 honest + 5 Byzantine, RESAM.
+"""Fabris (2023) MNIST homogeneous setting: 10 honest + 5 Byzantine, RESAM.
 
 The thesis uses the MNIST CNN (``--set model=mnist_cnn``); the MLP keeps a CPU run
 to minutes. Usage: ``byzjax train --config experiments/configs/mnist_resam.py``.
