@@ -208,7 +208,7 @@ def test_registry_names_aliases_and_flags():
         e = attacks.entry(name)
         assert e.needs_key == (name == "gaussian")
         assert e.data_level == (name in ("label_flip", "none"))
-        assert e.adaptive == name.startswith("adaptive")
+        assert e.adaptive == (name.startswith("adaptive") or name == "optimized")
     assert attacks.entry("sign_flip_own").needs_own
     with pytest.raises(ValueError, match="unknown attack"):
         attacks.get("no_such_attack")

@@ -10,7 +10,9 @@ may be traced, so they can be vmapped.
 Registry names (aliases in brackets): ``sign_flip``, ``sign_flip_own``,
 ``fall_of_empires`` (``foe``, ``empire``), ``a_little_is_enough`` (``alie``,
 ``little``), ``inf``, ``neg_inf``, ``nan``, ``mimic``, ``gaussian``,
-``label_flip``, ``none``, ``adaptive_alie``, ``adaptive_foe``. Each entry
+``label_flip``, ``none``, ``adaptive_alie``, ``adaptive_foe``, ``optimized``
+(``optimised``: the Byzantine row found by gradient ascent through the server's
+own pipeline). Each entry
 records ``needs_key``, ``data_level`` (label flip and none: the attack stage
 leaves the Byzantine rows untouched), ``needs_own`` (takes the Byzantine
 workers' own rows as ``byzantine_own=``) and ``adaptive``.
@@ -25,10 +27,11 @@ Example:
     (True, True)
 """
 
-from byzjax.attacks import _adaptive, _classic
+from byzjax.attacks import _adaptive, _classic, _optimized
 from byzjax.attacks._adaptive import *  # noqa: F403
 from byzjax.attacks._base import ATTACKS, AttackEntry, honest_mean, honest_std
 from byzjax.attacks._classic import *  # noqa: F403
+from byzjax.attacks._optimized import *  # noqa: F403
 
 __all__ = [
     "ATTACKS",
@@ -39,7 +42,8 @@ __all__ = [
     "honest_mean",
     "honest_std",
 ]
-__all__ += list(_classic.__all__) + list(_adaptive.__all__)
+__all__ += (list(_classic.__all__) + list(_adaptive.__all__)
+            + list(_optimized.__all__))
 
 
 def get(name: str):

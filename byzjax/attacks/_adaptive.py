@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from byzjax._tree import PyTree, num_rows
 from byzjax.attacks._base import ATTACKS, honest_mean, validate_attack
 
-__all__ = ["adaptive", "adaptive_alie", "adaptive_foe", "DEFAULT_CANDIDATES"]
+__all__ = ["adaptive", "adaptive_alie", "adaptive_foe", "DEFAULT_CANDIDATES",
+           "server_view"]
 
 #: Default candidate strengths: 16 values from 0 to 16 (ByzantineMomentum's
 #: default budget is 16 evaluations).
@@ -68,6 +69,61 @@ def _resolve_preaggregator(preaggregator):
 
     entry = aggregators.PREAGGREGATORS.entry(preaggregator)
     return entry.fn, entry.name, entry.needs_key
+
+
+def tree_distance(a: PyTree, b: PyTree) -> jax.Array:
+    """Euclidean distance between two pytrees of one structure (float32 sums)."""
+    sq = sum(jnp.sum(jnp.square((x - y).astype(jnp.float32)))
+             for x, y in zip(jax.tree_util.tree_leaves(a),
+                             jax.tree_util.tree_leaves(b)))
+    return jnp.sqrt(sq)
+
+
+def server_view(honest: PyTree, *, num_byzantine: int, aggregator,
+                aggregator_kwargs: dict | None = None, preaggregator=None,
+                preaggregator_kwargs: dict | None = None, key=None,
+                rule: str = "adaptive") -> Callable[[PyTree], PyTree]:
+    """What an omniscient attacker knows of the server: ``byzantine -> F(...)``.
+
+    Returns a function of the Byzantine rows (leaves ``[num_byzantine, ...]``)
+    that stacks them after the honest rows, applies the server's optional
+    pre-aggregator and its aggregator, and returns the aggregate (leaves
+    ``[*param_shape]``). ``aggregator_kwargs["num_byzantine"]``, if given, is
+    the *declared* ``f`` the rules are told; names are checked against
+    ``(n, f)`` before tracing. Shared by the adaptive and optimised attacks.
+    """
+    n = num_rows(honest) + num_byzantine
+    agg_fn, agg_name = _resolve_aggregator(aggregator)
+    pre_fn, pre_name, pre_needs_key = _resolve_preaggregator(preaggregator)
+    if pre_needs_key and key is None:
+        raise ValueError(
+            f"{rule}: the pre-aggregator {pre_name!r} is random and needs key="
+        )
+    agg_kwargs = dict(aggregator_kwargs or {})
+    f_declared = agg_kwargs.pop("num_byzantine", num_byzantine)
+    pre_kwargs = dict(preaggregator_kwargs or {})
+    from byzjax import aggregators
+
+    m = n
+    if pre_name is not None:
+        aggregators.PREAGGREGATORS.check(pre_name, num_workers=n,
+                                         num_byzantine=f_declared)
+    if agg_name is not None and pre_fn is None:
+        aggregators.check(agg_name, num_workers=m, num_byzantine=f_declared)
+
+    def serve(byzantine: PyTree) -> PyTree:
+        stack = jax.tree_util.tree_map(
+            lambda h, b: jnp.concatenate([h, b.astype(h.dtype)], axis=0),
+            honest, byzantine)
+        if pre_fn is not None:
+            extra = {"key": key} if pre_needs_key else {}
+            stack = pre_fn(stack, num_byzantine=f_declared, **extra, **pre_kwargs)
+            if agg_name is not None:
+                aggregators.check(agg_name, num_workers=num_rows(stack),
+                                  num_byzantine=f_declared)
+        return agg_fn(stack, num_byzantine=f_declared, **agg_kwargs)
+
+    return serve
 
 
 def adaptive(
@@ -157,15 +213,11 @@ def adaptive(
             "instead of eps"
         )
     base_fn = _resolve_base(base)
-    agg_fn, agg_name = _resolve_aggregator(aggregator)
-    pre_fn, pre_name, pre_needs_key = _resolve_preaggregator(preaggregator)
-    if pre_needs_key and key is None:
-        raise ValueError(
-            f"adaptive: the pre-aggregator {pre_name!r} is random and needs key="
-        )
-    agg_kwargs = dict(aggregator_kwargs or {})
-    f_declared = agg_kwargs.pop("num_byzantine", num_byzantine)
-    pre_kwargs = dict(preaggregator_kwargs or {})
+    serve = server_view(honest, num_byzantine=num_byzantine, aggregator=aggregator,
+                        aggregator_kwargs=aggregator_kwargs,
+                        preaggregator=preaggregator,
+                        preaggregator_kwargs=preaggregator_kwargs, key=key,
+                        rule="adaptive")
     if candidates is None:
         candidates = DEFAULT_CANDIDATES
     candidates = jnp.asarray(candidates)
@@ -187,29 +239,7 @@ def adaptive(
     gbar = honest_mean(honest)
 
     def damage(eps):
-        byz = rows_for(eps)
-        stack = jax.tree_util.tree_map(
-            lambda h, b: jnp.concatenate([h, b.astype(h.dtype)], axis=0), honest, byz)
-        if pre_fn is not None:
-            if pre_name is not None:
-                from byzjax import aggregators
-
-                aggregators.PREAGGREGATORS.check(pre_name, num_workers=n,
-                                                 num_byzantine=f_declared)
-            extra = {"key": key} if pre_needs_key else {}
-            stack = pre_fn(stack, num_byzantine=f_declared, **extra, **pre_kwargs)
-        if agg_name is not None:
-            from byzjax import aggregators
-
-            aggregators.check(agg_name, num_workers=num_rows(stack),
-                              num_byzantine=f_declared)
-        agg = agg_fn(stack, num_byzantine=f_declared, **agg_kwargs)
-        sq = sum(
-            jnp.sum(jnp.square((a - g).astype(jnp.float32)))
-            for a, g in zip(jax.tree_util.tree_leaves(agg),
-                            jax.tree_util.tree_leaves(gbar))
-        )
-        dist = jnp.sqrt(sq)
+        dist = tree_distance(serve(rows_for(eps)), gbar)
         return jnp.where(jnp.isfinite(dist), dist, jnp.inf)
 
     if batch_size is None:
