@@ -140,7 +140,8 @@ def _train(args) -> int:
     _store.clean_orphans(os.path.join(args.outdir, "runs"))
     group = SweepGroup(config, [{}], args.seeds, {})
     while True:
-        taken, records = run_missing(group, args.outdir, progress=not args.quiet)
+        taken, records, _ = run_missing(group, args.outdir,
+                                        progress=not args.quiet)
         if taken:
             break
         print("another process is computing these runs; waiting for it",

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from byzjax._registry import unknown_name
+from byzjax._registry import did_you_mean, unknown_name
 
 __all__ = ["get_config", "FLOAT_HPARAMS", "OPTIMIZERS", "RESULT_NEUTRAL", "validate",
            "hparams_of", "coerce_field", "override", "check_environment", "ConfigError"]
@@ -428,7 +428,11 @@ def _check_rule_kwargs(config) -> None:
             accepted = [p.name for p in params if p.name not in _RESERVED]
         if accepted is not None:
             for key in sorted(set(kwargs) - set(accepted)):
-                msg = unknown_name(f"keyword of {field} {entry.name!r}", key, accepted)
+                close = did_you_mean(key, accepted)
+                hint = (" (did you mean " + " or ".join(map(repr, close)) + "?)"
+                        if close else "")
+                msg = (f"{field} {entry.name!r} has no keyword {key!r}{hint}; its "
+                       f"keywords: {', '.join(accepted)}")
                 if not accepted:
                     msg = (f"{field} {entry.name!r} takes no keyword arguments; "
                            f"remove {field}_kwargs.{key}")

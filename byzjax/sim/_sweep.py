@@ -274,7 +274,7 @@ def validate_sweep(sweep) -> list[SweepGroup]:
 
 
 def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = True,
-                desc: str = "") -> tuple[bool, list[dict]]:
+                desc: str = "") -> tuple[bool, list[dict], int]:
     """Computes the runs of ``group`` that have no valid record under ``outdir``.
 
     Takes the group's lock first; if another process holds it, returns
@@ -291,14 +291,15 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
       desc: progress-bar label.
 
     Returns:
-      ``(taken, records)``: whether the lock was taken, and the records of
-      every run of the group (read or computed) in ``run_ids()`` order.
+      ``(taken, records, computed)``: whether the lock was taken, the records
+      of every run of the group (read or computed) in ``run_ids()`` order, and
+      how many of them this call computed.
     """
     runs_dir = os.path.join(outdir, "runs")
     gid = group.group_id()
     with _store.group_lock(os.path.join(outdir, "locks"), gid) as taken:
         if not taken:
-            return False, []
+            return False, [], 0
         ids = group.run_ids()
         done = _store.load_records(runs_dir, [rid for _, _, rid in ids])
         missing = [(p, s) for p, s, rid in ids if rid not in done]
@@ -325,7 +326,7 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
                     done[rec["run_id"]] = rec
             with contextlib.suppress(OSError):
                 os.rmdir(ckpt_root)  # only if no other group left one there
-        return True, [done[rid] for _, _, rid in ids]
+        return True, [done[rid] for _, _, rid in ids], len(missing)
 
 
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
@@ -382,14 +383,13 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
                     int(c.split_seed), int(c.num_workers))
             data = data_cache.get(dkey)
             label = _label(g.labels)
-            taken, records = run_missing(
+            taken, _, computed = run_missing(
                 g, outdir, data=data if data is not None else _LazyData(
                     c, dkey, data_cache),
                 progress=progress, desc=label)
             if not taken:
                 left.append(g)
                 continue
-            computed = len(g.run_ids()) - len(before)
             if computed:
                 ran += computed
                 programs += 1
