@@ -216,8 +216,12 @@ def _parser() -> argparse.ArgumentParser:
                              "BYZJAX_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    fields = ", ".join(f"{k}={defaults[k]!r}" for k in sorted(defaults.keys()))
     t = sub.add_parser("train", help="train one configuration for several seeds",
                        parents=[common],
+                       epilog=f"config fields for --set (with their defaults): "
+                       f"{fields}. Float fields are numbers, int fields integers; "
+                       "*_kwargs are the chosen rule's keyword arguments.",
                        description="Train one configuration for several seeds (one "
                        "compiled program; the seeds run together). Options override "
                        "the config; re-running the same command resumes it.")
@@ -233,7 +237,8 @@ def _parser() -> argparse.ArgumentParser:
                         "randomness) (default: 0)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set dirichlet_alpha=0.5 "
-                        "or --set aggregator_kwargs.radius=10 (repeatable)")
+                        "or --set aggregator_kwargs.radius=10 (repeatable; "
+                        "default: none)")
     t.add_argument("--outdir", default="runs/train", metavar="DIR",
                    help="results folder: runs/<run_id>.json, checkpoints/, "
                         "curves.png (default: runs/train)")
@@ -252,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="results folder (default: results/<sweep name>)")
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a sweep field, e.g. --set base.num_rounds=100 or "
-                        "--set seeds=[0,1] (repeatable)")
+                        "--set seeds=[0,1] (repeatable; default: none)")
     s.add_argument("--metric", default="final_accuracy",
                    choices=["final_accuracy", "max_accuracy"],
                    help="metric of the report tables (default: final_accuracy)")
