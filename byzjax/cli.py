@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 __all__ = ["main", "build_config"]
 
@@ -287,6 +288,9 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("BYZJAX_DEBUG", "") not in ("", "0")
+    if not debug:  # warnings as one line each, like errors
+        warnings.formatwarning = (
+            lambda message, category, *_, **__: f"byzjax: warning: {message}\n")
     try:
         return args.func(args)
     except _user_errors() as e:

@@ -208,6 +208,9 @@ SWEEP_CASES = [
     (GOOD_SWEEP.replace('{"aggregator"', '{"agregator"'), [],
      "bad.py:15: unknown config field (grid axis) 'agregator' (did you mean "
      "'aggregator'?)"),
+    (GOOD_SWEEP.replace("s.seeds = [0]", "s.seeds = [0]\n    s.hparams = "
+                        "{'beta': [0.5, 1.5]}"), [],
+     "group aggregator=mean: beta must be in [0, 1), got 1.5"),
     (GOOD_SWEEP.replace("base.num_rounds = 4", "base.num_rounds = 0"), [],
      "bad.py:10: group aggregator=mean: num_rounds must be an integer >= 1"),
 ]
@@ -273,6 +276,23 @@ def test_validate_is_the_one_check_and_raises_config_error():
     with pytest.raises(_config.ConfigError, match="ConfigDict"):
         sim.validate(dict(sim.get_config()))
     sim.validate(sim.get_config())  # the default is valid
+
+
+def test_run_group_checks_every_hyper_parameter_point():
+    c = sim.get_config()
+    c.dataset = "synthetic"
+    with pytest.raises(_config.ConfigError, match="learning_rate must be"):
+        sim.run_group(c, seeds=[0], hparam_points=[{"learning_rate": -1.0}],
+                      progress=False)
+
+
+def test_result_neutral_fields_do_not_change_run_ids():
+    a, b = sim.get_config(), sim.get_config()
+    b.checkpoint_every = 3
+    assert sim.run_id(a, 0, sim.hparams_of(a)) == sim.run_id(b, 0, sim.hparams_of(b))
+    assert sim.static_key(a) == sim.static_key(b)
+    b.num_rounds = 10
+    assert sim.run_id(a, 0, sim.hparams_of(a)) != sim.run_id(b, 0, sim.hparams_of(b))
 
 
 def test_every_config_error_is_a_value_error():

@@ -173,6 +173,11 @@ def run_group(
         if unknown:
             raise ValueError(f"not float hyper-parameters: {sorted(unknown)}; "
                              f"vmappable ones are {FLOAT_HPARAMS}")
+        if p != base:  # the point's values pass the same range checks
+            point_config = config.copy_and_resolve_references()
+            for k, v in p.items():
+                point_config[k] = v
+            validate(point_config)
     if data is None:
         data = load_sim_data(config)
     if model is None:

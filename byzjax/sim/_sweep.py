@@ -268,9 +268,18 @@ def validate_sweep(sweep) -> list[SweepGroup]:
     for g in groups:
         try:
             validate(g.config)
+            for p in g.points if g.points != [{}] else []:
+                validate(_with_point(g.config, p))
         except ConfigError as e:
             raise ConfigError(f"group {_label(g.labels)}: {e}", field=e.field) from None
     return groups
+
+
+def _with_point(config, point):
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    for k, v in point.items():
+        override(cfg, k, v)
+    return cfg
 
 
 def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = True,
