@@ -286,8 +286,9 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
                 desc: str = "") -> tuple[bool, list[dict], int]:
     """Computes the runs of ``group`` that have no valid record under ``outdir``.
 
-    Takes the group's lock first; if another process holds it, returns
-    ``(False, [])`` at once. Under the lock the records are read again (the
+    Takes the group's lock first (not under multi-process JAX, where all
+    processes run each group together); if another process holds it, returns
+    ``(False, [], 0)`` at once. Under the lock the records are read again (the
     other process may just have finished them), the missing ones run with
     checkpoints in ``outdir/checkpoints/<group_id>`` and are written to
     ``outdir/runs``.
@@ -306,7 +307,13 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
     """
     runs_dir = os.path.join(outdir, "runs")
     gid = group.group_id()
-    with _store.group_lock(os.path.join(outdir, "locks"), gid) as taken:
+    if jax.process_count() > 1:
+        # One multi-process JAX program: every process runs every group
+        # together, so the processes must not split groups between them.
+        lock = contextlib.nullcontext(True)
+    else:
+        lock = _store.group_lock(os.path.join(outdir, "locks"), gid)
+    with lock as taken:
         if not taken:
             return False, [], 0
         ids = group.run_ids()
