@@ -258,8 +258,12 @@ def _acquire(path: str, token: str) -> bool:
     moved = _lock_info(aside)
     if info is not None and moved is not None and moved.get("token") != info.get(
             "token"):
+        # A fresh lock was taken meanwhile and we moved it: put it back unless
+        # yet another one exists (link fails then; never overwrite a lock).
         with contextlib.suppress(OSError):
-            os.rename(aside, path)  # a live lock: put it back
+            os.link(aside, path)
+        with contextlib.suppress(OSError):
+            os.remove(aside)
         return False
     with contextlib.suppress(OSError):
         os.remove(aside)
