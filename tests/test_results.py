@@ -48,6 +48,18 @@ def test_records_are_standard_json_with_null_for_non_finite(tmp_path):
     assert _store.read_record(path) == written
 
 
+def test_report_reads_diverged_records_with_nulls(tmp_path):
+    (tmp_path / "runs").mkdir()
+    _store.write_record(str(tmp_path / "runs" / "abc.json"), _record())
+    _store.write_record(str(tmp_path / "runs" / "def.json"), _record(
+        "def", final_accuracy=0.7, diverged=False, diverged_round=-1,
+        metrics={"round": [1, 2], "test_accuracy": [0.6, 0.7]}))
+    paths = report.write_report(str(tmp_path))
+    full = open(paths["full"]).read()
+    assert "0.3500 +- 0.3500 | 2 | 1 |" in full  # the diverged run counts as 0
+    assert os.path.getsize(paths["curves"]) > 1000
+
+
 def _corrupt(kind, path):
     text = open(path).read()
     if kind == "truncated":
