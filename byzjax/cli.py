@@ -296,7 +296,11 @@ def main(argv=None) -> int:
     except _user_errors() as e:
         if debug:
             raise
+        from byzjax.sim._config import ConfigError
+
         text = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, (ConfigError, _CliError)):
+            text += f" (byzjax {args.command} --debug shows where)"
         print(f"byzjax {args.command}: error: {text}", file=sys.stderr)
         return 2
 

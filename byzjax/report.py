@@ -43,9 +43,10 @@ def load_runs(outdir: str) -> list[dict[str, Any]]:
       ValueError: ``outdir`` does not exist or is not a folder.
     """
     from byzjax.sim import _store
+    from byzjax.sim._config import ConfigError
 
     if not os.path.isdir(outdir):
-        raise ValueError(f"no results folder {outdir!r}; give the --outdir of a "
+        raise ConfigError(f"no results folder {outdir!r}; give the --outdir of a "
                          "byzjax train or sweep")
     runs_dir = os.path.join(outdir, "runs")
     if not glob.glob(os.path.join(glob.escape(runs_dir), "*.json")):
@@ -203,9 +204,11 @@ def plot_curves(runs, path: str) -> None:
 def write_report(outdir: str, *, metric: str = "final_accuracy",
                  figures: bool = True) -> dict[str, str]:
     """Writes the tables and figures of ``outdir``; returns their paths."""
+    from byzjax.sim._config import ConfigError
+
     runs = load_runs(outdir)
     if not runs:
-        raise ValueError(f"no run records in {os.path.join(outdir, 'runs')!r} "
+        raise ConfigError(f"no run records in {os.path.join(outdir, 'runs')!r} "
                          "(nothing finished yet?); run byzjax train or sweep with "
                          f"--outdir {outdir} first")
     paths = {"best": os.path.join(outdir, "table_best.md"),

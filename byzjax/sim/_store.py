@@ -37,6 +37,8 @@ import uuid
 import warnings
 from typing import Any, Iterator
 
+from byzjax.sim._config import ConfigError
+
 __all__ = [
     "BadRecordWarning",
     "sanitize",
@@ -318,10 +320,11 @@ def check_outdir(path: str) -> None:
     Creates the folder if needed and writes (then removes) a probe file.
 
     Raises:
-      ValueError: one line naming the folder and the problem.
+      ConfigError: (a ``ValueError``) one line naming the folder and the problem.
     """
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"output folder {path!r} is a file; choose another --outdir")
+        raise ConfigError(f"output folder {path!r} is a file; choose another "
+                          "--outdir")
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write_test.{os.getpid()}")
@@ -329,5 +332,5 @@ def check_outdir(path: str) -> None:
             fh.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise ValueError(f"cannot write to output folder {path!r} ({e.strerror}); "
+        raise ConfigError(f"cannot write to output folder {path!r} ({e.strerror}); "
                          "choose another --outdir") from None
