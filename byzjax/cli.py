@@ -170,12 +170,16 @@ def _sweep(args) -> int:
     from byzjax.sim._config import ConfigError
 
     sweep = _sweep.load_sweep(args.sweep)
+    overridden = set()
     for item in args.set or []:
         key, value = _split_set(item)
         _sweep.set_sweep_field(sweep, key, value)
+        overridden.add(key.split(".")[1] if key.startswith("base.") else key)
     try:
         _sweep.validate_sweep(sweep)
     except ConfigError as e:
+        if e.field in overridden:
+            raise
         raise _sweep.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
