@@ -168,7 +168,8 @@ def load_records(runs_dir: str, run_ids=None) -> dict[str, dict]:
         try:
             out[rid] = read_record(path)
         except ValueError as e:
-            warnings.warn(f"skipping bad run record {e}; it will be computed again",
+            warnings.warn(f"skipping bad run record {e} (a re-run of its sweep or "
+                          "train computes it again)",
                           BadRecordWarning, stacklevel=2)
     return out
 
