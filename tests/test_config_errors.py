@@ -306,3 +306,12 @@ def test_batch_larger_than_a_worker_share_is_a_warning(monkeypatch):
     c.num_workers, c.num_byzantine, c.batch_size = 15, 5, 200
     with pytest.warns(UserWarning, match="larger than the smallest worker's share"):
         sim.load_sim_data(c)
+
+
+def test_eval_size_larger_than_the_test_set_is_a_config_error(monkeypatch):
+    monkeypatch.undo()  # known only once the (synthetic) test set is loaded
+    c = sim.get_config()
+    c.dataset = "synthetic"
+    c.eval_size = 501  # the synthetic test set has 500 images
+    with pytest.raises(_config.ConfigError, match="larger than the test set"):
+        sim.load_sim_data(c)

@@ -22,7 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax.sim import _store
-from byzjax.sim._config import FLOAT_HPARAMS, RESULT_NEUTRAL, hparams_of, validate
+from byzjax.sim._config import (
+    FLOAT_HPARAMS,
+    RESULT_NEUTRAL,
+    ConfigError,
+    hparams_of,
+    validate,
+)
 from byzjax.sim._train import SimData, make_program
 
 __all__ = [
@@ -71,8 +77,9 @@ def load_sim_data(config, *, dataset=None) -> SimData:
             f"share of the data ({smallest} examples); batches are drawn with "
             "replacement, so they repeat examples", UserWarning, stacklevel=2)
     if int(config.eval_size) > len(test.labels):
-        raise ValueError(f"eval_size {config.eval_size} is larger than the test set "
-                         f"({len(test.labels)}); use 0 for the whole test set")
+        raise ConfigError(f"eval_size {config.eval_size} is larger than the test set "
+                          f"({len(test.labels)}); use 0 for the whole test set",
+                          field="eval_size")
     images = np.asarray(train.images)
     if images.ndim == 3:
         images = images[..., None]
