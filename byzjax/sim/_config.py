@@ -253,9 +253,10 @@ def validate(config) -> None:
             f"{type(config).__name__}; start from byzjax.sim.get_config() and "
             "override fields")
     keys = set(config.keys())
-    for key in sorted(keys - set(defaults.keys())):
-        raise ConfigError(unknown_name("config field", key, defaults.keys()),
-                          field=key)
+    unknown = sorted(keys - set(defaults.keys()))
+    if unknown:
+        raise ConfigError(unknown_name("config field", unknown[0], defaults.keys()),
+                          field=unknown[0])
     missing = sorted(set(defaults.keys()) - keys)
     if missing:
         raise ConfigError(

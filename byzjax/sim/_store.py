@@ -143,12 +143,15 @@ def read_record(path: str, run_id: str | None = None) -> dict:
     return record
 
 
-def load_records(runs_dir: str, run_ids=None) -> dict[str, dict]:
+def load_records(runs_dir: str, run_ids=None, *, warn: bool = True
+                 ) -> dict[str, dict]:
     """The valid records in ``runs_dir`` by run id; bad ones are warned about.
 
     Args:
       runs_dir: a folder of ``<run_id>.json`` files.
       run_ids: only these ids (default: every ``*.json``).
+      warn: warn about bad files (off for a quick look that is warned about
+        elsewhere).
 
     Returns:
       ``{run_id: record}`` for the files that pass :func:`read_record`; every
@@ -168,9 +171,10 @@ def load_records(runs_dir: str, run_ids=None) -> dict[str, dict]:
         try:
             out[rid] = read_record(path)
         except ValueError as e:
-            warnings.warn(f"skipping bad run record {e} (a re-run of its sweep or "
-                          "train computes it again)",
-                          BadRecordWarning, stacklevel=2)
+            if warn:
+                warnings.warn(f"skipping bad run record {e} (a re-run of its "
+                              "sweep or train computes it again)",
+                              BadRecordWarning, stacklevel=2)
     return out
 
 

@@ -369,7 +369,7 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     groups = validate_sweep(sweep)  # fail early on any bad configuration
     for g in groups:
         check_environment(g.config)
-    done = _store.load_records(runs_dir)
+    done = _store.load_records(runs_dir, warn=False)
     todo = [g for g in groups if any(rid not in done for _, _, rid in g.run_ids())]
     total_runs = sum(len(g.points) * len(g.seeds) for g in groups)
     n_missing = sum(rid not in done for g in todo for _, _, rid in g.run_ids())
@@ -391,7 +391,7 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
         left = []
         for g in pending:
             before = set(_store.load_records(
-                runs_dir, [rid for _, _, rid in g.run_ids()]))
+                runs_dir, [rid for _, _, rid in g.run_ids()], warn=False))
             if len(before) == len(g.run_ids()):
                 continue  # finished by another process
             c = g.config
