@@ -139,3 +139,31 @@ def test_sweep_group_of_several_seeds_killed_resumes_bit_identical(tmp_path):
     assert f"resuming 6 run(s) at round {2 * step}" in done.stderr
     _assert_identical(_records(out), _records(ref))
     assert not glob.glob(os.path.join(out, "checkpoints", "*"))
+
+
+@pytest.mark.slow
+def test_checkpoint_that_does_not_fit_the_program_is_warned_about_and_dropped(
+        tmp_path):
+    import numpy as np
+
+    from byzjax import sim
+    from byzjax.sim import _run
+
+    c = sim.get_config()
+    c.dataset = "synthetic"
+    c.num_workers, c.num_byzantine = 5, 1
+    c.batch_size, c.num_rounds, c.eval_every = 4, 4, 2
+    c.checkpoint_every = 1
+    data = sim.load_sim_data(c)
+    ckpt = str(tmp_path / "ckpt")
+    stale = _run._Checkpoints(ckpt, num_evals=2)
+    stale.save(1, {"params": np.zeros(3, np.float32)}, [{"round": np.int32(2)}])
+    stale.manager.wait_until_finished()
+    stale.manager.close()
+    with pytest.warns(UserWarning, match="does not fit this program"):
+        got = sim.run_group(c, seeds=[0], data=data, progress=False,
+                            checkpoint_dir=ckpt)
+    ref = sim.run_group(c, seeds=[0], data=data, progress=False)
+    assert got[0]["metrics"] == ref[0]["metrics"]
+    assert got[0]["final_params_sha256"] == ref[0]["final_params_sha256"]
+    assert not os.path.exists(ckpt)

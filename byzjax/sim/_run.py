@@ -348,11 +348,21 @@ class _Checkpoints:
                       lambda x: jax.random.key_data(x) if _is_key(x) else x, state),
                   "history": {k: np.zeros((step,) + tuple(v.shape), v.dtype)
                               for k, v in metrics.items()}}
-        got = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
-        restored = jax.tree_util.tree_map(
-            lambda old, new: (jax.random.wrap_key_data(
-                new, impl=jax.random.key_impl(old)) if _is_key(old) else new),
-            state, got["state"])
+        try:
+            got = self.manager.restore(step,
+                                       args=self._ocp.args.StandardRestore(target))
+            restored = jax.tree_util.tree_map(
+                lambda old, new: (jax.random.wrap_key_data(
+                    new, impl=jax.random.key_impl(old)) if _is_key(old) else new),
+                state, got["state"])
+        except Exception as e:  # written by another version of the program
+            warnings.warn(f"checkpoint {self.directory} does not fit this program "
+                          f"({type(e).__name__}: {str(e)[:200]}); starting these "
+                          "runs from round 0", UserWarning, stacklevel=3)
+            self.manager.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.__init__(self.directory, self.num_evals)
+            return state, []
         history = [{k: np.asarray(v[i]) for k, v in got["history"].items()}
                    for i in range(step)]
         return restored, history
