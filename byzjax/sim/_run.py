@@ -234,7 +234,9 @@ def run_group(
     history = []
     every = int(config.get("checkpoint_every", 0))
     ckpt = None
-    if checkpoint_dir is not None and every > 0:
+    if checkpoint_dir is not None and every > 0 and (
+            program.num_evals > every or os.path.isdir(checkpoint_dir)):
+        # (orbax is only imported when a checkpoint can be saved or read)
         ckpt = _Checkpoints(checkpoint_dir, program.num_evals)
         state, history = ckpt.restore(state, lambda s: chunk(s, hp))
         if history:
