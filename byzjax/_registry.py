@@ -8,7 +8,10 @@ with a readable error *before* anything is traced.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import difflib
+from typing import Any, Callable, Iterable
+
+__all__ = ["Entry", "Registry", "did_you_mean", "unknown_name"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +79,10 @@ class Registry:
 
     def entry(self, name: str) -> Entry:
         """Returns the :class:`Entry` for ``name`` (or an alias)."""
-        key = _norm(name)
+        key = _norm(name) if isinstance(name, str) else name
         if key not in self._alias:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
-            )
+            raise ValueError(unknown_name(self.kind, name, self.names(),
+                                          aliases=self._alias))
         return self._entries[self._alias[key]]
 
     def get(self, name: str) -> Callable[..., Any]:
@@ -104,7 +106,50 @@ class Registry:
         return entry
 
     def __contains__(self, name: str) -> bool:
-        return _norm(name) in self._alias
+        return isinstance(name, str) and _norm(name) in self._alias
+
+
+def did_you_mean(name: Any, choices: Iterable[str], *,
+                 aliases: dict[str, str] | None = None) -> list[str]:
+    """The valid names closest to ``name`` (``difflib``), canonical, best first.
+
+    ``aliases`` maps every accepted spelling to its canonical name, so a typo
+    of an alias suggests the canonical name.
+
+    Example:
+      >>> did_you_mean("trimed_mean", ["mean", "trimmed_mean", "krum"])
+      ['trimmed_mean']
+    """
+    table = dict(aliases or {})
+    for c in choices:
+        table.setdefault(c, c)
+    key = _norm(name) if isinstance(name, str) else str(name)
+    scored = sorted(((difflib.SequenceMatcher(None, key, c).ratio(), c)
+                     for c in table), reverse=True)
+    out: list[str] = []
+    for score, match in scored:
+        # The best match and those nearly as close, never a weak one.
+        if score < max(0.6, 0.9 * scored[0][0]):
+            break
+        if table[match] not in out:
+            out.append(table[match])
+    return out[:3]
+
+
+def unknown_name(kind: str, name: Any, choices: Iterable[str], *,
+                 aliases: dict[str, str] | None = None) -> str:
+    """One line for an unknown name: the closest valid names, then all of them.
+
+    Example:
+      >>> unknown_name("attack", "aile", ["alie", "foe"])
+      "unknown attack 'aile' (did you mean 'alie'?); known: alie, foe"
+    """
+    choices = sorted(choices)
+    close = did_you_mean(name, choices, aliases=aliases)
+    hint = ""
+    if close:
+        hint = " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(choices)}"
 
 
 def _norm(name: str) -> str:

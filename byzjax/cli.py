@@ -7,6 +7,11 @@ Examples::
     byzjax train --config experiments/configs/mnist_resam.py --set num_byzantine=3
     byzjax sweep experiments/table_4_1.py --outdir results/table_4_1
     byzjax report results/table_4_1
+
+A bad option or config fails before any data is loaded, with one line saying
+what to change; ``--debug`` (or ``BYZJAX_DEBUG=1``) shows the traceback instead.
+Re-running a command resumes it: finished runs are not run again, and a run
+killed midway continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,122 +21,169 @@ import ast
 import json
 import os
 import sys
+import time
+import warnings
 
 __all__ = ["main", "build_config"]
 
 _FLAGS = {
-    # flag: (config field, type)
-    "dataset": ("dataset", str),
-    "data_source": ("data_source", str),
-    "split": ("split", str),
-    "model": ("model", str),
-    "num_workers": ("num_workers", int),
-    "num_byzantine": ("num_byzantine", int),
-    "num_attackers": ("num_attackers", int),
-    "aggregator": ("aggregator", str),
-    "preaggregator": ("preaggregator", str),
-    "attack": ("attack", str),
-    "optimizer": ("optimizer", str),
-    "beta": ("beta", float),
-    "lr": ("learning_rate", float),
-    "rounds": ("num_rounds", int),
-    "eval_every": ("eval_every", int),
-    "batch_size": ("batch_size", int),
+    # flag: (config field, type, help; the default is read from get_config())
+    "dataset": ("dataset", str, "dataset name: mnist, fashion_mnist, cifar10, "
+                "cifar100, digits or synthetic"),
+    "data_source": ("data_source", str, "where the data comes from: offline, tfds "
+                    "or auto"),
+    "split": ("split", str, "how the training set is divided over workers: "
+              "homogeneous, dirichlet or label_sorted"),
+    "model": ("model", str, "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet"),
+    "num_workers": ("num_workers", int, "number of workers n"),
+    "num_byzantine": ("num_byzantine", int, "declared number of Byzantine workers "
+                      "f, given to the aggregator (0 <= f < n/2)"),
+    "num_attackers": ("num_attackers", int, "real number of attacking workers; -1: "
+                      "= num_byzantine"),
+    "aggregator": ("aggregator", str, "robust aggregation rule, e.g. trimmed_mean, "
+                   "krum, mda, geometric_median"),
+    "preaggregator": ("preaggregator", str, "pre-aggregation: nnm, bucketing, "
+                      "static_clipping, or '' for none"),
+    "attack": ("attack", str, "attack of the Byzantine workers, e.g. alie, foe, "
+               "sign_flip, label_flip, none"),
+    "optimizer": ("optimizer", str, "dsgd, server_momentum, resam, dra or mra"),
+    "beta": ("beta", float, "momentum coefficient in [0, 1) (worker momentum for "
+             "resam, server momentum for server_momentum)"),
+    "lr": ("learning_rate", float, "learning rate (> 0)"),
+    "rounds": ("num_rounds", int, "training rounds (a multiple of --eval-every)"),
+    "eval_every": ("eval_every", int, "rounds between test-set evaluations"),
+    "batch_size": ("batch_size", int, "examples per worker per round"),
 }
+
+
+class _CliError(Exception):
+    """A usage error of the command line (printed as one line)."""
 
 
 def _load_config_file(path: str):
     from byzjax.sim._sweep import call_file_function
 
-    try:
-        return call_file_function(path, "get_config")
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"config file: {e}") from None
+    return call_file_function(path, "get_config")
 
 
 def _parse_value(text: str):
+    if text.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return float(text)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
+def _split_set(item: str) -> tuple[str, object]:
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise _CliError(f"--set expects key=value, got {item!r}")
+    return key.strip(), _parse_value(value)
+
+
 def build_config(args):
-    """The run config from ``--config``, the named flags and ``--set k=v``."""
+    """The run config from ``--config``, the named flags and ``--set k=v``,
+    validated (:class:`byzjax.sim._config.ConfigError` names the file and line
+    when a config file is at fault)."""
+    import ml_collections
+
     from byzjax import sim
+    from byzjax.sim._config import ConfigError, override
+    from byzjax.sim._sweep import file_error
 
     config = _load_config_file(args.config) if args.config else sim.get_config()
-    for flag, (field, typ) in _FLAGS.items():
+    if args.config and not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{args.config}: get_config() must return an "
+                          "ml_collections.ConfigDict (start from "
+                          f"byzjax.sim.get_config()), got {type(config).__name__}")
+    overridden = set()
+    for flag, (field, _, _) in _FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            config[field] = typ(value)
+            override(config, field, value)
+            overridden.add(field)
     for item in args.set or []:
-        if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        target = config
-        parts = key.split(".")
-        for p in parts[:-1]:
-            target = target[p]
-        if parts[-1] not in target and target is config:
-            raise SystemExit(f"unknown config field {key!r}; fields: "
-                             f"{', '.join(sorted(config.keys()))}")
-        target[parts[-1]] = _parse_value(value)
+        key, value = _split_set(item)
+        override(config, key, value)
+        overridden.add(key.partition(".")[0])
     try:
         sim.validate(config)
-    except ValueError as e:
-        raise SystemExit(f"bad configuration: {e}") from None
+    except ConfigError as e:
+        if args.config and e.field not in overridden:
+            raise file_error(args.config, e) from None
+        raise
     return config
 
 
-def _data_errors():
-    from byzjax.data import DataIntegrityError, DatasetNotFoundError
-
-    return (DatasetNotFoundError, DataIntegrityError)
+def _seeds(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        seeds = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integers >= 0 such as 0,1,2, got {text!r}")
+    return seeds
 
 
 def _train(args) -> int:
-    from byzjax import report, sim
+    from byzjax import report
+    from byzjax.sim import _store
+    from byzjax.sim._config import check_environment
+    from byzjax.sim._sweep import SweepGroup, run_missing
 
     config = build_config(args)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
-    try:
-        records = sim.run_group(config, seeds=seeds,
-                                outdir=os.path.join(args.outdir, "runs"),
-                                progress=not args.quiet)
-    except _data_errors() as e:
-        raise SystemExit(f"data: {e}") from None
+    check_environment(config)
+    _store.check_outdir(args.outdir)
+    _store.clean_orphans(os.path.join(args.outdir, "runs"))
+    group = SweepGroup(config, [{}], args.seeds, {})
+    while True:
+        taken, records, _ = run_missing(group, args.outdir,
+                                        progress=not args.quiet)
+        if taken:
+            break
+        print("another process is computing these runs; waiting for it",
+              file=sys.stderr)
+        time.sleep(5.0)
     for r in records:
         status = (f"diverged at round {r['diverged_round']}" if r["diverged"]
                   else "finite")
-        print(f"seed {r['seed']}: final acc {r['final_accuracy']:.4f}, "
-              f"max acc {r['max_accuracy']:.4f} ({status})")
+        print(f"seed {r['seed']}: final acc {_fmt(r['final_accuracy'])}, "
+              f"max acc {_fmt(r['max_accuracy'])} ({status})")
     if not args.no_plot:
         path = os.path.join(args.outdir, "curves.png")
-        report.plot_curves(report.load_runs(args.outdir), path)
+        report.plot_curves(records, path)
         print(f"wrote {path}")
     return 0
 
 
+def _fmt(x) -> str:
+    return "nan" if x is None else f"{x:.4f}"
+
+
 def _sweep(args) -> int:
     from byzjax import report
-    from byzjax.sim import _sweep
+    from byzjax.sim import _store, _sweep
+    from byzjax.sim._config import ConfigError
 
     sweep = _sweep.load_sweep(args.sweep)
+    overridden = set()
     for item in args.set or []:
-        key, value = item.split("=", 1)
-        target = sweep
-        parts = key.split(".")
-        for p in parts[:-1]:
-            target = target[p]
-        target[parts[-1]] = _parse_value(value)
-    outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
+        key, value = _split_set(item)
+        _sweep.set_sweep_field(sweep, key, value)
+        overridden.add(key.split(".")[1] if key.startswith("base.") else key)
     try:
-        summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
-    except _data_errors() as e:
-        raise SystemExit(f"data: {e}") from None
-    except ValueError as e:
-        raise SystemExit(f"bad sweep: {e}") from None
+        _sweep.validate_sweep(sweep)
+    except ConfigError as e:
+        if e.field in overridden:
+            raise
+        raise _sweep.file_error(args.sweep, e) from None
+    outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
+    _store.check_outdir(outdir)
+    summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
     print(json.dumps(summary))
     if not args.no_report:
         paths = report.write_report(outdir, metric=args.metric)
@@ -150,42 +202,111 @@ def _report(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Entry point of the ``byzjax`` command."""
+def _user_errors():
+    """Exceptions that are the user's input, not a bug: shown as one line."""
+    from byzjax.data import DataIntegrityError, DatasetNotFoundError
+
+    return (_CliError, ValueError, OSError, DatasetNotFoundError, DataIntegrityError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from byzjax.sim import get_config
+
+    defaults = get_config()
     parser = argparse.ArgumentParser(prog="byzjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: "
+                             "BYZJAX_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one configuration for several seeds")
-    t.add_argument("--config", help="Python file with get_config()")
-    for flag, (_, typ) in _FLAGS.items():
-        t.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)
-    t.add_argument("--seeds", default="0", help="comma-separated seeds (vmapped)")
-    t.add_argument("--set", action="append", help="override a config field: k=v")
-    t.add_argument("--outdir", default="runs/train")
-    t.add_argument("--no-plot", action="store_true")
-    t.add_argument("--quiet", action="store_true")
+    fields = ", ".join(f"{k}={defaults[k]!r}" for k in sorted(defaults.keys()))
+    t = sub.add_parser("train", help="train one configuration for several seeds",
+                       parents=[common],
+                       epilog=f"config fields for --set (with their defaults): "
+                       f"{fields}. Float fields are numbers, int fields integers; "
+                       "*_kwargs are the chosen rule's keyword arguments.",
+                       description="Train one configuration for several seeds (one "
+                       "compiled program; the seeds run together). Options override "
+                       "the config; re-running the same command resumes it.")
+    t.add_argument("--config", metavar="FILE",
+                   help="Python file with get_config() returning a run config "
+                        "(default: byzjax.sim.get_config())")
+    for flag, (field, typ, text) in _FLAGS.items():
+        t.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ,
+                       metavar=typ.__name__.upper(),
+                       help=f"{text} (default: {defaults[field]!r})")
+    t.add_argument("--seeds", default=[0], type=_seeds, metavar="S1,S2,...",
+                   help="comma-separated run seeds (model init, batches, attack "
+                        "randomness) (default: 0)")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set dirichlet_alpha=0.5 "
+                        "or --set aggregator_kwargs.radius=10 (repeatable; "
+                        "default: none)")
+    t.add_argument("--outdir", default="runs/train", metavar="DIR",
+                   help="results folder: runs/<run_id>.json, checkpoints/, "
+                        "curves.png (default: runs/train)")
+    t.add_argument("--no-plot", action="store_true", help="do not write curves.png")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    s = sub.add_parser("sweep", help="run a grid (resumable)")
+    s = sub.add_parser("sweep", help="run a grid (resumable, shareable)",
+                       parents=[common],
+                       description="Run every missing run of a sweep file. "
+                       "Resumable: finished runs are skipped, killed runs continue "
+                       "from their checkpoint; several processes on one --outdir "
+                       "share the work.")
     s.add_argument("sweep", help="Python file with get_sweep()")
-    s.add_argument("--outdir")
-    s.add_argument("--set", action="append", help="override a sweep field: k=v")
+    s.add_argument("--outdir", metavar="DIR",
+                   help="results folder (default: results/<sweep name>)")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a sweep field, e.g. --set base.num_rounds=100 or "
+                        "--set seeds=[0,1] (repeatable; default: none)")
     s.add_argument("--metric", default="final_accuracy",
-                   choices=["final_accuracy", "max_accuracy"])
-    s.add_argument("--no-report", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+                   choices=["final_accuracy", "max_accuracy"],
+                   help="metric of the report tables (default: final_accuracy)")
+    s.add_argument("--no-report", action="store_true",
+                   help="do not write tables and figures at the end")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_sweep)
 
-    r = sub.add_parser("report", help="tables and figures of a results folder")
-    r.add_argument("outdir")
+    r = sub.add_parser("report", help="tables and figures of a results folder",
+                       parents=[common])
+    r.add_argument("outdir", help="a results folder of byzjax train or sweep")
     r.add_argument("--metric", default="final_accuracy",
-                   choices=["final_accuracy", "max_accuracy"])
-    r.add_argument("--no-plot", action="store_true")
+                   choices=["final_accuracy", "max_accuracy"],
+                   help="metric of the tables (default: final_accuracy)")
+    r.add_argument("--no-plot", action="store_true",
+                   help="tables only, no heatmaps.png / curves.png")
     r.set_defaults(func=_report)
+    return parser
 
+
+def main(argv=None) -> int:
+    """Entry point of the ``byzjax`` command; returns the exit status.
+
+    A user error (bad option, config or folder) prints one line to stderr and
+    returns 2; ``--debug`` or ``BYZJAX_DEBUG=1`` raises it with its traceback.
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get("BYZJAX_DEBUG", "") not in ("", "0")
+    if not debug:  # warnings as one line each, like errors
+        warnings.formatwarning = (
+            lambda message, category, *_, **__: f"byzjax: warning: {message}\n")
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        if debug:
+            raise
+        from byzjax.sim._config import ConfigError
+
+        text = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, (ConfigError, _CliError)):
+            text += f" (byzjax {args.command} --debug shows where)"
+        print(f"byzjax {args.command}: error: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

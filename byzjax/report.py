@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import defaultdict
 from typing import Any, Iterable
@@ -34,15 +33,25 @@ SHORT = {
 
 
 def load_runs(outdir: str) -> list[dict[str, Any]]:
-    """All run records under ``outdir/runs`` (or ``outdir`` itself)."""
-    pattern = os.path.join(outdir, "runs", "*.json")
-    files = (sorted(glob.glob(pattern))
-             or sorted(glob.glob(os.path.join(outdir, "*.json"))))
-    runs = []
-    for path in files:
-        with open(path) as fh:
-            runs.append(json.load(fh))
-    return runs
+    """All valid run records under ``outdir/runs`` (or ``outdir`` itself).
+
+    Each file is checked (:func:`byzjax.sim._store.read_record`: complete,
+    parseable, of its run id, checksum); a bad one is skipped with a
+    :class:`~byzjax.sim._store.BadRecordWarning` naming it.
+
+    Raises:
+      ValueError: ``outdir`` does not exist or is not a folder.
+    """
+    from byzjax.sim import _store
+    from byzjax.sim._config import ConfigError
+
+    if not os.path.isdir(outdir):
+        raise ConfigError(f"no results folder {outdir!r}; give the --outdir of a "
+                         "byzjax train or sweep")
+    runs_dir = os.path.join(outdir, "runs")
+    if not glob.glob(os.path.join(glob.escape(runs_dir), "*.json")):
+        runs_dir = outdir
+    return list(_store.load_records(runs_dir).values())
 
 
 def _key(run, axes):
@@ -195,9 +204,13 @@ def plot_curves(runs, path: str) -> None:
 def write_report(outdir: str, *, metric: str = "final_accuracy",
                  figures: bool = True) -> dict[str, str]:
     """Writes the tables and figures of ``outdir``; returns their paths."""
+    from byzjax.sim._config import ConfigError
+
     runs = load_runs(outdir)
     if not runs:
-        raise ValueError(f"no run records under {outdir}/runs")
+        raise ConfigError(f"no run records in {os.path.join(outdir, 'runs')!r} "
+                         "(nothing finished yet?); run byzjax train or sweep with "
+                         f"--outdir {outdir} first")
     paths = {"best": os.path.join(outdir, "table_best.md"),
              "full": os.path.join(outdir, "table_full.md")}
     with open(paths["best"], "w") as fh:

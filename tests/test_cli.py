@@ -56,3 +56,21 @@ def test_missing_real_dataset_is_an_error_not_synthetic_data(tmp_path):
     assert out.returncode != 0
     assert "fetch_data" in out.stderr
     assert not glob.glob(str(tmp_path / "runs" / "*.json"))
+
+
+def test_every_option_says_what_it_is_and_its_default(capsys):
+    from byzjax import cli
+
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help"
+            flag = action.nargs == 0
+            positional = not action.option_strings
+            assert flag or positional or "default" in action.help, (
+                f"{name} {action.option_strings}: no default in its help")
+    help_text = sub.choices["train"].format_help()
+    assert "num_rounds=1000" in help_text and "checkpoint_every=10" in help_text

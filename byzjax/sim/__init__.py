@@ -9,6 +9,7 @@ adds data loading, a progress bar and JSON records.
 from byzjax.sim._config import (
     FLOAT_HPARAMS,
     OPTIMIZERS,
+    ConfigError,
     get_config,
     hparams_of,
     validate,
@@ -26,6 +27,7 @@ from byzjax.sim._train import Program, SimData, SimState, make_program, make_tra
 __all__ = [
     "FLOAT_HPARAMS",
     "OPTIMIZERS",
+    "ConfigError",
     "get_config",
     "hparams_of",
     "validate",

@@ -9,9 +9,17 @@ whole grid of them can be vmapped in one program.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import math
+from typing import Any
+
 import ml_collections
 
-__all__ = ["get_config", "FLOAT_HPARAMS", "OPTIMIZERS", "validate", "hparams_of"]
+from byzjax._registry import did_you_mean, unknown_name
+
+__all__ = ["get_config", "FLOAT_HPARAMS", "OPTIMIZERS", "RESULT_NEUTRAL", "validate",
+           "hparams_of", "coerce_field", "override", "check_environment", "ConfigError"]
 
 #: Float hyper-parameters passed as traced arrays (vmappable).
 FLOAT_HPARAMS = (
@@ -25,8 +33,32 @@ FLOAT_HPARAMS = (
     "attack_eps",
 )
 
-#: Optimisers the simulator knows (SPEC §3).
+#: Optimisers the simulator knows.
 OPTIMIZERS = ("dsgd", "server_momentum", "resam", "dra", "mra")
+
+#: Fields that change how a run is executed, never its numbers: left out of
+#: the run identifiers, so changing them does not re-run finished runs.
+RESULT_NEUTRAL = ("checkpoint_every",)
+
+SPLITS = ("homogeneous", "dirichlet", "label_sorted")
+DATA_SOURCES = ("auto", "offline", "tfds")
+LR_SCHEDULES = ("constant", "step")
+SHARDS = ("none", "runs", "workers")
+RUN_BATCHINGS = ("auto", "vmap", "map")
+MRA_SAFEGUARDS = ("", "clamp")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message says what is wrong and what to change.
+
+    Attributes:
+      field: the config field at fault, when there is one (used to point at
+        the line of a config file that sets it).
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -83,6 +115,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Schedule.
     c.num_rounds = 1000
     c.eval_every = 50
+    # Checkpoint the simulator state every this many evaluation chunks (orbax;
+    # a killed run resumes from the last one); 0: never.
+    c.checkpoint_every = 10
     return c
 
 
@@ -91,52 +126,333 @@ def hparams_of(config) -> dict[str, float]:
     return {k: float(config[k]) for k in FLOAT_HPARAMS}
 
 
-def validate(config) -> None:
-    """Raises ``ValueError`` with a readable message on a bad configuration."""
-    from byzjax import aggregators, attacks
-
-    n, f = int(config.num_workers), int(config.num_byzantine)
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}"
-        )
-    if not 0 <= f or not 2 * f < n:
-        raise ValueError(
-            f"need 0 <= num_byzantine < num_workers / 2, got num_workers={n}, "
-            f"num_byzantine={f}"
-        )
-    attackers = num_attackers(config)
-    if not 0 <= attackers < n:
-        raise ValueError(f"num_attackers must be in [0, {n}), got {attackers}")
-    m = n
-    if config.preaggregator:
-        aggregators.PREAGGREGATORS.check(config.preaggregator, num_workers=n,
-                                         num_byzantine=f)
-        if config.preaggregator == "bucketing":
-            s = int(config.preaggregator_kwargs.get("bucket_size", 2))
-            m = -(-n // s)
-    aggregators.check(config.aggregator, num_workers=m, num_byzantine=f)
-    attacks.entry(config.attack)
-    if config.eval_every <= 0 or config.num_rounds % config.eval_every:
-        raise ValueError(
-            f"num_rounds ({config.num_rounds}) must be a positive multiple of "
-            f"eval_every ({config.eval_every})"
-        )
-    if config.split not in ("homogeneous", "dirichlet", "label_sorted"):
-        raise ValueError(
-            f"unknown split {config.split!r}; choose homogeneous, dirichlet or "
-            "label_sorted"
-        )
-    if config.get("shard", "none") not in ("none", "runs", "workers"):
-        raise ValueError(
-            f"unknown shard {config.shard!r}; choose none, runs or workers")
-    if config.lr_schedule not in ("constant", "step"):
-        raise ValueError(
-            f"unknown lr_schedule {config.lr_schedule!r}; choose constant or step"
-        )
-
-
 def num_attackers(config) -> int:
     """The real number of attacking rows (``num_attackers`` or ``num_byzantine``)."""
     a = int(config.num_attackers)
     return int(config.num_byzantine) if a < 0 else a
+
+
+# ------------------------------------------------------------------ types
+_KWARGS_FIELDS = ("aggregator_kwargs", "preaggregator_kwargs", "attack_kwargs")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "dict"
+
+
+_KIND_TEXT = {"bool": "true or false", "int": "an integer", "float": "a number",
+              "str": "a string", "dict": "a dict of keyword arguments"}
+
+
+def coerce_field(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the default of field ``key``, or :class:`ConfigError`.
+
+    Integers are accepted for float fields; ``"true"`` / ``"false"`` for
+    booleans; nothing else is converted (``7.5`` is not an integer, ``"abc"``
+    not a number).
+
+    Example:
+      >>> coerce_field("beta", 1, 0.9)
+      1.0
+      >>> coerce_field("num_workers", "seven", 15)
+      Traceback (most recent call last):
+      ...
+      byzjax.sim._config.ConfigError: num_workers must be an integer, got 'seven'
+    """
+    kind = _kind(default)
+    ok = _kind(value) == kind
+    if kind == "float" and _kind(value) == "int":
+        value, ok = float(value), True
+    if kind == "bool" and isinstance(value, str) and value.lower() in ("true",
+                                                                        "false"):
+        value, ok = value.lower() == "true", True
+    if kind == "dict" and isinstance(value, (dict, ml_collections.ConfigDict)):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key} must be {_KIND_TEXT[kind]}, got {value!r}",
+                          field=key)
+    return value
+
+
+def override(config, key: str, value: Any) -> None:
+    """Sets field ``key`` of ``config`` (``"beta"``, ``"aggregator_kwargs.radius"``).
+
+    The field must exist (unknown names get the closest valid ones) and the
+    value must have its type (see :func:`coerce_field`); keywords of the
+    ``*_kwargs`` fields are checked against the rule by :func:`validate`.
+
+    Raises:
+      ConfigError: unknown field or wrong type.
+
+    Example:
+      >>> c = get_config()
+      >>> override(c, "aggregator_kwargs.radius", 10.0)
+      >>> c.aggregator_kwargs.radius
+      10.0
+      >>> try:
+      ...     override(c, "num_wrkers", 9)
+      ... except ConfigError as e:
+      ...     print(str(e).split(";")[0])
+      unknown config field 'num_wrkers' (did you mean 'num_workers'?)
+    """
+    defaults = get_config()
+    top, _, sub = key.partition(".")
+    if top not in defaults:
+        raise ConfigError(unknown_name("config field", top, defaults.keys()),
+                          field=top)
+    if not sub:
+        value = coerce_field(top, value, defaults[top])
+        target, name = config, top
+    elif top in _KWARGS_FIELDS and "." not in sub:
+        if top not in config:
+            config[top] = ml_collections.ConfigDict()
+        target, name = config[top], sub
+    else:
+        raise ConfigError(f"{key!r}: only {', '.join(_KWARGS_FIELDS)} have "
+                          "sub-fields", field=top)
+    try:
+        target[name] = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} cannot be set to {value!r} (it is "
+                          f"{target[name]!r})", field=top) from None
+
+
+# ------------------------------------------------------------- validation
+def validate(config) -> None:
+    """Checks a whole run config before anything is loaded or compiled.
+
+    Every field is checked for its name (unknown fields get the closest valid
+    names), its type and its range; names (dataset, model, split, aggregator,
+    attack, optimiser, ...) against their registries; rule keyword arguments
+    against the rule's signature; ``(n, f)`` against each rule's requirement.
+
+    Raises:
+      ConfigError: (a ``ValueError``) with one line saying what to change.
+
+    Example:
+      >>> c = get_config()
+      >>> c.learning_rate = -1.0
+      >>> try:
+      ...     validate(c)
+      ... except ConfigError as e:
+      ...     print(e)
+      learning_rate must be a finite number > 0, got -1.0
+    """
+    defaults = get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"a run config must be an ml_collections.ConfigDict, got "
+            f"{type(config).__name__}; start from byzjax.sim.get_config() and "
+            "override fields")
+    keys = set(config.keys())
+    unknown = sorted(keys - set(defaults.keys()))
+    if unknown:
+        raise ConfigError(unknown_name("config field", unknown[0], defaults.keys()),
+                          field=unknown[0])
+    missing = sorted(set(defaults.keys()) - keys)
+    if missing:
+        raise ConfigError(
+            f"config lacks fields {', '.join(missing)}; start from "
+            "byzjax.sim.get_config() and override fields instead of building a "
+            "config from scratch")
+    for key in defaults.keys():
+        coerce_field(key, config[key], defaults[key])
+    try:
+        _check_names(config)
+        _check_ranges(config)
+        _check_workers(config)
+        _check_rule_kwargs(config)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a registry's own (n, f) or name check
+        raise ConfigError(str(e), field=_field_of(str(e))) from None
+
+
+def _field_of(message: str) -> str | None:
+    for key in ("preaggregator", "aggregator", "attack"):
+        if message.startswith(f"unknown {key.replace('pre', 'pre-')} "):
+            return key
+    return "num_byzantine" if "num_byzantine" in message else None
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(unknown_name(key, value, [c for c in choices if c]),
+                          field=key)
+
+
+def _check_names(config) -> None:
+    from byzjax import data, models
+
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("split", config.split, SPLITS)
+    _choice("data_source", config.data_source, DATA_SOURCES)
+    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _choice("shard", config.shard, SHARDS)
+    _choice("run_batching", config.run_batching, RUN_BATCHINGS)
+    if config.mra_safeguard not in MRA_SAFEGUARDS:
+        raise ConfigError(f"unknown mra_safeguard {config.mra_safeguard!r}; use '' "
+                          "(none) or 'clamp'", field="mra_safeguard")
+    try:
+        info = data.info(config.dataset)
+    except ValueError:
+        raise ConfigError(unknown_name("dataset", config.dataset, data.names()),
+                          field="dataset") from None
+    try:
+        models.info(config.model)
+    except ValueError:
+        raise ConfigError(unknown_name("model", config.model, models.names()),
+                          field="model") from None
+    source = config.data_source
+    if source == "offline" and not info.offline:
+        raise ConfigError(f"dataset {info.name!r} has no offline source; set "
+                          "data_source='tfds' (or 'auto')", field="data_source")
+    if source == "tfds" and not info.tfds:
+        raise ConfigError(f"dataset {info.name!r} is not in tensorflow-datasets; "
+                          "set data_source='offline' (or 'auto')", field="data_source")
+
+
+def check_environment(config) -> None:
+    """Checks what a valid ``config`` needs from this machine (optional packages).
+
+    Separate from :func:`validate`, which says whether a config makes sense
+    anywhere; call both before loading data.
+
+    Raises:
+      ConfigError: a package the config needs is not installed.
+    """
+    from byzjax import data
+
+    info = data.info(config.dataset)
+    source = config.data_source
+    if (source == "tfds" or (source == "auto" and not info.offline)) and (
+            importlib.util.find_spec("tensorflow_datasets") is None):
+        raise ConfigError(f"dataset {info.name!r} is read with tensorflow-datasets, "
+                          "which is not installed: pip install 'byzjax[tfds]'")
+
+
+def _check_ranges(config) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {what}, got {config[key]!r}",
+                              field=key)
+
+    for key in ("num_rounds", "eval_every", "batch_size", "num_workers"):
+        need(config[key] >= 1, key, "an integer >= 1")
+    need(config.num_byzantine >= 0, "num_byzantine", "an integer >= 0")
+    if config.num_rounds % config.eval_every:
+        raise ConfigError(
+            f"num_rounds ({config.num_rounds}) must be a multiple of eval_every "
+            f"({config.eval_every}); e.g. num_rounds="
+            f"{-(-config.num_rounds // config.eval_every) * config.eval_every}",
+            field="num_rounds")
+    need(config.eval_size >= 0, "eval_size", "an integer >= 0 (0: the whole test set)")
+    need(config.split_seed >= 0, "split_seed", "an integer >= 0")
+    need(config.num_devices >= 0, "num_devices", "an integer >= 0 (0: every device)")
+    need(config.checkpoint_every >= 0, "checkpoint_every",
+         "an integer >= 0 (evaluation chunks between checkpoints; 0: never)")
+    if config.lr_schedule == "step":
+        need(config.lr_decay_every >= 1, "lr_decay_every", "an integer >= 1")
+    finite = {k: math.isfinite(config[k]) for k in FLOAT_HPARAMS + (
+        "dirichlet_alpha", "dampening")}
+    for key, ok in finite.items():
+        need(ok, key, "a finite number")
+    need(config.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
+    need(config.learning_rate > 0, "learning_rate", "a finite number > 0")
+    for key in ("beta", "b1", "b2"):
+        need(0 <= config[key] < 1, key, "in [0, 1)")
+    need(config.dampening == -1.0 or 0 <= config.dampening <= 1, "dampening",
+         "in [0, 1], or -1 for the EMA form (dampening = beta)")
+    need(config.eps > 0, "eps", "a number > 0")
+    need(config.weight_decay >= 0, "weight_decay", "a number >= 0")
+    need(config.clip_norm >= 0, "clip_norm",
+         "a clipping radius >= 0 (0: no clipping)")
+    need(config.attack_eps >= 0 or config.attack_eps == -1.0, "attack_eps",
+         "a number >= 0, or -1 for the attack's default strength")
+
+
+def _check_workers(config) -> None:
+    from byzjax import aggregators, attacks
+
+    n, f = int(config.num_workers), int(config.num_byzantine)
+    if not 2 * f < n:
+        raise ConfigError(
+            f"need 0 <= num_byzantine < num_workers / 2, got num_workers={n}, "
+            f"num_byzantine={f}")
+    attackers = num_attackers(config)
+    if not (config.num_attackers == -1 or 0 <= attackers < n):
+        raise ConfigError(
+            f"num_attackers must be in [0, {n}) or -1 (= num_byzantine), got "
+            f"{config.num_attackers}")
+    m = n
+    if config.preaggregator:
+        aggregators.PREAGGREGATORS.check(config.preaggregator, num_workers=n,
+                                         num_byzantine=f)
+        if aggregators.PREAGGREGATORS.entry(config.preaggregator).name == "bucketing":
+            s = config.preaggregator_kwargs.get("bucket_size", 2)
+            if isinstance(s, int) and s >= 1:
+                m = -(-n // s)
+    aggregators.check(config.aggregator, num_workers=m, num_byzantine=f)
+    attacks.ATTACKS.check(config.attack, num_workers=n, num_byzantine=attackers)
+
+
+#: Keyword arguments the simulator passes itself (not from ``*_kwargs``).
+_RESERVED = {"num_byzantine", "key", "center", "byzantine_own"}
+#: Rule keyword arguments that must be > 0 when given.
+_POSITIVE = {"bucket_size", "num_iterations", "num_neighbours", "num_selected",
+             "radius", "max_norm", "tolerance", "scale"}
+
+
+def _check_rule_kwargs(config) -> None:
+    from byzjax import aggregators, attacks
+
+    rules = [("aggregator", aggregators.AGGREGATORS, config.aggregator)]
+    if config.preaggregator:
+        rules.append(("preaggregator", aggregators.PREAGGREGATORS,
+                      config.preaggregator))
+    rules.append(("attack", attacks.ATTACKS, config.attack))
+    for field, registry, name in rules:
+        kwargs = dict(config[f"{field}_kwargs"])
+        entry = registry.entry(name)
+        params = list(inspect.signature(entry.fn).parameters.values())[1:]
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            accepted = None
+        else:
+            accepted = [p.name for p in params if p.name not in _RESERVED]
+        if accepted is not None:
+            for key in sorted(set(kwargs) - set(accepted)):
+                close = did_you_mean(key, accepted)
+                hint = (" (did you mean " + " or ".join(map(repr, close)) + "?)"
+                        if close else "")
+                msg = (f"{field} {entry.name!r} has no keyword {key!r}{hint}; its "
+                       f"keywords: {', '.join(accepted)}")
+                if not accepted:
+                    msg = (f"{field} {entry.name!r} takes no keyword arguments; "
+                           f"remove {field}_kwargs.{key}")
+                raise ConfigError(msg, field=f"{field}_kwargs")
+        for p in params:
+            if (p.default is p.empty and p.kind is p.KEYWORD_ONLY
+                    and p.name not in _RESERVED and p.name != "aggregator"
+                    and p.name not in kwargs):
+                raise ConfigError(f"{field} {entry.name!r} needs "
+                                  f"{field}_kwargs.{p.name}; set it with --set "
+                                  f"{field}_kwargs.{p.name}=...", field=field)
+        for key, value in kwargs.items():
+            if key in _POSITIVE and value is not None:
+                bad = isinstance(value, bool) or not isinstance(value, (int, float))
+                annotation = str(next((p.annotation for p in params
+                                       if p.name == key), ""))
+                if annotation.startswith("int") and not isinstance(value, int):
+                    bad = True
+                if bad or not value > 0:
+                    kind = "an integer" if annotation.startswith("int") else "a number"
+                    raise ConfigError(f"{field}_kwargs.{key} must be {kind} > 0, got "
+                                      f"{value!r}", field=key)

@@ -11,14 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 import time
+import warnings
 from typing import Any, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax.sim._config import FLOAT_HPARAMS, hparams_of, validate
+from byzjax.sim import _store
+from byzjax.sim._config import (
+    FLOAT_HPARAMS,
+    RESULT_NEUTRAL,
+    ConfigError,
+    hparams_of,
+    validate,
+)
 from byzjax.sim._train import SimData, make_program
 
 __all__ = [
@@ -60,6 +70,16 @@ def load_sim_data(config, *, dataset=None) -> SimData:
     else:
         split = bdata.split_label_sorted(labels, num_workers=n,
                                          seed=config.split_seed)
+    smallest = int(np.min(split.counts))
+    if int(config.batch_size) > smallest:
+        warnings.warn(
+            f"batch_size {config.batch_size} is larger than the smallest worker's "
+            f"share of the data ({smallest} examples); batches are drawn with "
+            "replacement, so they repeat examples", UserWarning, stacklevel=2)
+    if int(config.eval_size) > len(test.labels):
+        raise ConfigError(f"eval_size {config.eval_size} is larger than the test set "
+                          f"({len(test.labels)}); use 0 for the whole test set",
+                          field="eval_size")
     images = np.asarray(train.images)
     if images.ndim == 3:
         images = images[..., None]
@@ -90,26 +110,23 @@ def make_model(config, num_classes: int):
 
 def static_key(config) -> str:
     """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _plain(config).items() if k not in FLOAT_HPARAMS}
+    d = {k: v for k, v in _plain(config).items()
+         if k not in FLOAT_HPARAMS and k not in RESULT_NEUTRAL}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(config, seed: int, hparams: dict[str, float]) -> str:
     """A stable identifier of one run: static config, seed and float values."""
-    d = dict(_plain(config))
+    d = {k: v for k, v in _plain(config).items() if k not in RESULT_NEUTRAL}
     d.update({k: float(v) for k, v in hparams.items()})
     d["seed"] = int(seed)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_json_atomic(path: str, record: dict) -> None:
-    """Writes ``record`` to ``path`` atomically (temp file + ``os.replace``)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Writes a run record to ``path`` atomically, as standard JSON with a
+    checksum (see :func:`byzjax.sim._store.write_record`)."""
+    _store.write_record(path, record)
 
 
 def run_group(
@@ -123,6 +140,7 @@ def run_group(
     progress: bool = True,
     desc: str = "",
     mesh=None,
+    checkpoint_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Runs one static configuration for every (hyper-parameter point, seed).
 
@@ -143,6 +161,11 @@ def run_group(
       desc: progress-bar label.
       mesh: optional 1-D device mesh; default: one built from ``config.shard``
         and ``config.num_devices`` when ``config.shard != "none"``.
+      checkpoint_dir: if given (and ``config.checkpoint_every > 0``), the
+        simulator state of all runs is saved there with orbax every
+        ``checkpoint_every`` evaluation chunks; a call with the same runs
+        resumes from the last checkpoint (bit-identical to an uninterrupted
+        run) and the folder is deleted when the runs are done.
 
     Returns:
       The run records (dicts with the config, seed, hyper-parameters, the
@@ -157,6 +180,11 @@ def run_group(
         if unknown:
             raise ValueError(f"not float hyper-parameters: {sorted(unknown)}; "
                              f"vmappable ones are {FLOAT_HPARAMS}")
+        if p != base:  # the point's values pass the same range checks
+            point_config = config.copy_and_resolve_references()
+            for k, v in p.items():
+                point_config[k] = v
+            validate(point_config)
     if data is None:
         data = load_sim_data(config)
     if model is None:
@@ -204,19 +232,33 @@ def run_group(
     init, chunk = batched_program(program, run_batching(config, shard))
     state = init(keys, hp)
     history = []
+    every = int(config.get("checkpoint_every", 0))
+    ckpt = None
+    if checkpoint_dir is not None and every > 0 and (
+            program.num_evals > every or os.path.isdir(checkpoint_dir)):
+        # (orbax is only imported when a checkpoint can be saved or read)
+        ckpt = _Checkpoints(checkpoint_dir, program.num_evals)
+        state, history = ckpt.restore(state, lambda s: chunk(s, hp))
+        if history:
+            print(f"resuming {len(runs)} run(s) at round "
+                  f"{len(history) * int(config.eval_every)} from {ckpt.directory}",
+                  file=sys.stderr, flush=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(config.num_rounds), desc=desc or config.aggregator,
-                   unit="round", leave=False, dynamic_ncols=True)
+                   unit="round", leave=False, dynamic_ncols=True,
+                   initial=len(history) * int(config.eval_every))
     compile_s = None
-    for _ in range(program.num_evals):
+    for done in range(len(history) + 1, program.num_evals + 1):
         state, metrics = chunk(state, hp)
         metrics = jax.device_get(metrics)
         if compile_s is None:
             compile_s = time.perf_counter() - t0
         history.append(metrics)
+        if ckpt is not None and done % every == 0 and done < program.num_evals:
+            ckpt.save(done, state, history)
         if bar is not None:
             bar.update(int(config.eval_every))
             acc = np.asarray(metrics["test_accuracy"])
@@ -224,6 +266,7 @@ def run_group(
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
+    params_sha = _params_sha256(state.params, len(runs))
 
     records = []
     for r, (p, s) in enumerate(runs):
@@ -245,12 +288,91 @@ def run_group(
             "group_first_chunk_s": compile_s,
             "group_size": len(runs),
             "backend": jax.default_backend(),
+            "final_params_sha256": params_sha[r],
         }
-        records.append(rec)
+        rec = _store.sanitize(rec)
         if outdir is not None:
             os.makedirs(outdir, exist_ok=True)
-            write_json_atomic(os.path.join(outdir, rec["run_id"] + ".json"), rec)
+            rec = _store.write_record(os.path.join(outdir, rec["run_id"] + ".json"),
+                                      rec)
+        records.append(rec)
+    if ckpt is not None:
+        ckpt.delete()
     return records
+
+
+def _params_sha256(params, num_runs: int) -> list[str]:
+    """sha256 of each run's final parameters (leaves in tree order, raw bytes)."""
+    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(
+        jax.device_get(params))]
+    out = []
+    for r in range(num_runs):
+        h = hashlib.sha256()
+        for leaf in leaves:
+            h.update(np.ascontiguousarray(leaf[r]).tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+class _Checkpoints:
+    """Orbax checkpoints of one group call: the batched simulator state (keys as
+    raw key data) and the metrics of the chunks done so far."""
+
+    def __init__(self, directory: str, num_evals: int):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        self.num_evals = num_evals
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                                 cleanup_tmp_directories=True))
+
+    def save(self, step: int, state, history) -> None:
+        tree = {"state": jax.tree_util.tree_map(
+                    lambda x: jax.random.key_data(x) if _is_key(x) else x, state),
+                "history": {k: np.stack([np.asarray(h[k]) for h in history])
+                            for k in history[0]}}
+        self.manager.save(step, args=self._ocp.args.StandardSave(tree))
+
+    def restore(self, state, chunk_fn):
+        """``(state, history)`` from the last checkpoint, or ``(state, [])``."""
+        step = self.manager.latest_step()
+        if step is None or not 0 < step < self.num_evals:
+            return state, []
+        metrics = jax.eval_shape(chunk_fn, state)[1]
+        target = {"state": jax.tree_util.tree_map(
+                      lambda x: jax.random.key_data(x) if _is_key(x) else x, state),
+                  "history": {k: np.zeros((step,) + tuple(v.shape), v.dtype)
+                              for k, v in metrics.items()}}
+        try:
+            got = self.manager.restore(step,
+                                       args=self._ocp.args.StandardRestore(target))
+            restored = jax.tree_util.tree_map(
+                lambda old, new: (jax.random.wrap_key_data(
+                    new, impl=jax.random.key_impl(old)) if _is_key(old) else new),
+                state, got["state"])
+        except Exception as e:  # written by another version of the program
+            warnings.warn(f"checkpoint {self.directory} does not fit this program "
+                          f"({type(e).__name__}: {str(e)[:200]}); starting these "
+                          "runs from round 0", UserWarning, stacklevel=3)
+            self.manager.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.__init__(self.directory, self.num_evals)
+            return state, []
+        history = [{k: np.asarray(v[i]) for k, v in got["history"].items()}
+                   for i in range(step)]
+        return restored, history
+
+    def delete(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def run_batching(config, shard: str = "none") -> str:

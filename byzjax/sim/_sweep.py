@@ -20,25 +20,47 @@ A sweep file is a Python file with ``get_sweep()`` returning a ``ConfigDict``
   optimiser learning rates, as seed 002 uses).
 
 Every finished run is written atomically as ``<outdir>/runs/<run_id>.json``; a
-re-run skips runs already present, so a killed sweep resumes where it stopped
-and never duplicates a run.
+re-run skips runs whose record is present and valid, so a killed sweep resumes
+where it stopped and never duplicates a run. A group is computed under a lock
+(``<outdir>/locks``), so several processes on one folder share the groups, and
+with orbax checkpoints (``<outdir>/checkpoints``, every
+``config.checkpoint_every`` evaluation chunks), so a killed group resumes
+mid-run. See :mod:`byzjax.sim._store`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import itertools
 import os
+import re
 import time
+import traceback
 from typing import Any
 
 import jax
 import ml_collections
 
-from byzjax.sim._config import FLOAT_HPARAMS, hparams_of
+from byzjax._registry import unknown_name
+from byzjax.sim import _store
+from byzjax.sim._config import (
+    FLOAT_HPARAMS,
+    ConfigError,
+    check_environment,
+    hparams_of,
+    override,
+    validate,
+)
 from byzjax.sim._run import load_sim_data, run_group, run_id
 
-__all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup"]
+__all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup", "SWEEP_FIELDS",
+           "set_sweep_field", "run_missing", "file_error"]
+
+#: The fields a sweep may have.
+SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
+                "overrides")
 
 
 class SweepGroup:
@@ -54,27 +76,112 @@ class SweepGroup:
         return [(p, s, run_id(self.config, s, dict(hparams_of(self.config), **p)))
                 for p in self.points for s in self.seeds]
 
+    def group_id(self) -> str:
+        """A stable name of the group (its lock and checkpoint folder)."""
+        ids = sorted(rid for _, _, rid in self.run_ids())
+        return hashlib.sha1(",".join(ids).encode()).hexdigest()[:16]
+
+
+def _where(path: str, exc: BaseException) -> str:
+    """``path:line`` of the deepest frame of ``exc`` inside the file ``path``."""
+    target = os.path.abspath(path)
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.abspath(frame.filename) == target:
+            line = frame.lineno
+    return f"{path}:{line}" if line else path
+
+
+def file_error(path: str, err: ConfigError) -> ConfigError:
+    """``err`` prefixed with ``path:line``, the first line of ``path`` setting
+    ``err.field`` (or just ``path``)."""
+    where = path
+    if err.field:
+        pattern = re.compile(r"(\.|\[['\"]|\b)" + re.escape(err.field) + r"\b")
+        try:
+            with open(path) as fh:
+                for i, text in enumerate(fh, 1):
+                    if pattern.search(text.split("#")[0]):
+                        where = f"{path}:{i}"
+                        break
+        except OSError:
+            pass
+    return ConfigError(f"{where}: {err}", field=err.field)
+
 
 def call_file_function(path: str, name: str):
     """Imports the Python file ``path`` and returns ``name()`` (``get_config`` /
-    ``get_sweep``), letting it import its siblings (``experiments.configs...``)."""
+    ``get_sweep``), letting it import its siblings (``experiments.configs...``).
+
+    Raises:
+      ConfigError: one line naming the file (and line): missing file, syntax
+        error, an exception while importing or calling, no ``name()``.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file")
     _add_import_roots(path)
     spec = importlib.util.spec_from_file_location(f"_byzjax_{name}", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {path!r}")
+        raise ConfigError(f"{path}: cannot import it (not a Python file?)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, name):
-        raise ValueError(f"{path} must define {name}()")
-    return getattr(module, name)()
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"{e.filename or path}:{e.lineno}: syntax error: "
+                          f"{e.msg}") from e
+    except Exception as e:
+        raise ConfigError(f"{_where(path, e)}: {type(e).__name__}: {e}") from e
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"{path}: defines no {name}() function")
+    try:
+        return fn()
+    except Exception as e:
+        raise ConfigError(f"{_where(path, e)}: {name}() raised "
+                          f"{type(e).__name__}: {e}") from e
 
 
 def load_sweep(path: str) -> ml_collections.ConfigDict:
-    """Imports ``path`` and returns its ``get_sweep()``."""
+    """Imports ``path`` and returns its ``get_sweep()``, checked for shape.
+
+    Raises:
+      ConfigError: naming the file: not a dict, unknown fields, no ``base``.
+    """
     sweep = call_file_function(path, "get_sweep")
-    if not isinstance(sweep, ml_collections.ConfigDict):
+    if isinstance(sweep, dict):
         sweep = ml_collections.ConfigDict(sweep)
+    if not isinstance(sweep, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_sweep() must return a ConfigDict or dict, "
+                          f"got {type(sweep).__name__}")
+    for key in sweep.keys():
+        if key not in SWEEP_FIELDS:
+            raise file_error(path, ConfigError(
+                unknown_name("sweep field", key, SWEEP_FIELDS), field=key))
+    if "base" not in sweep:
+        raise ConfigError(f"{path}: get_sweep() has no 'base' (the run config every "
+                          "group starts from: base = byzjax.sim.get_config() with "
+                          "overrides)")
+    if not isinstance(sweep.base, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: the sweep's base must be a run config "
+                          f"(byzjax.sim.get_config()), got {type(sweep.base).__name__}")
     return sweep
+
+
+def set_sweep_field(sweep, key: str, value) -> None:
+    """``--set`` for sweeps: ``base.<field>`` (checked like a run config's
+    :func:`~byzjax.sim._config.override`) or a top-level sweep field."""
+    top, _, rest = key.partition(".")
+    if top not in SWEEP_FIELDS:
+        raise ConfigError(unknown_name("sweep field", top, SWEEP_FIELDS))
+    if top == "base":
+        if not rest:
+            raise ConfigError("--set base=... replaces the whole config; set "
+                              "base.<field>=value instead")
+        override(sweep.base, rest, value)
+    elif rest:
+        raise ConfigError(f"--set {key}: only base has sub-fields")
+    else:
+        sweep[top] = value
 
 
 def _add_import_roots(path: str) -> None:
@@ -94,17 +201,30 @@ def expand_sweep(sweep) -> list[SweepGroup]:
     hparams = dict(sweep.get("hparams", {}) or {})
     for k in hparams:
         if k not in FLOAT_HPARAMS:
-            raise ValueError(f"hparams axis {k!r} is not a float hyper-parameter; "
-                             f"vmappable axes are {FLOAT_HPARAMS}; put it in grid")
+            raise ConfigError(f"hparams axis {k!r} is not a float hyper-parameter; "
+                              f"vmappable axes are {FLOAT_HPARAMS}; put it in grid",
+                              field=k)
     for k in grid:
         if k in FLOAT_HPARAMS:
-            raise ValueError(f"grid axis {k!r} is a float hyper-parameter; put it "
-                             "in hparams so it is vmapped")
+            raise ConfigError(f"grid axis {k!r} is a float hyper-parameter; put it "
+                              "in hparams so it is vmapped", field=k)
         if k not in base:
-            raise ValueError(f"grid axis {k!r} is not a config field")
+            raise ConfigError(unknown_name("config field (grid axis)", k,
+                                           base.keys()), field=k)
     overrides = list(sweep.get("overrides", []) or [])
     exclude = [dict(m) for m in (sweep.get("exclude", []) or [])]
-    seeds = list(sweep.get("seeds", [0]))
+    seeds = sweep.get("seeds", [0])
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                       for x in seeds) or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers "
+                          f">= 0, got {seeds!r}", field="seeds")
+    seeds = list(seeds)
+    for k in hparams:
+        for v in hparams[k]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"hparams axis {k!r} must list numbers, got "
+                                  f"{v!r}", field=k)
     keys = list(grid)
     hkeys = list(hparams)
     points = [dict(zip(hkeys, vals)) for vals in
@@ -118,43 +238,141 @@ def expand_sweep(sweep) -> list[SweepGroup]:
             continue
         cfg = ml_collections.ConfigDict(base.to_dict())
         for k, v in labels.items():
-            cfg[k] = v
+            _set(cfg, k, v, labels)
         for match, changes in overrides:
             if all(labels.get(k, cfg.get(k)) == v for k, v in dict(match).items()):
                 for k, v in dict(changes).items():
-                    cfg[k] = v
+                    _set(cfg, k, v, labels)
         groups.append(SweepGroup(cfg, points, seeds, labels))
     return groups
 
 
+def _label(labels) -> str:
+    return " ".join(f"{k}={v}" for k, v in labels.items())
+
+
+def _set(cfg, key, value, labels) -> None:
+    try:
+        override(cfg, key, value)
+    except ConfigError as e:
+        raise ConfigError(f"group {_label(labels)}: {e}", field=e.field) from None
+
+
+def validate_sweep(sweep) -> list[SweepGroup]:
+    """Expands ``sweep`` and validates every group's config; returns the groups.
+
+    Raises:
+      ConfigError: the first bad group, named by its grid values.
+    """
+    groups = expand_sweep(sweep)
+    for g in groups:
+        try:
+            validate(g.config)
+            for p in g.points if g.points != [{}] else []:
+                validate(_with_point(g.config, p))
+        except ConfigError as e:
+            raise ConfigError(f"group {_label(g.labels)}: {e}", field=e.field) from None
+    return groups
+
+
+def _with_point(config, point):
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    for k, v in point.items():
+        override(cfg, k, v)
+    return cfg
+
+
+def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = True,
+                desc: str = "") -> tuple[bool, list[dict], int]:
+    """Computes the runs of ``group`` that have no valid record under ``outdir``.
+
+    Takes the group's lock first (not under multi-process JAX, where all
+    processes run each group together); if another process holds it, returns
+    ``(False, [], 0)`` at once. Under the lock the records are read again (the
+    other process may just have finished them), the missing ones run with
+    checkpoints in ``outdir/checkpoints/<group_id>`` and are written to
+    ``outdir/runs``.
+
+    Args:
+      group: the group.
+      outdir: the results folder.
+      data: pre-loaded :class:`~byzjax.sim.SimData` (default: loaded here).
+      progress: show progress bars.
+      desc: progress-bar label.
+
+    Returns:
+      ``(taken, records, computed)``: whether the lock was taken, the records
+      of every run of the group (read or computed) in ``run_ids()`` order, and
+      how many of them this call computed.
+    """
+    runs_dir = os.path.join(outdir, "runs")
+    gid = group.group_id()
+    if jax.process_count() > 1:
+        # One multi-process JAX program: every process runs every group
+        # together, so the processes must not split groups between them.
+        lock = contextlib.nullcontext(True)
+    else:
+        lock = _store.group_lock(os.path.join(outdir, "locks"), gid)
+    with lock as taken:
+        if not taken:
+            return False, [], 0
+        ids = group.run_ids()
+        done = _store.load_records(runs_dir, [rid for _, _, rid in ids])
+        missing = [(p, s) for p, s, rid in ids if rid not in done]
+        if missing:
+            if data is None:
+                data = load_sim_data(group.config)
+            elif isinstance(data, _LazyData):
+                data = data.get()
+            ckpt_root = os.path.join(outdir, "checkpoints")
+            # Group the missing runs by point so each call vmaps point x seeds.
+            by_point: dict[tuple, list[int]] = {}
+            for p, s in missing:
+                by_point.setdefault(tuple(sorted(p.items())), []).append(s)
+            if len({tuple(v) for v in by_point.values()}) == 1:
+                calls = [([dict(k) for k in by_point], next(iter(by_point.values())))]
+            else:
+                calls = [([dict(k)], seeds) for k, seeds in by_point.items()]
+            for points, seeds in calls:
+                part = SweepGroup(group.config, points, seeds, group.labels)
+                for rec in run_group(group.config, seeds=seeds, hparam_points=points,
+                                     outdir=runs_dir, data=data, progress=progress,
+                                     desc=desc, checkpoint_dir=os.path.join(
+                                         ckpt_root, part.group_id())):
+                    done[rec["run_id"]] = rec
+            with contextlib.suppress(OSError):
+                os.rmdir(ckpt_root)  # only if no other group left one there
+        return True, [done[rid] for _, _, rid in ids], len(missing)
+
+
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
-              max_groups: int | None = None, log=print) -> dict[str, Any]:
+              max_groups: int | None = None, log=print,
+              poll_s: float = 2.0) -> dict[str, Any]:
     """Runs every missing run of ``sweep``; returns counts and wall time.
 
-    Groups whose runs are all present are skipped; in a partially finished
-    group only the missing (point, seed) pairs run.
+    Groups whose runs all have valid records are skipped; in a partially
+    finished group only the missing (point, seed) pairs run, from their last
+    checkpoint if there is one. Groups locked by another process are left to
+    it; once nothing else can be done this process waits for them (and takes
+    over the group of a process that died), so it returns with the sweep
+    complete.
     """
-    from byzjax.sim._config import validate
-
     runs_dir = os.path.join(outdir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
+    _store.clean_orphans(runs_dir)
     cache_dir = os.path.join(outdir, ".jax_cache")
     try:
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     except Exception:  # pragma: no cover - older jax
         pass
-    groups = expand_sweep(sweep)
-    for g in groups:  # fail early on any bad configuration
-        validate(g.config)
-    done = set(f[:-5] for f in os.listdir(runs_dir) if f.endswith(".json"))
-    todo = []
+    groups = validate_sweep(sweep)  # fail early on any bad configuration
     for g in groups:
-        missing = [(p, s) for p, s, rid in g.run_ids() if rid not in done]
-        if missing:
-            todo.append((g, missing))
+        check_environment(g.config)
+    done = _store.load_records(runs_dir, warn=False)
+    todo = [g for g in groups if any(rid not in done for _, _, rid in g.run_ids())]
     total_runs = sum(len(g.points) * len(g.seeds) for g in groups)
-    n_missing = sum(len(m) for _, m in todo)
+    n_missing = sum(rid not in done for g in todo for _, _, rid in g.run_ids())
     log(f"sweep {sweep.get('name', '')}: {len(groups)} programs, {total_runs} runs; "
         f"{total_runs - n_missing} done, {n_missing} to run")
     if max_groups is not None:
@@ -166,35 +384,56 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
 
         bar = tqdm(total=len(todo), desc="programs", unit="prog", dynamic_ncols=True)
     t0 = time.perf_counter()
-    ran = 0
-    for g, missing in todo:
-        c = g.config
-        dkey = (c.dataset, c.data_source, c.split, float(c.dirichlet_alpha),
-                int(c.split_seed), int(c.num_workers))
-        if dkey not in data_cache:
-            data_cache.clear()
-            data_cache[dkey] = load_sim_data(c)
-        # Group the missing runs by point so each call vmaps point x seeds.
-        by_point: dict[tuple, list[int]] = {}
-        for p, s in missing:
-            by_point.setdefault(tuple(sorted(p.items())), []).append(s)
-        seed_sets = {tuple(v) for v in by_point.values()}
-        label = " ".join(f"{k}={v}" for k, v in g.labels.items())
-        if len(seed_sets) == 1:
-            seeds = list(seed_sets.pop())
-            run_group(c, seeds=seeds, hparam_points=[dict(k) for k in by_point],
-                      outdir=runs_dir, data=data_cache[dkey], progress=progress,
-                      desc=label)
-        else:
-            for pk, seeds in by_point.items():
-                run_group(c, seeds=seeds, hparam_points=[dict(pk)], outdir=runs_dir,
-                          data=data_cache[dkey], progress=progress, desc=label)
-        ran += len(missing)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(label[-60:])
+    ran = programs = 0
+    pending = list(todo)
+    waiting_logged = False
+    while pending:
+        left = []
+        for g in pending:
+            before = set(_store.load_records(
+                runs_dir, [rid for _, _, rid in g.run_ids()], warn=False))
+            if len(before) == len(g.run_ids()):
+                continue  # finished by another process
+            c = g.config
+            dkey = (c.dataset, c.data_source, c.split, float(c.dirichlet_alpha),
+                    int(c.split_seed), int(c.num_workers))
+            data = data_cache.get(dkey)
+            label = _label(g.labels)
+            taken, _, computed = run_missing(
+                g, outdir, data=data if data is not None else _LazyData(
+                    c, dkey, data_cache),
+                progress=progress, desc=label)
+            if not taken:
+                left.append(g)
+                continue
+            if computed:
+                ran += computed
+                programs += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(label[-60:])
+        if left and len(left) == len(pending):
+            if not waiting_logged:
+                log(f"waiting for {len(left)} program(s) locked by other processes")
+                waiting_logged = True
+            time.sleep(poll_s)
+        pending = left
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
-    return {"programs": len(todo), "runs": ran, "wall_time_s": wall,
+    return {"programs": programs, "runs": ran, "wall_time_s": wall,
             "total_runs": total_runs}
+
+
+class _LazyData:
+    """Loads a group's data on first use (only when the lock was taken and runs
+    are missing), keeping one dataset in memory at a time."""
+
+    def __init__(self, config, dkey, cache):
+        self.config, self.dkey, self.cache = config, dkey, cache
+
+    def get(self):
+        if self.dkey not in self.cache:
+            self.cache.clear()
+            self.cache[self.dkey] = load_sim_data(self.config)
+        return self.cache[self.dkey]
