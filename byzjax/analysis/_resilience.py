@@ -28,9 +28,10 @@ ascent from one start finds a local maximum only: Gaussian honest and
 Byzantine rows; A Little Is Enough-like (identical Byzantine rows at
 ``-z sigma`` of the honest rows); collinear honest rows with the Byzantine rows
 far along the same line; two honest clusters with the Byzantine rows on one
-side; identical Byzantine rows just outside an honest row at the edge of the
-honest cloud (where selection rules such as MDA and Krum can be made to pick
-them); far outliers at the radius.
+side; identical Byzantine rows on the segment from an honest row at the edge
+of the cloud towards its centre, or just beyond that row (where selection rules
+such as MDA and Krum pick them and drop an honest row); far outliers at the
+radius.
 """
 
 from __future__ import annotations
@@ -196,10 +197,18 @@ def _starts(key, num_restarts, h, f, dim, radius):
             bb = jnp.broadcast_to(direction, (count, f, dim))
         elif kind == "edge":
             centre = jnp.mean(hh, axis=1, keepdims=True)
-            out = hh[:, :1] + 0.3 * (hh[:, :1] - centre)
+            t = jax.random.uniform(k3, (count, 1, 1), minval=-0.3, maxval=0.7)
+            out = hh[:, :1] + t * (centre - hh[:, :1])
             bb = jnp.broadcast_to(out, (count, f, dim))
         else:  # far
             bb = jnp.broadcast_to(radius * direction, (count, f, dim))
+        if kind in ("alie", "edge"):
+            # built from the raw honest rows: into the units of the search
+            # (honest mean 0, diameter 1), as _normalise will see the rows
+            centre = jnp.mean(hh, axis=1, keepdims=True)
+            d2 = jnp.sum((hh[:, :, None] - hh[:, None]) ** 2, axis=-1)
+            diameter = jnp.sqrt(jnp.max(d2, axis=(1, 2)))[:, None, None]
+            bb = (bb - centre) / diameter
         honest.append(hh)
         byz.append(bb)
     return jnp.concatenate(honest), jnp.concatenate(byz)
