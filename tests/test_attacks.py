@@ -429,3 +429,17 @@ def test_adaptive_batch_size_gives_same_choice_with_one_trace(base):
         assert len(calls) == traces
         assert float(eps) == float(full[1])
         np.testing.assert_allclose(flat_rows(rows), flat_rows(full[0]), rtol=1e-6)
+
+
+def test_byzfl_parameter_mapping():
+    # ByzFL's ALittleIsEnough(tau) sends mean + tau * std (ddof=1) and its
+    # InnerProductManipulation(tau) sends -tau * mean (their definitions):
+    # byzjax's eps = -tau and eps = 1 + tau give the same rows.
+    honest = {"w": jnp.array([[0.0, 1.0, 4.0], [2.0, 1.0, -1.0], [1.0, 5.0, 0.5]])}
+    x = np.asarray(honest["w"], np.float64)
+    tau = 1.5
+    alie = attacks.a_little_is_enough(honest, num_byzantine=2, eps=-tau)["w"]
+    np.testing.assert_allclose(alie[0], x.mean(0) + tau * x.std(0, ddof=1), rtol=1e-6)
+    tau = 2.0
+    ipm = attacks.fall_of_empires(honest, num_byzantine=2, eps=1.0 + tau)["w"]
+    np.testing.assert_allclose(ipm[1], -tau * x.mean(0), rtol=1e-6)
