@@ -152,5 +152,14 @@ def unknown_name(kind: str, name: Any, choices: Iterable[str], *,
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(choices)}"
 
 
-def _norm(name: str) -> str:
+def normalize_name(name: str) -> str:
+    """The one spelling rule of every registry: case, spaces and dashes ignored.
+
+    Example:
+      >>> normalize_name(" Trimmed-Mean ")
+      'trimmed_mean'
+    """
     return name.strip().lower().replace("-", "_")
+
+
+_norm = normalize_name

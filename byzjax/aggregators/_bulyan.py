@@ -209,8 +209,7 @@ def bulyan_selection(
       >>> aggregators.bulyan_selection(x, num_byzantine=1, selection="multi_krum")
       Array([3, 4, 2, 1, 0], dtype=int32)
     """
-    n = validate("bulyan", updates, num_byzantine, min_workers=_min_workers(
-        num_byzantine), requirement=_REQUIREMENT)
+    n = validate("bulyan", updates, num_byzantine)
     f = num_byzantine
     theta = n - 2 * f
     kind, fn = _resolve(selection, selection_kwargs, f)
@@ -274,8 +273,7 @@ def bulyan(
                 "bulyan: variant='byzantine_momentum' fixes its selection (Krum "
                 "scores with plain distances, computed once); drop selection, "
                 "squared and selection_kwargs, or use variant='paper'")
-        n = validate("bulyan", updates, num_byzantine, min_workers=_min_workers(
-            num_byzantine), requirement=_REQUIREMENT)
+        n = validate("bulyan", updates, num_byzantine)
         selected = _byzantine_momentum_selected(updates, n, num_byzantine)
         return mean_around_median(selected, num_keep=n - 4 * num_byzantine - 2,
                                   lower=True)

@@ -211,8 +211,7 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 
 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
-    n = validate(rule, updates, num_byzantine, min_workers=_krum_min_workers(
-        num_byzantine), requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT)
+    n = validate(rule, updates, num_byzantine)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
     d2, _ = sq_distance_matrix(updates)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,

@@ -34,6 +34,6 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
       >>> aggregators.mean({"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])})
       {'w': Array([2., 3.], dtype=float32)}
     """
-    n = validate("mean", updates, num_byzantine, min_workers=1, requirement="n >= 1")
+    n = validate("mean", updates, num_byzantine)
     return jax.tree_util.tree_map(lambda s: s / jnp.asarray(n, s.dtype),
                                   sum_rows(updates))

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from byzjax._registry import normalize_name
 from byzjax.data import _offline
 
 __all__ = [
@@ -96,7 +97,7 @@ _SYNTHETIC_SIZES = {"train": 2000, "test": 500}
 
 
 def _canonical(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
+    key = normalize_name(name)
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise ValueError(

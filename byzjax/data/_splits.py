@@ -22,6 +22,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from byzjax._registry import normalize_name
+
 __all__ = [
     "WorkerSplit",
     "split_homogeneous",
@@ -297,7 +299,7 @@ def split(name: str, labels, *, num_workers: int, seed: int, **options) -> Worke
       >>> split("homogeneous", np.arange(6) % 2, num_workers=3, seed=0).counts.tolist()
       [2, 2, 2]
     """
-    key = name.strip().lower().replace("-", "_")
+    key = normalize_name(name)
     if key not in SPLITS:
         raise ValueError(f"unknown split {name!r}; known: {', '.join(sorted(SPLITS))}")
     return SPLITS[key](labels, num_workers=num_workers, seed=seed, **options)
