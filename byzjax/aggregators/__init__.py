@@ -14,6 +14,7 @@ Look rules up by name::
     >>> agg = aggregators.get("mean")
 """
 
+from byzjax._types import Aggregator, PreAggregator
 from byzjax.aggregators import (
     _bulyan,
     _centered_clipping,
@@ -38,6 +39,8 @@ from byzjax.aggregators._preagg import *  # noqa: F403
 __all__ = [
     "AGGREGATORS",
     "PREAGGREGATORS",
+    "Aggregator",
+    "PreAggregator",
     "get",
     "names",
     "check",

@@ -27,6 +27,7 @@ Example:
     (True, True)
 """
 
+from byzjax._types import Attack
 from byzjax.attacks import _adaptive, _classic, _optimized
 from byzjax.attacks._adaptive import *  # noqa: F403
 from byzjax.attacks._base import ATTACKS, AttackEntry, honest_mean, honest_std
@@ -35,6 +36,7 @@ from byzjax.attacks._optimized import *  # noqa: F403
 
 __all__ = [
     "ATTACKS",
+    "Attack",
     "AttackEntry",
     "get",
     "entry",
