@@ -1,4 +1,4 @@
-"""Command line: ``byzjax train``, ``byzjax sweep``, ``byzjax report``.
+"""Command line: ``byzjax train``, ``sweep``, ``report`` and ``launch``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     byzjax train --config experiments/configs/mnist_resam.py --set num_byzantine=3
     byzjax sweep experiments/table_4_1.py --outdir results/table_4_1
     byzjax report results/table_4_1
+    byzjax sweep experiments/table_4_1.py --shard 0/4   # part 0 of 4 (job array)
+    byzjax launch --num-processes 2 -- sweep experiments/table_4_1.py
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import ast
 import json
 import os
 import sys
+
+from byzjax import distributed
 
 __all__ = ["main", "build_config"]
 
@@ -101,6 +105,8 @@ def _train(args) -> int:
                                 progress=not args.quiet)
     except _data_errors() as e:
         raise SystemExit(f"data: {e}") from None
+    if not distributed.is_main_process():  # process 0 reports
+        return 0
     for r in records:
         status = (f"diverged at round {r['diverged_round']}" if r["diverged"]
                   else "finite")
@@ -127,11 +133,14 @@ def _sweep(args) -> int:
         target[parts[-1]] = _parse_value(value)
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     try:
-        summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
+        summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
+                                   shard=args.shard)
     except _data_errors() as e:
         raise SystemExit(f"data: {e}") from None
     except ValueError as e:
         raise SystemExit(f"bad sweep: {e}") from None
+    if not distributed.is_main_process():  # process 0 reports
+        return 0
     print(json.dumps(summary))
     if not args.no_report:
         paths = report.write_report(outdir, metric=args.metric)
@@ -166,6 +175,7 @@ def main(argv=None) -> int:
     t.add_argument("--no-plot", action="store_true")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
+    distributed.add_arguments(t)
 
     s = sub.add_parser("sweep", help="run a grid (resumable)")
     s.add_argument("sweep", help="Python file with get_sweep()")
@@ -175,7 +185,10 @@ def main(argv=None) -> int:
                    choices=["final_accuracy", "max_accuracy"])
     s.add_argument("--no-report", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--shard", help="i/k: run only the i-th of k disjoint parts "
+                   "(independent jobs, e.g. a Slurm array; see docs/SCALING.md)")
     s.set_defaults(func=_sweep)
+    distributed.add_arguments(s)
 
     r = sub.add_parser("report", help="tables and figures of a results folder")
     r.add_argument("outdir")
@@ -183,8 +196,11 @@ def main(argv=None) -> int:
                    choices=["final_accuracy", "max_accuracy"])
     r.add_argument("--no-plot", action="store_true")
     r.set_defaults(func=_report)
+    distributed.add_launch_parser(sub)
 
     args = parser.parse_args(argv)
+    if args.command in ("train", "sweep"):
+        distributed.initialize_from_args(args)  # before any JAX computation
     return args.func(args)
 
 

@@ -164,6 +164,10 @@ def run_group(
                               np.max(np.asarray(data.test_labels)))) + 1
         model = make_model(config, num_classes)
     shard = config.get("shard", "none")
+    from byzjax import distributed, parallel
+
+    shard = parallel.default_shard(shard)  # "runs" when several processes
+    distributed.announce()  # "backend cpu: 8 device(s) ..." once, on stderr
     if mesh is not None and shard == "none":
         shard = "runs"
     if mesh is None and shard != "none":
@@ -203,9 +207,11 @@ def run_group(
     t0 = time.perf_counter()
     init, chunk = batched_program(program, run_batching(config, shard))
     state = init(keys, hp)
+    if mesh is not None and shard == "runs":  # keep one sharding: one compile
+        state = parallel.shard_leading(state, mesh)
     history = []
     bar = None
-    if progress:
+    if progress and distributed.is_main_process():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(config.num_rounds), desc=desc or config.aggregator,
@@ -213,7 +219,7 @@ def run_group(
     compile_s = None
     for _ in range(program.num_evals):
         state, metrics = chunk(state, hp)
-        metrics = jax.device_get(metrics)
+        metrics = parallel.fetch(metrics)  # gathers across processes
         if compile_s is None:
             compile_s = time.perf_counter() - t0
         history.append(metrics)
@@ -226,6 +232,7 @@ def run_group(
     wall = time.perf_counter() - t0
 
     records = []
+    where = distributed.run_fields(mesh)  # backend, device and process counts
     for r, (p, s) in enumerate(runs):
         curves = {k: [_py(h[k][r]) for h in history] for k in history[0]}
         acc = np.asarray(curves["test_accuracy"], np.float64)
@@ -244,10 +251,11 @@ def run_group(
             "group_wall_time_s": wall,
             "group_first_chunk_s": compile_s,
             "group_size": len(runs),
-            "backend": jax.default_backend(),
+            "shard": shard,
+            **where,
         }
         records.append(rec)
-        if outdir is not None:
+        if outdir is not None and distributed.is_main_process():
             os.makedirs(outdir, exist_ok=True)
             write_json_atomic(os.path.join(outdir, rec["run_id"] + ".json"), rec)
     return records

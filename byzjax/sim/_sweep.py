@@ -128,11 +128,13 @@ def expand_sweep(sweep) -> list[SweepGroup]:
 
 
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
-              max_groups: int | None = None, log=print) -> dict[str, Any]:
+              max_groups: int | None = None, log=print,
+              shard: str | None = None) -> dict[str, Any]:
     """Runs every missing run of ``sweep``; returns counts and wall time.
 
     Groups whose runs are all present are skipped; in a partially finished
-    group only the missing (point, seed) pairs run.
+    group only the missing (point, seed) pairs run. ``shard="i/k"`` keeps the
+    i-th of k disjoint parts of the run list (:func:`byzjax.distributed.shard_part`).
     """
     from byzjax.sim._config import validate
 
@@ -147,10 +149,17 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     groups = expand_sweep(sweep)
     for g in groups:  # fail early on any bad configuration
         validate(g.config)
+    from byzjax import distributed
+
+    mine = distributed.sweep_part(groups, shard)  # run ids of this part, or None
+    if not distributed.is_main_process():
+        progress, log = False, distributed.quiet
     done = set(f[:-5] for f in os.listdir(runs_dir) if f.endswith(".json"))
+    distributed.barrier("sweep listed")  # every process lists before any writes
     todo = []
     for g in groups:
-        missing = [(p, s) for p, s, rid in g.run_ids() if rid not in done]
+        missing = [(p, s) for p, s, rid in g.run_ids() if rid not in done
+                   and (mine is None or rid in mine)]
         if missing:
             todo.append((g, missing))
     total_runs = sum(len(g.points) * len(g.seeds) for g in groups)
