@@ -84,16 +84,20 @@ def cluster_detected() -> str | None:
 
     Only environments that announce more than one process count (a single
     Slurm task, e.g. one element of a job array, stays single-process):
-    ``"slurm"`` (``SLURM_NTASKS`` > 1 inside a step), ``"ompi"``
+    ``"slurm"`` (``SLURM_NTASKS`` > 1 inside an ``srun`` step), ``"ompi"``
     (``OMPI_COMM_WORLD_SIZE`` > 1), ``"tpu"`` (``TPU_WORKER_HOSTNAMES`` or
-    ``TPU_PROCESS_ADDRESSES`` listing several hosts, or ``MEGASCALE_*``).
+    ``TPU_PROCESS_ADDRESSES`` listing several hosts, or ``MEGASCALE_*``);
+    ``BYZJAX_DISTRIBUTED=auto`` forces JAX's own detection (e.g. a Cloud TPU
+    VM slice that announces its hosts only through its metadata server).
 
     Example:
       >>> cluster_detected() is None  # a plain machine
       True
     """
     env = os.environ
-    if "SLURM_STEP_ID" in env and (_int_env("SLURM_NTASKS") or 1) > 1:
+    if env.get("BYZJAX_DISTRIBUTED", "").lower() == "auto":
+        return "auto"
+    if "SLURM_STEP_NODELIST" in env and (_int_env("SLURM_NTASKS") or 1) > 1:
         return "slurm"
     if (_int_env("OMPI_COMM_WORLD_SIZE") or 1) > 1:
         return "ompi"

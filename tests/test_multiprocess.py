@@ -69,19 +69,22 @@ def test_incomplete_multiprocess_settings_fail_with_what_is_missing(monkeypatch)
 
 
 def test_cluster_detection_needs_several_processes(monkeypatch):
-    for k in ("SLURM_STEP_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-              "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
+    for k in ("BYZJAX_DISTRIBUTED", "SLURM_STEP_NODELIST", "SLURM_NTASKS",
+              "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
               "MEGASCALE_COORDINATOR_ADDRESS"):
         monkeypatch.delenv(k, raising=False)
     assert distributed.cluster_detected() is None
-    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[1-2]")
     monkeypatch.setenv("SLURM_NTASKS", "1")  # one array task: single-process
     assert distributed.cluster_detected() is None
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert distributed.cluster_detected() == "slurm"
-    monkeypatch.delenv("SLURM_STEP_ID")
+    monkeypatch.delenv("SLURM_STEP_NODELIST")
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t0,t1")
     assert distributed.cluster_detected() == "tpu"
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+    monkeypatch.setenv("BYZJAX_DISTRIBUTED", "auto")
+    assert distributed.cluster_detected() == "auto"
 
 
 def test_launch_sets_the_environment_and_reports_the_first_failure(tmp_path):
