@@ -145,6 +145,11 @@ def initialize(
     """
     if _state["initialized"]:
         return True
+    import jax
+
+    if jax.distributed.is_initialized():  # the caller joined the run itself
+        _state["initialized"] = True
+        return True
     address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     count = num_processes if num_processes is not None else _int_env(ENV_NUM_PROCESSES)
     index = process_id if process_id is not None else _int_env(ENV_PROCESS_ID)

@@ -25,7 +25,7 @@ from byzjax import distributed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = [0, 1, 2]  # 3 runs over 8 devices: padded to 8
 VOLATILE = {"group_wall_time_s", "group_first_chunk_s", "device_count",
-            "process_count", "devices_used", "device_kind", "backend"}
+            "process_count", "devices_used", "device_kind", "backend", "shard"}
 
 
 def _env(**extra):
@@ -229,14 +229,17 @@ def test_concurrent_sweep_shards_produce_every_run_once(tmp_path):
 
 
 # -------------------------------------------------------- 2 processes x 4 devices
-def _sim_config(shard):
+SWEEP_ONE_GROUP = SWEEP.replace('"coordinate_median"', '').replace(
+    '"beta": [0.5, 0.9]', '"beta": [0.9]')  # 1 program, 3 runs (seeds)
+
+
+def _workers_config():
     from tests.test_sim import tiny_config
 
-    n = 8 if shard == "workers" else 7
     # vmap: the runs side by side in one program (the default on CPU, lax.map,
     # compiles slower with the worker axis split over processes).
-    return tiny_config(num_workers=n, num_byzantine=2, num_rounds=4, eval_every=2,
-                       shard=shard, run_batching="vmap"), n
+    return tiny_config(num_workers=8, num_byzantine=2, num_rounds=4, eval_every=2,
+                       shard="workers", run_batching="vmap")
 
 
 def _dp_loss(params, batch):
@@ -290,18 +293,23 @@ def worker_main(outdir: str) -> None:
     import jax
 
     from byzjax import sim
+    from byzjax.sim import _sweep
     from tests.test_sim import TinyMLP, make_data
 
     result = {"process_index": jax.process_index(),
               "process_count": jax.process_count(),
               "device_count": jax.device_count(),
               "local_device_count": jax.local_device_count()}
-    for shard in ("runs", "workers"):
-        config, n = _sim_config(shard)
-        records = sim.run_group(config, seeds=SEEDS, data=make_data(n),
-                                model=TinyMLP(), progress=False,
-                                outdir=os.path.join(outdir, shard, "runs"))
-        result[shard] = {r["run_id"]: r["metrics"] for r in records}
+    # A sweep as `byzjax launch -- sweep` runs it: its group (no shard set) is
+    # split by runs over the 8 devices of both processes.
+    summary = _sweep.run_sweep(_sweep.load_sweep(os.path.join(outdir, "sweep.py")),
+                               os.path.join(outdir, "runs"), progress=False,
+                               log=distributed.quiet)
+    result["runs"] = summary["runs"]
+    records = sim.run_group(_workers_config(), seeds=SEEDS, data=make_data(8),
+                            model=TinyMLP(), progress=False,
+                            outdir=os.path.join(outdir, "workers", "runs"))
+    result["workers"] = {r["run_id"]: r["metrics"] for r in records}
     result["dp"] = {f"{agg}/{kind}": _train_dp(agg, kind)
                     for agg in ("trimmed_mean", "mean") for kind in ("inf", "flip")}
     with open(os.path.join(outdir, f"process{jax.process_index()}.json"), "w") as fh:
@@ -310,6 +318,7 @@ def worker_main(outdir: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_four_devices_each(tmp_path):
+    (tmp_path / "sweep.py").write_text(SWEEP_ONE_GROUP)
     code = distributed.launch(
         [sys.executable, "-c", "import sys; from tests.test_multiprocess import "
          "worker_main; worker_main(sys.argv[1])", str(tmp_path)],
@@ -323,21 +332,24 @@ def test_two_processes_four_devices_each(tmp_path):
     for key in ("runs", "workers", "dp"):
         np.testing.assert_equal(seen[0][key], seen[1][key])  # NaN == NaN here
 
-    # The same groups in this single process (one device) as the reference.
+    # The same in this single process (one device) as the reference.
     from byzjax import sim
+    from byzjax.sim import _sweep
     from tests.test_sim import TinyMLP, make_data
 
-    for shard in ("runs", "workers"):
-        config, n = _sim_config(shard)
-        ref = sim.run_group(config, seeds=SEEDS, data=make_data(n),
-                            model=TinyMLP(), progress=False,
-                            outdir=str(tmp_path / "ref" / shard / "runs"))
-        got = _records(tmp_path / shard)  # written once, by process 0 only
+    assert seen[0]["runs"] == len(SEEDS)
+    _sweep.run_sweep(_sweep.load_sweep(str(tmp_path / "sweep.py")),
+                     str(tmp_path / "ref_runs"), progress=False, log=distributed.quiet)
+    sim.run_group(_workers_config(), seeds=SEEDS, data=make_data(8), model=TinyMLP(),
+                  progress=False, outdir=str(tmp_path / "ref_workers" / "runs"))
+    for name, shard in (("runs", "runs"), ("workers", "workers")):
+        got = _records(tmp_path / name)  # written once, by process 0 only
+        ref = _records(tmp_path / f"ref_{name}")
         assert len(got) == len(ref) == len(SEEDS)
-        for r in ref:
-            assert got[r["run_id"]]["process_count"] == 2
-            assert got[r["run_id"]]["devices_used"] == 8
-        _assert_same_records(_records(tmp_path / "ref" / shard), got, tol=1e-6)
+        for rec in got.values():
+            assert (rec["process_count"], rec["devices_used"], rec["shard"]) == (
+                2, 8, shard)
+        _assert_same_records(ref, got, tol=1e-6)
 
     # One faulty device (+inf, or a -20x sign flip): the robust rule trains,
     # the mean does not.
