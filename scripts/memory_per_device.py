@@ -3,10 +3,10 @@
 For each shipped model and optimiser, compiles the simulator's ``round_step``
 (one run, no vmap) for two worker counts, reads XLA's memory analysis
 (arguments + outputs + temporaries - aliased), fits ``bytes(n) = a + b n`` and
-prints a markdown table: ``b / (4 d)`` (how many float32 ``[n, d]`` stacks one
-round holds per worker) and the largest ``n`` that fits 90% of a 16, 40 and
-80 GB device. Numbers come from the backend this runs on (the CPU here); a
-GPU's buffer assignment is close but not identical.
+prints a markdown table: ``b / (4 d)`` (one worker's bytes in float32 parameter
+vectors: its ``[n, d]`` stack rows plus its activations) and the largest ``n``
+that fits 90% of a 16, 40 and 80 GB device. Numbers come from the backend this
+runs on (the CPU here); a GPU's buffer assignment differs (not measured).
 
 Usage: python scripts/memory_per_device.py [--models mlp,mnist_cnn] [--n 8,16]
 """
@@ -14,6 +14,7 @@ Usage: python scripts/memory_per_device.py [--models mlp,mnist_cnn] [--n 8,16]
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
@@ -72,8 +73,8 @@ def main():
     n1, n2 = (int(v) for v in args.n.split(","))
     print(f"backend {jax.default_backend()}; batch {args.batch_size} per worker; "
           "trimmed mean under ALIE; data excluded; 90% of the device usable\n")
-    print("| model | d | optimizer | bytes(n) = a + b n | [n, d] stacks per "
-          "worker (b / 4d) | max n, 16 GB | 40 GB | 80 GB |")
+    print("| model | d | optimizer | bytes(n) = a + b n | b / 4d "
+          "| max n, 16 GB | 40 GB | 80 GB |")
     print("|---|---:|---|---|---:|---:|---:|---:|")
     for name in args.models.split(","):
         d = models.info(name).num_params
@@ -85,8 +86,10 @@ def main():
             a = m1 - b * n1
             fits = [int((0.9 * c * GB - a) // b) for c in (16, 40, 80)]
             print(f"| {name} | {d:,} | {opt} | {a / 1e6:.1f} MB + {b / 1e6:.2f} MB n "
-                  f"| {b / (4 * d):.1f} | {fits[0]:,} | {fits[1]:,} | {fits[2]:,} |"
-                  f"  <!-- {time.perf_counter() - t0:.0f} s -->", flush=True)
+                  f"| {b / (4 * d):.1f} | {fits[0]:,} | {fits[1]:,} | {fits[2]:,} |",
+                  flush=True)
+            print(f"<!-- {name} {opt}: {time.perf_counter() - t0:.0f} s -->",
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":
