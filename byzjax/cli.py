@@ -1,4 +1,4 @@
-"""Command line: ``byzjax train``, ``byzjax sweep``, ``byzjax report``.
+"""Command line: ``byzjax train``, ``sweep``, ``report`` and ``launch``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     byzjax train --config experiments/configs/mnist_resam.py --set num_byzantine=3
     byzjax sweep experiments/table_4_1.py --outdir results/table_4_1
     byzjax report results/table_4_1
+    byzjax sweep experiments/table_4_1.py --shard 0/4   # part 0 of 4 (job array)
+    byzjax launch --num-processes 2 -- sweep experiments/table_4_1.py
 
 A bad option or config fails before any data is loaded, with one line saying
 what to change; ``--debug`` (or ``BYZJAX_DEBUG=1``) shows the traceback instead.
@@ -23,6 +25,8 @@ import os
 import sys
 import time
 import warnings
+
+from byzjax import distributed
 
 __all__ = ["main", "build_config"]
 
@@ -148,6 +152,8 @@ def _train(args) -> int:
         print("another process is computing these runs; waiting for it",
               file=sys.stderr)
         time.sleep(5.0)
+    if not distributed.is_main_process():  # process 0 reports
+        return 0
     for r in records:
         status = (f"diverged at round {r['diverged_round']}" if r["diverged"]
                   else "finite")
@@ -183,7 +189,10 @@ def _sweep(args) -> int:
         raise _sweep.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
-    summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet)
+    summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
+                               shard=args.shard)
+    if not distributed.is_main_process():  # process 0 reports
+        return 0
     print(json.dumps(summary))
     if not args.no_report:
         paths = report.write_report(outdir, metric=args.metric)
@@ -250,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-plot", action="store_true", help="do not write curves.png")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+    distributed.add_arguments(t)
 
     s = sub.add_parser("sweep", help="run a grid (resumable, shareable)",
                        parents=[common],
@@ -269,7 +279,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true",
                    help="do not write tables and figures at the end")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--shard", metavar="I/K",
+                   help="run only the i-th of k disjoint parts of the sweep "
+                        "(independent jobs, e.g. a Slurm array; see "
+                        "docs/SCALING.md; default: all)")
     s.set_defaults(func=_sweep)
+    distributed.add_arguments(s)
 
     r = sub.add_parser("report", help="tables and figures of a results folder",
                        parents=[common])
@@ -280,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plot", action="store_true",
                    help="tables only, no heatmaps.png / curves.png")
     r.set_defaults(func=_report)
+    distributed.add_launch_parser(sub)
     return parser
 
 
@@ -291,11 +307,17 @@ def main(argv=None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("BYZJAX_DEBUG", "") not in ("", "0")
+    debug = (getattr(args, "debug", False)
+             or os.environ.get("BYZJAX_DEBUG", "") not in ("", "0"))
     if not debug:  # warnings as one line each, like errors
         warnings.formatwarning = (
             lambda message, category, *_, **__: f"byzjax: warning: {message}\n")
     try:
+        if args.command in ("train", "sweep"):
+            try:  # before any JAX computation
+                distributed.initialize_from_args(args)
+            except ValueError as e:
+                raise _CliError(str(e)) from None
         return args.func(args)
     except _user_errors() as e:
         if debug:

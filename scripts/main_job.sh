@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="" source scripts/_venv.sh
 bash scripts/fetch_data.sh fashion_mnist
-export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+# CPU only when no accelerator was found by _venv.sh (BYZJAX_ACCELERATOR=cpu);
+# with one, JAX picks it (the run prints its backend and device count).
+if [ "${BYZJAX_ACCELERATOR:-cpu}" = "cpu" ]; then
+  export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+fi
 "$VENV/bin/byzjax" sweep experiments/main_job.py --outdir results/main_job \
   --metric max_accuracy "$@"
 "$VENV/bin/python" scripts/summarize_main_job.py results/main_job

@@ -70,7 +70,7 @@ def test_every_option_says_what_it_is_and_its_default(capsys):
             assert action.help, f"{name} {action.option_strings} has no help"
             flag = action.nargs == 0
             positional = not action.option_strings
-            assert flag or positional or "default" in action.help, (
+            assert flag or positional or action.required or "default" in action.help, (
                 f"{name} {action.option_strings}: no default in its help")
     help_text = sub.choices["train"].format_help()
     assert "num_rounds=1000" in help_text and "checkpoint_every=10" in help_text

@@ -191,7 +191,10 @@ def run_group(
         num_classes = int(max(np.max(np.asarray(data.train_labels)),
                               np.max(np.asarray(data.test_labels)))) + 1
         model = make_model(config, num_classes)
-    shard = config.get("shard", "none")
+    from byzjax import distributed, parallel
+
+    shard = parallel.default_shard(config.get("shard", "none"))  # "runs" if several
+    distributed.announce()  # "backend cpu: 8 device(s) ..." once, on stderr
     if mesh is not None and shard == "none":
         shard = "runs"
     if mesh is None and shard != "none":
@@ -231,10 +234,14 @@ def run_group(
     t0 = time.perf_counter()
     init, chunk = batched_program(program, run_batching(config, shard))
     state = init(keys, hp)
+    if mesh is not None and shard == "runs":  # keep one sharding: one compile
+        state = parallel.shard_leading(state, mesh)
     history = []
     every = int(config.get("checkpoint_every", 0))
     ckpt = None
-    if checkpoint_dir is not None and every > 0 and (
+    # Checkpoints are written by one process: not under multi-process JAX,
+    # where the state is spread over processes (not supported yet).
+    if checkpoint_dir is not None and every > 0 and jax.process_count() == 1 and (
             program.num_evals > every or os.path.isdir(checkpoint_dir)):
         # (orbax is only imported when a checkpoint can be saved or read)
         ckpt = _Checkpoints(checkpoint_dir, program.num_evals)
@@ -244,7 +251,7 @@ def run_group(
                   f"{len(history) * int(config.eval_every)} from {ckpt.directory}",
                   file=sys.stderr, flush=True)
     bar = None
-    if progress:
+    if progress and distributed.is_main_process():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(config.num_rounds), desc=desc or config.aggregator,
@@ -253,7 +260,7 @@ def run_group(
     compile_s = None
     for done in range(len(history) + 1, program.num_evals + 1):
         state, metrics = chunk(state, hp)
-        metrics = jax.device_get(metrics)
+        metrics = parallel.fetch(metrics)  # gathers across processes
         if compile_s is None:
             compile_s = time.perf_counter() - t0
         history.append(metrics)
@@ -266,9 +273,10 @@ def run_group(
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
-    params_sha = _params_sha256(state.params, len(runs))
+    params_sha = _params_sha256(parallel.fetch(state.params), len(runs))
 
     records = []
+    where = distributed.run_fields(mesh)  # backend, device and process counts
     for r, (p, s) in enumerate(runs):
         curves = {k: [_py(h[k][r]) for h in history] for k in history[0]}
         acc = np.asarray(curves["test_accuracy"], np.float64)
@@ -287,11 +295,12 @@ def run_group(
             "group_wall_time_s": wall,
             "group_first_chunk_s": compile_s,
             "group_size": len(runs),
-            "backend": jax.default_backend(),
+            "shard": shard,
+            **where,
             "final_params_sha256": params_sha[r],
         }
         rec = _store.sanitize(rec)
-        if outdir is not None:
+        if outdir is not None and distributed.is_main_process():
             os.makedirs(outdir, exist_ok=True)
             rec = _store.write_record(os.path.join(outdir, rec["run_id"] + ".json"),
                                       rec)

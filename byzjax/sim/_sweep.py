@@ -345,9 +345,22 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
         return True, [done[rid] for _, _, rid in ids], len(missing)
 
 
+def _restrict(group: SweepGroup, keep: set[str]) -> list[SweepGroup]:
+    """The runs of ``group`` whose ids are in ``keep``, as point x seeds groups."""
+    by_point: dict[tuple, list[int]] = {}
+    for p, s, rid in group.run_ids():
+        if rid in keep:
+            by_point.setdefault(tuple(sorted(p.items())), []).append(s)
+    by_seeds: dict[tuple, list[dict]] = {}
+    for point, seeds in by_point.items():
+        by_seeds.setdefault(tuple(seeds), []).append(dict(point))
+    return [SweepGroup(group.config, points, list(seeds), group.labels)
+            for seeds, points in by_seeds.items()]
+
+
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
               max_groups: int | None = None, log=print,
-              poll_s: float = 2.0) -> dict[str, Any]:
+              poll_s: float = 2.0, shard: str | None = None) -> dict[str, Any]:
     """Runs every missing run of ``sweep``; returns counts and wall time.
 
     Groups whose runs all have valid records are skipped; in a partially
@@ -355,7 +368,8 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     checkpoint if there is one. Groups locked by another process are left to
     it; once nothing else can be done this process waits for them (and takes
     over the group of a process that died), so it returns with the sweep
-    complete.
+    complete. ``shard="i/k"`` keeps only the i-th of k disjoint parts of the
+    run list (:func:`byzjax.distributed.sweep_part`), for independent jobs.
     """
     runs_dir = os.path.join(outdir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
@@ -369,8 +383,16 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     groups = validate_sweep(sweep)  # fail early on any bad configuration
     for g in groups:
         check_environment(g.config)
+    from byzjax import distributed
+
+    mine = distributed.sweep_part(groups, shard)  # run ids of this part, or None
+    if mine is not None:
+        groups = [part for g in groups for part in _restrict(g, mine)]
+    if not distributed.is_main_process():
+        progress, log = False, distributed.quiet
     done = _store.load_records(runs_dir, warn=False)
     todo = [g for g in groups if any(rid not in done for _, _, rid in g.run_ids())]
+    distributed.barrier("sweep listed")  # every process lists before any writes
     total_runs = sum(len(g.points) * len(g.seeds) for g in groups)
     n_missing = sum(rid not in done for g in todo for _, _, rid in g.run_ids())
     log(f"sweep {sweep.get('name', '')}: {len(groups)} programs, {total_runs} runs; "
