@@ -23,7 +23,18 @@ __all__ = ["MnistCNN", "CifarCNN"]
 
 
 def _pool(x):
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
+    """2x2 max-pool, stride 2 (odd edges dropped, like ``nn.max_pool`` VALID).
+
+    Written as reshape + max: on XLA:CPU its gradient is an elementwise fusion,
+    while ``reduce_window``'s (``select_and_scatter``) cost 3x as much in the
+    per-worker gradient (``docs/PERFORMANCE.md``, section "models"). Values are
+    identical; gradients differ only on exact ties inside a window (split
+    equally here, given to one element by ``select_and_scatter``), which in
+    these models occur only among ReLU zeros, whose gradient is zero anyway.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class MnistCNN(nn.Module):

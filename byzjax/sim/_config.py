@@ -80,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
     # How a group's runs (seeds x float points) share one program: "vmap",
     # "map" (lax.map, one after another) or "auto" (map on CPU, vmap elsewhere).
     c.run_batching = "auto"
+    # Per-worker gradients: "auto" (unrolled on CPU, vmap on GPU/TPU), "vmap",
+    # "unrolled", "map" or "chunked:<c>" (byzjax.sim._train.resolve_grad_strategy).
+    c.grad_strategy = "auto"
     # Schedule.
     c.num_rounds = 1000
     c.eval_every = 50
@@ -130,6 +133,10 @@ def validate(config) -> None:
     if config.get("shard", "none") not in ("none", "runs", "workers"):
         raise ValueError(
             f"unknown shard {config.shard!r}; choose none, runs or workers")
+    if "grad_strategy" in config:
+        from byzjax.sim._train import resolve_grad_strategy
+
+        resolve_grad_strategy(config.grad_strategy, num_workers=n, backend="cpu")
     if config.lr_schedule not in ("constant", "step"):
         raise ValueError(
             f"unknown lr_schedule {config.lr_schedule!r}; choose constant or step"
