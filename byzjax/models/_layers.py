@@ -14,9 +14,8 @@ as convolutions in XLA's canonical NHWC/HWIO layout (see there).
 
 from __future__ import annotations
 
-import math
-
 import functools
+import math
 
 import flax.linen as nn
 import jax

@@ -4,9 +4,10 @@ The whole run is traced once: per-worker gradients are computed over the
 worker axis (``vmap``, or separate calls unrolled in the program on XLA:CPU:
 config ``grad_strategy``, :func:`resolve_grad_strategy`), the byzjax optax
 chain (worker transform -> attack -> pre-aggregation -> aggregation) and the
-server update run inside ``lax.scan`` over rounds, and an evaluation follows every ``eval_every`` rounds. Seeds and
-float hyper-parameters are arguments, so ``jax.vmap(train)`` runs many of them
-in one program (purejaxrl / evosax style).
+server update run inside ``lax.scan`` over rounds, and an evaluation follows
+every ``eval_every`` rounds. Seeds and float hyper-parameters are arguments, so
+``jax.vmap(train)`` runs many of them in one program (purejaxrl / evosax
+style).
 
 The pieces are exposed separately so long jobs can stream progress:
 ``init(key, hparams) -> SimState`` and ``run_chunk(state, hparams) ->
@@ -92,7 +93,9 @@ class Program(NamedTuple):
         rounds then one evaluation; ``metrics`` is a dict of scalars.
       train: ``(key, hparams) -> (state, metrics)``; the whole run, metrics
         stacked over evaluations (``[num_evals]`` each).
-      round_step: ``(state, hparams) -> (state, round_metrics)``; one round.
+      round_step: ``(state, hparams, diagnostics=True) -> (state,
+        round_metrics)``; one round. ``diagnostics`` (a bool, possibly traced)
+        switches the diagnostics (NaN when off).
       evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
       num_evals: number of evaluations in a run.
     """
@@ -240,7 +243,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return SimState(params, batch_stats, opt_state, k_run,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
-    def round_step(state: SimState, hp):
+    def round_step(state: SimState, hp, diagnostics=True):
         # The factories' keys only seed their states (made in ``init``).
         worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
@@ -273,8 +276,15 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         t = state.round + 1
         diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
                              state.diverged_round)
-        metrics = {"train_loss": train_loss,
-                   **_diagnostics(sent, attacked, aggregate, n_honest)}
+        if diagnostics is True:
+            diag = _diagnostics(sent, attacked, aggregate, n_honest)
+        else:  # a traced flag: computed only when set (lax.cond), else NaN
+            diag = jax.lax.cond(
+                diagnostics,
+                lambda s, a: _diagnostics(s, None, a, n_honest),
+                lambda s, a: dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)),
+                sent, aggregate)
+        metrics = {"train_loss": train_loss, **diag}
         new_state = SimState(params, batch_stats, (ws, ats, rs, ss), key, t,
                              diverged)
         return new_state, metrics
@@ -301,8 +311,13 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return correct.sum() / eval_size, loss.sum() / eval_size
 
     def run_chunk(state, hp):
-        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
-                                 length=eval_every)
+        def sampled_round(s, _):
+            # Diagnostics on a subsample of rounds (see ``_diagnostics``).
+            t = s.round + 1
+            sample = (t % DIAGNOSTICS_EVERY == 0) | (t % eval_every == 0)
+            return round_step(s, hp, diagnostics=sample)
+
+        state, rm = jax.lax.scan(sampled_round, state, None, length=eval_every)
         acc, test_loss = evaluate(state.params, state.batch_stats)
         metrics = {k: _nanmean(v) for k, v in rm.items()}
         metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
@@ -361,7 +376,9 @@ def resolve_grad_strategy(strategy: str, *, num_workers: int, backend: str,
       ``"chunked:<MAX_UNROLLED_WORKERS>"``.
 
     All strategies compute the same per-worker gradients, batch statistics
-    and dropout masks (each worker its own batch and key).
+    and dropout masks (each worker its own batch and key; tested to 1e-5).
+    Dropout masks are the same only for vmap-invariant PRNG keys (the
+    default threefry); ``"rbg"`` keys draw different bits under ``vmap``.
 
     Example:
       >>> resolve_grad_strategy("auto", num_workers=15, backend="cpu")
@@ -471,8 +488,17 @@ def _as_direction(stack):
     return stack
 
 
+#: The round diagnostics (:func:`_diagnostics`).
+DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
+
+#: Diagnostics are computed on every round ``t`` (1-based) with
+#: ``t % DIAGNOSTICS_EVERY == 0`` and on the last round of each evaluation
+#: chunk; see :func:`_diagnostics`.
+DIAGNOSTICS_EVERY = 10
+
+
 def _diagnostics(sent, attacked, aggregate, n_honest):
-    """Per-round diagnostics that explain a run (SPEC §4 resilience).
+    """Round diagnostics that explain a run ((f, lambda)-resilience).
 
     * ``agg_dist``: ``||F(x) - xbar_H||`` over all leaves, where ``F(x)`` is the
       aggregate the server used and ``xbar_H`` the mean of the honest rows;
@@ -481,6 +507,17 @@ def _diagnostics(sent, attacked, aggregate, n_honest):
     * ``cosine``: cosine between ``F(x)`` and ``xbar_H``.
 
     For MRA the rows are moment pairs; the diagnostics use the first moments.
+
+    Sampling: ``round_step(state, hp)`` computes them for its round. In
+    ``run_chunk`` / ``train`` (the metrics of a run) they are computed on a
+    subsample of rounds -- every round ``t`` with ``t % DIAGNOSTICS_EVERY ==
+    0`` (``DIAGNOSTICS_EVERY = 10``) and the chunk's last round, the one whose
+    parameters are evaluated -- and each reported value is the mean over the
+    sampled rounds of the chunk (before: over all its rounds), i.e. the same
+    per-round quantity, averaged over every tenth round. Reason: the honest
+    rows' pairwise distances (one ``n_h x n_h`` Gram over all parameters)
+    cost 10-20% of a small round (MLP, n = 15) when done every round
+    (``docs/PERFORMANCE.md``, section "models").
     """
     from byzjax._tree import pairwise_sq_distances
     from byzjax.aggregators import mean
