@@ -370,8 +370,8 @@ def resolve_grad_strategy(strategy: str, *, num_workers: int, backend: str,
     * ``"chunked:<c>"``: ``lax.map`` over groups of ``c`` workers, each group
       vmapped (bounds the memory of ``vmap`` on accelerators).
     * ``"auto"``: ``"vmap"`` off the CPU, when sharded, or for a model
-      without convolutions (``convolutional=False``: the MLP's round is as
-      fast vmapped and compiles faster); on the CPU, for convolutional
+      without convolutions (``convolutional=False``: the MLP's round was
+      no slower vmapped, and compiles faster); on the CPU, for convolutional
       models, ``"unrolled"`` up to :data:`MAX_UNROLLED_WORKERS` workers, else
       ``"chunked:<MAX_UNROLLED_WORKERS>"``.
 
