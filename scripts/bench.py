@@ -211,14 +211,10 @@ def section2(args, results):
 
 
 def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
-                   grad_strategy="auto", diagnostics="sampled"):
-    """A jitted ``rounds``-round program of the simulator on synthetic data.
-
-    ``diagnostics``: "sampled" (what ``run_chunk`` does: every
-    ``DIAGNOSTICS_EVERY``-th round and the last), "every" round, or "none".
-    """
+                   grad_strategy="auto", diagnostics=True):
+    """A jitted ``rounds``-round program of the simulator on synthetic data
+    (``diagnostics=False``: without the round diagnostics)."""
     from byzjax import models, sim
-    from byzjax.sim._train import DIAGNOSTICS_EVERY
 
     config = sim.get_config()
     config.num_workers, config.num_byzantine, config.batch_size = n, f, b
@@ -244,13 +240,7 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
     hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
 
     def step(s, _):
-        if diagnostics == "every":
-            return program.round_step(s, hp)
-        if diagnostics == "none":
-            return program.round_step(s, hp, diagnostics=False)
-        t = s.round + 1
-        return program.round_step(
-            s, hp, diagnostics=(t % DIAGNOSTICS_EVERY == 0) | (t % rounds == 0))
+        return program.round_step(s, hp, diagnostics=diagnostics)
 
     def many(state, hp):
         return jax.lax.scan(step, state, None, length=rounds)[0]
@@ -306,27 +296,33 @@ def section3(args, results):
 
 
 def _diagnostics_cost(args, state):
-    from byzjax.sim._train import DIAGNOSTICS_EVERY
-
     rounds = 50
     print(f"\nRound diagnostics (agg_dist, honest_spread, resilience, cosine; "
           f"honest-rows Gram) in the same MLP round, trimmed mean, {rounds} "
-          "rounds, alternated:\n")
-    print("| diagnostics | ms per round | cost over none |")
-    print("|---|---|---|")
-    modes = ("none", "sampled", "every")
+          "rounds, alternated (wall and process CPU time):\n")
+    print("| diagnostics | ms per round | CPU ms per round | cost over none |")
+    print("|---|---|---|---|")
     runs = []
-    for mode in modes:
+    for on in (False, True):
         program, hp, many = _round_program("trimmed_mean", rounds=rounds,
-                                           diagnostics=mode)
+                                           diagnostics=on)
         runs.append(jax.jit(many))
-    times = time_alternating([lambda r=r: r(state, hp) for r in runs],
-                             max(5, args.reps))
-    label = {"none": "none", "every": "every round",
-             "sampled": f"every {DIAGNOSTICS_EVERY}th round + chunk end (default)"}
-    for mode, t in zip(modes, times):
-        print(f"| {label[mode]} | {t / rounds * 1e3:.2f} | "
-              f"{100 * (t - times[0]) / times[0]:.1f}% |")
+    fns = [lambda r=r: r(state, hp) for r in runs]
+    for f in fns:
+        _block(f())
+    wall, cpu = [[], []], [[], []]
+    for _ in range(max(11, 3 * args.reps)):
+        for i, f in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
+            _block(f())
+            wall[i].append(time.perf_counter() - t)
+            cpu[i].append(time.process_time() - c)
+    w = [statistics.median(x) for x in wall]
+    c = [statistics.median(x) for x in cpu]
+    for i, label in enumerate(("none", "every round (default)")):
+        print(f"| {label} | {w[i] / rounds * 1e3:.2f} | {c[i] / rounds * 1e3:.2f} "
+              f"| {100 * (w[i] - w[0]) / w[0]:+.1f}% wall, "
+              f"{100 * (c[i] - c[0]) / c[0]:+.1f}% CPU |")
     sys.stdout.flush()
 
 

@@ -278,7 +278,9 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
                              state.diverged_round)
         if diagnostics is True:
             diag = _diagnostics(sent, attacked, aggregate, n_honest)
-        else:  # a traced flag: computed only when set (lax.cond), else NaN
+        elif diagnostics is False:
+            diag = dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan))
+        else:  # a traced flag: computed only when set, else NaN
             diag = jax.lax.cond(
                 diagnostics,
                 lambda s, a: _diagnostics(s, None, a, n_honest),
@@ -311,13 +313,8 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return correct.sum() / eval_size, loss.sum() / eval_size
 
     def run_chunk(state, hp):
-        def sampled_round(s, _):
-            # Diagnostics on a subsample of rounds (see ``_diagnostics``).
-            t = s.round + 1
-            sample = (t % DIAGNOSTICS_EVERY == 0) | (t % eval_every == 0)
-            return round_step(s, hp, diagnostics=sample)
-
-        state, rm = jax.lax.scan(sampled_round, state, None, length=eval_every)
+        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
+                                 length=eval_every)
         acc, test_loss = evaluate(state.params, state.batch_stats)
         metrics = {k: _nanmean(v) for k, v in rm.items()}
         metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
@@ -491,11 +488,6 @@ def _as_direction(stack):
 #: The round diagnostics (:func:`_diagnostics`).
 DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
 
-#: Diagnostics are computed on every round ``t`` (1-based) with
-#: ``t % DIAGNOSTICS_EVERY == 0`` and on the last round of each evaluation
-#: chunk; see :func:`_diagnostics`.
-DIAGNOSTICS_EVERY = 10
-
 
 def _diagnostics(sent, attacked, aggregate, n_honest):
     """Round diagnostics that explain a run ((f, lambda)-resilience).
@@ -508,16 +500,11 @@ def _diagnostics(sent, attacked, aggregate, n_honest):
 
     For MRA the rows are moment pairs; the diagnostics use the first moments.
 
-    Sampling: ``round_step(state, hp)`` computes them for its round. In
-    ``run_chunk`` / ``train`` (the metrics of a run) they are computed on a
-    subsample of rounds -- every round ``t`` with ``t % DIAGNOSTICS_EVERY ==
-    0`` (``DIAGNOSTICS_EVERY = 10``) and the chunk's last round, the one whose
-    parameters are evaluated -- and each reported value is the mean over the
-    sampled rounds of the chunk (before: over all its rounds), i.e. the same
-    per-round quantity, averaged over every tenth round. Reason: the honest
-    rows' pairwise distances (one ``n_h x n_h`` Gram over all parameters)
-    cost 10-20% of a small round (MLP, n = 15) when done every round
-    (``docs/PERFORMANCE.md``, section "models").
+    Cost: computed every round; in ``run_chunk`` / ``train`` each reported
+    value is the mean over the chunk's rounds. Measured in a small round (MLP,
+    n = 15, b = 25, trimmed mean; ``scripts/bench.py`` section 3), every
+    round vs none: within noise (-2.5% wall, +0.1% CPU time), far under 10%,
+    so no subsampling. ``round_step(..., diagnostics=False)`` skips them.
     """
     from byzjax._tree import pairwise_sq_distances
     from byzjax.aggregators import mean
