@@ -268,7 +268,7 @@ def section3(args, results):
         run = jax.jit(many)
         t_rounds, t_mean = time_alternating(
             [lambda: run(state, hp), lambda: run_mean(state, hp)],
-            max(3, args.reps // 2))
+            max(5, args.reps))
         per_round, per_mean = t_rounds / rounds, t_mean / rounds
         results[("s3", name)] = per_round
         added = per_round - per_mean
