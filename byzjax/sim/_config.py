@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     # How a group's runs (seeds x float points) share one program: "vmap",
     # "map" (lax.map, one after another) or "auto" (map on CPU, vmap elsewhere).
     c.run_batching = "auto"
-    # Per-worker gradients: "auto" (unrolled on CPU, vmap on GPU/TPU), "vmap",
+    # Per-worker gradients: "auto" (unrolled on CPU for CNNs, else vmap), "vmap",
     # "unrolled", "map" or "chunked:<c>" (byzjax.sim._train.resolve_grad_strategy).
     c.grad_strategy = "auto"
     # Schedule.
