@@ -5,6 +5,7 @@ Usage::
     python scripts/bench.py                # everything (several minutes on 2 cores)
     python scripts/bench.py --quick        # smaller grid, fewer repetitions
     python scripts/bench.py --sections 1,4 # pick sections
+    python scripts/bench.py --sections 6   # models vs PyTorch
 
 Sections:
   1. every aggregator and pre-aggregator on n in {15, 31, 51} (f = 5, 10, 16)
@@ -17,7 +18,11 @@ Sections:
      aggregator, the share spent aggregating, and (with torch + byzfl) a
      per-worker PyTorch loop with ByzFL's aggregator;
   4. S in {1, 4, 16} seeds vmapped in one program vs S separate runs;
-  5. first-call compile time of a round.
+  5. first-call compile time of a round;
+  6. models: one simulated round of the MLP, the MNIST CNN and the CIFAR CNN
+     (n = 15; per-worker gradients as ``grad_strategy="auto"`` picks and with
+     ``vmap``) against one plain gradient of the same n*b images and a
+     per-worker PyTorch loop of the same architecture (with torch).
 
 Timings: ``jax.block_until_ready``, medians of repetitions after warm-up,
 rule and reference alternated. Timing on shared 2-core machines is noisy:
@@ -33,9 +38,14 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# PyTorch's OpenMP threads spin between ops by default; alternated with JAX in
+# one process on a shared 2-core machine that made its MLP round ~100x slower
+# (1.4 s instead of ~15 ms), so let idle threads sleep unless told otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -200,7 +210,10 @@ def section2(args, results):
             sys.stdout.flush()
 
 
-def _round_program(aggregator, n=15, f=5, b=25, rounds=50, seeds=1):
+def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
+                   grad_strategy="auto", diagnostics=True):
+    """A jitted ``rounds``-round program of the simulator on synthetic data
+    (``diagnostics=False``: without the round diagnostics)."""
     from byzjax import models, sim
 
     config = sim.get_config()
@@ -210,22 +223,27 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, seeds=1):
     config.optimizer = "resam"
     config.num_rounds = rounds
     config.eval_every = rounds
+    config.grad_strategy = grad_strategy
+    shape = models.info(model).input_shape
     rng = np.random.default_rng(0)
-    N = 60_000
+    N = 60_000 if model == "mlp" else 50 * n * b
     labels = rng.integers(0, 10, N).astype(np.int32)
-    images = rng.integers(0, 255, (N, 28, 28, 1)).astype(np.uint8)
+    images = rng.integers(0, 255, (N, *shape)).astype(np.uint8)
     per = N // n
+    channels = shape[-1]
     data = sim.SimData(jnp.asarray(images), jnp.asarray(labels),
                        jnp.asarray(images[:1000]), jnp.asarray(labels[:1000]),
                        jnp.asarray(np.arange(per * n).reshape(n, per), jnp.int32),
-                       jnp.full((n,), per, jnp.int32), jnp.asarray([0.5]),
-                       jnp.asarray([0.25]))
-    program = sim.make_program(config, data, models.get("mlp", num_classes=10))
+                       jnp.full((n,), per, jnp.int32), jnp.full((channels,), 0.5),
+                       jnp.full((channels,), 0.25))
+    program = sim.make_program(config, data, models.get(model, num_classes=10))
     hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
 
+    def step(s, _):
+        return program.round_step(s, hp, diagnostics=diagnostics)
+
     def many(state, hp):
-        return jax.lax.scan(lambda s, _: program.round_step(s, hp), state, None,
-                            length=rounds)[0]
+        return jax.lax.scan(step, state, None, length=rounds)[0]
 
     return program, hp, many
 
@@ -233,22 +251,31 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, seeds=1):
 def section3(args, results):
     print("\n## 3. Full round (MLP 79,510, n=15, f=5, b=25, RESAM, ALIE): "
           "ms per round and aggregation share\n")
-    print("| aggregator | round (ms) | aggregation alone (ms) | share |")
-    print("|---|---|---|---|")
+    print("Aggregation share = (round with the rule - the same round with the "
+          "plain mean) / round with the rule, both timed alternately in this "
+          "run: the time the rule adds over the cheapest aggregation (the mean "
+          "itself is the reference, 0 by definition; noise can make a small "
+          "difference negative).\n")
+    print("| aggregator | round (ms) | round with the mean (ms) | "
+          "added by the rule (ms) | share |")
+    print("|---|---|---|---|---|")
     rounds = 50
+    program, hp, many_mean = _round_program("mean", rounds=rounds)
+    state = jax.jit(program.init)(jax.random.key(0), hp)
+    run_mean = jax.jit(many_mean)
     for name in args.round_rules:
         program, hp, many = _round_program(name, rounds=rounds)
-        state = jax.jit(program.init)(jax.random.key(0), hp)
         run = jax.jit(many)
-        agg = jax.jit(lambda x, fn=aggregators.get(name): fn({"w": x}, num_byzantine=5))
-        x = _stack(15, 5, 79_510)
-        t_rounds, t_agg = time_alternating([lambda: run(state, hp), lambda: agg(x)],
-                                           max(3, args.reps // 2))
-        per_round = t_rounds / rounds
+        t_rounds, t_mean = time_alternating(
+            [lambda: run(state, hp), lambda: run_mean(state, hp)],
+            max(5, args.reps))
+        per_round, per_mean = t_rounds / rounds, t_mean / rounds
         results[("s3", name)] = per_round
-        print(f"| {name} | {per_round * 1e3:.2f} | {t_agg * 1e3:.3f} | "
-              f"{100 * t_agg / per_round:.0f}% |")
+        added = per_round - per_mean
+        print(f"| {name} | {per_round * 1e3:.2f} | {per_mean * 1e3:.2f} | "
+              f"{added * 1e3:.2f} | {100 * added / per_round:.0f}% |")
         sys.stdout.flush()
+    _diagnostics_cost(args, state)
     try:
         import byzfl
         import torch
@@ -266,6 +293,37 @@ def section3(args, results):
         t = _torch_round(agg, torch)
         ours = results[("s3", name)]
         print(f"| {name} | {t * 1e3:.2f} | {ours * 1e3:.2f} | {t / ours:.1f}x |")
+
+
+def _diagnostics_cost(args, state):
+    rounds = 50
+    print(f"\nRound diagnostics (agg_dist, honest_spread, resilience, cosine; "
+          f"honest-rows Gram) in the same MLP round, trimmed mean, {rounds} "
+          "rounds, alternated (wall and process CPU time):\n")
+    print("| diagnostics | ms per round | CPU ms per round | cost over none |")
+    print("|---|---|---|---|")
+    runs = []
+    for on in (False, True):
+        program, hp, many = _round_program("trimmed_mean", rounds=rounds,
+                                           diagnostics=on)
+        runs.append(jax.jit(many))
+    fns = [lambda r=r: r(state, hp) for r in runs]
+    for f in fns:
+        _block(f())
+    wall, cpu = [[], []], [[], []]
+    for _ in range(max(11, 3 * args.reps)):
+        for i, f in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
+            _block(f())
+            wall[i].append(time.perf_counter() - t)
+            cpu[i].append(time.process_time() - c)
+    w = [statistics.median(x) for x in wall]
+    c = [statistics.median(x) for x in cpu]
+    for i, label in enumerate(("none", "every round (default)")):
+        print(f"| {label} | {w[i] / rounds * 1e3:.2f} | {c[i] / rounds * 1e3:.2f} "
+              f"| {100 * (w[i] - w[0]) / w[0]:+.1f}% wall, "
+              f"{100 * (c[i] - c[0]) / c[0]:+.1f}% CPU |")
+    sys.stdout.flush()
 
 
 def _torch_round(agg, torch, n=15, f=5, b=25, rounds=30):
@@ -345,11 +403,144 @@ def section5(args, results):
         print(f"| {name} | {first:.2f} | {steady:.3f} |")
 
 
+# --------------------------------------------------------------- 6. models
+MODEL_CASES = (("mlp", 25, 50), ("mnist_cnn", 25, 5), ("cifar_cnn", 16, 2))
+
+
+def _torch_model(name, torch):
+    nn = torch.nn
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(),
+                             nn.Linear(100, 10))
+    if name == "mnist_cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(20, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(320, 500), nn.ReLU(), nn.Linear(500, 10))
+    layers, cin = [], 3
+    for width in (64, 128):
+        layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(),
+                   nn.BatchNorm2d(width, momentum=0.1, eps=1e-5),
+                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                   nn.BatchNorm2d(width, momentum=0.1, eps=1e-5),
+                   nn.MaxPool2d(2), nn.Dropout(0.25)]
+        cin = width
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(8192, 128), nn.ReLU(),
+                         nn.Dropout(0.25), nn.Linear(128, 10))
+
+
+def _torch_model_round(name, b, torch, n=15, f=5):
+    """The per-worker PyTorch loop of a round, as ByzFL runs it: n - f honest
+    workers, each a fwd+bwd of b images and its gradient flattened, then the
+    rows stacked. Its aggregation and update are left out (in byzjax's
+    disfavour: the byzjax column is a whole round). Returns a callable."""
+    from byzjax import models
+
+    model = _torch_model(name, torch)
+    model.train()
+    h, w, c = models.info(name).input_shape
+    x = torch.randn(n, b, c, h, w)
+    y = torch.randint(0, 10, (n, b))
+    lossf = torch.nn.CrossEntropyLoss()
+    params = list(model.parameters())
+
+    def gradients():
+        rows = []
+        for i in range(n - f):
+            model.zero_grad()
+            lossf(model(x[i]), y[i]).backward()
+            rows.append(torch.cat([p.grad.reshape(-1) for p in params]))
+        return torch.stack(rows)
+
+    return gradients
+
+
+def _plain_gradient(name, n, b):
+    """jax.grad of the same network on one batch of all n * b images."""
+    import optax
+
+    from byzjax import models
+
+    model = models.get(name, num_classes=10)
+    shape = models.info(name).input_shape
+    x = jax.random.normal(jax.random.key(1), (n * b, *shape))
+    y = jax.random.randint(jax.random.key(2), (n * b,), 0, 10)
+    v = model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                   x[:1])
+
+    def loss(params):
+        variables = dict(v, params=params)
+        logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(3)})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    g = jax.jit(jax.grad(loss))
+    return lambda: g(v["params"])
+
+
+def section6(args, results):
+    from byzjax import models
+    from byzjax.sim._train import resolve_grad_strategy
+
+    try:
+        import torch
+    except Exception as e:  # pragma: no cover - optional
+        torch = None
+        print(f"\n(PyTorch columns skipped: {type(e).__name__}: {e}; "
+              "pip install 'byzjax[bench]')")
+    else:
+        torch.set_num_threads(2)
+    print("\n## 6. Models: one simulated round (n=15, f=5, trimmed mean, RESAM, "
+          "ALIE) vs one plain gradient of the same n*b images and the per-worker "
+          "PyTorch gradient loop of a round (n-f workers' fwd+bwd, flattened and "
+          "stacked) (ms per round; all columns of a row timed alternately)\n")
+    if torch is not None:
+        print(f"- torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| model | n x b | byzjax round, auto | byzjax round, vmap | "
+          "plain gradient of n*b | PyTorch per-worker gradients | "
+          "PyTorch / byzjax |")
+    print("|---|---|---|---|---|---|---|")
+    n = 15
+    for name, b, rounds in args.model_cases:
+        convolutional = name != "mlp"
+        auto = resolve_grad_strategy("auto", num_workers=n,
+                                     backend=jax.default_backend(),
+                                     convolutional=convolutional)
+        fns, labels = [], []
+        for strategy in dict.fromkeys((auto, "vmap")):
+            program, hp, many = _round_program("trimmed_mean", n=n, b=b,
+                                               rounds=rounds, model=name,
+                                               grad_strategy=strategy)
+            state = jax.jit(program.init)(jax.random.key(0), hp)
+            run = jax.jit(many)
+            fns.append(lambda run=run, state=state, hp=hp: run(state, hp))
+            labels.append(strategy)
+        fns.append(_plain_gradient(name, n, b))
+        if torch is not None:
+            fns.append(_torch_model_round(name, b, torch))
+        times = time_alternating(fns, max(3, args.reps // 2), warmup=1)
+        t_auto = times[0] / rounds
+        t_vmap = times[labels.index("vmap")] / rounds
+        t_plain = times[len(labels)]
+        cells = [f"{t_auto * 1e3:.1f} ({auto})", f"{t_vmap * 1e3:.1f}",
+                 f"{t_plain * 1e3:.1f}"]
+        if torch is not None:
+            t_torch = times[-1]
+            cells += [f"{t_torch * 1e3:.1f}", f"{t_torch / t_auto:.2f}x"]
+        else:
+            cells += ["n/a", "n/a"]
+        count = models.count_params(models.get(name), models.info(name).input_shape)
+        print(f"| {name} ({count:,}) | {n} x {b} | " + " | ".join(cells) + " |")
+        results[("s6", name)] = times
+        sys.stdout.flush()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller grid and reps")
-    p.add_argument("--sections", default="1,2,3,4,5")
+    p.add_argument("--sections", default="1,2,3,4,5,6",
+                   help="comma-separated section numbers (6 = models)")
     p.add_argument("--reps", type=int, default=7)
     args = p.parse_args(argv)
     args.grid = GRID
@@ -357,7 +548,10 @@ def main(argv=None):
     args.seeds = (1, 4, 16)
     args.round_rules = ("mean", "trimmed_mean", "coordinate_median", "meamed",
                         "krum", "mda", "geometric_median")
+    args.model_cases = MODEL_CASES
     if args.quick:
+        args.model_cases = (("mlp", 25, 50), ("mnist_cnn", 25, 3),
+                            ("cifar_cnn", 8, 1))
         args.reps = 3
         args.dims = (79_510,)
         args.seeds = (1, 4)
@@ -371,7 +565,7 @@ def main(argv=None):
           "repetitions after warm-up, block_until_ready")
     results: dict = {}
     for s, fn in ((1, section1), (2, section2), (3, section3), (4, section4),
-                  (5, section5)):
+                  (5, section5), (6, section6)):
         if s in sections:
             fn(args, results)
     return 0

@@ -288,3 +288,24 @@ def test_adaptive_attack_targets_the_simulated_pipeline():
     _, m_alie = jax.jit(program_alie.round_step)(program_alie.init(
         jax.random.key(0), hp), hp)
     assert float(m["agg_dist"]) >= float(m_alie["agg_dist"]) - 1e-7
+
+
+def test_round_diagnostics_switch():
+    config = tiny_config(aggregator="mean", attack="foe", attack_eps=1.1)
+    data = make_data(config.num_workers)
+    program = sim.make_program(config, data, TinyMLP())
+    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    state = program.init(jax.random.key(0), hp)
+    keys = ("agg_dist", "honest_spread", "resilience", "cosine")
+    s_on, m_on = jax.jit(program.round_step)(state, hp)
+    s_off, m_off = jax.jit(lambda s, hp: program.round_step(s, hp, diagnostics=False))(
+        state, hp)
+    s_tr, m_tr = jax.jit(program.round_step)(state, hp, jnp.asarray(True))
+    _, m_fa = jax.jit(program.round_step)(state, hp, jnp.asarray(False))
+    assert all(np.isfinite(float(m_on[k])) for k in keys)
+    assert all(np.isnan(float(m_off[k])) and np.isnan(float(m_fa[k])) for k in keys)
+    for k in keys:
+        np.testing.assert_allclose(float(m_tr[k]), float(m_on[k]), rtol=1e-6)
+    # The switch changes nothing else.
+    np.testing.assert_allclose(_flat(s_off.params), _flat(s_on.params), rtol=1e-6)
+    np.testing.assert_allclose(float(m_off["train_loss"]), float(m_on["train_loss"]))

@@ -36,9 +36,10 @@ FLOAT_HPARAMS = (
 #: Optimisers the simulator knows.
 OPTIMIZERS = ("dsgd", "server_momentum", "resam", "dra", "mra")
 
-#: Fields that change how a run is executed, never its numbers: left out of
-#: the run identifiers, so changing them does not re-run finished runs.
-RESULT_NEUTRAL = ("checkpoint_every",)
+#: Fields that change how a run is executed, not its numbers: left out of
+#: the run identifiers, so changing them does not re-run finished runs. (The
+#: per-worker gradient strategies agree to 1e-5, not bit for bit.)
+RESULT_NEUTRAL = ("checkpoint_every", "grad_strategy")
 
 SPLITS = ("homogeneous", "dirichlet", "label_sorted")
 DATA_SOURCES = ("auto", "offline", "tfds")
@@ -112,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
     # How a group's runs (seeds x float points) share one program: "vmap",
     # "map" (lax.map, one after another) or "auto" (map on CPU, vmap elsewhere).
     c.run_batching = "auto"
+    # Per-worker gradients: "auto" (unrolled on CPU for CNNs, else vmap), "vmap",
+    # "unrolled", "map" or "chunked:<c>" (byzjax.sim._train.resolve_grad_strategy).
+    c.grad_strategy = "auto"
     # Schedule.
     c.num_rounds = 1000
     c.eval_every = 50
@@ -298,6 +302,14 @@ def _check_names(config) -> None:
     _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _choice("shard", config.shard, SHARDS)
     _choice("run_batching", config.run_batching, RUN_BATCHINGS)
+    if "grad_strategy" in config:
+        from byzjax.sim._train import resolve_grad_strategy
+
+        try:
+            resolve_grad_strategy(config.grad_strategy,
+                                  num_workers=int(config.num_workers), backend="cpu")
+        except ValueError as e:
+            raise ConfigError(str(e), field="grad_strategy") from None
     if config.mra_safeguard not in MRA_SAFEGUARDS:
         raise ConfigError(f"unknown mra_safeguard {config.mra_safeguard!r}; use '' "
                           "(none) or 'clamp'", field="mra_safeguard")

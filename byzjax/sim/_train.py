@@ -1,20 +1,22 @@
 """One compiled training program: ``make_train(config, data) -> train(key, hparams)``.
 
-The whole run is traced once: per-worker gradients are ``vmap``-ed over the
-worker axis, the byzjax optax chain (worker transform -> attack ->
-pre-aggregation -> aggregation) and the server update run inside ``lax.scan``
-over rounds, and an evaluation follows every ``eval_every`` rounds. Seeds and
-float hyper-parameters are arguments, so ``jax.vmap(train)`` runs many of them
-in one program (purejaxrl / evosax style).
+The whole run is traced once: per-worker gradients are computed over the
+worker axis (``vmap``, or separate calls unrolled in the program on XLA:CPU:
+config ``grad_strategy``, :func:`resolve_grad_strategy`), the byzjax optax
+chain (worker transform -> attack -> pre-aggregation -> aggregation) and the
+server update run inside ``lax.scan`` over rounds, and an evaluation follows
+every ``eval_every`` rounds. Seeds and float hyper-parameters are arguments, so
+``jax.vmap(train)`` runs many of them in one program (purejaxrl / evosax
+style).
 
 The pieces are exposed separately so long jobs can stream progress:
 ``init(key, hparams) -> SimState`` and ``run_chunk(state, hparams) ->
 (state, metrics)`` (``eval_every`` rounds plus one evaluation);
 ``train = scan(run_chunk, init(...))``.
 
-BatchNorm and dropout under per-worker vectorisation: each worker normalises
-with the statistics of its own mini-batch (the vmap gives every worker its own
-batch statistics, as n separate machines would); the running averages used at
+BatchNorm and dropout per worker (under every ``grad_strategy``): each worker
+normalises with the statistics of its own mini-batch (as n separate machines
+would); the running averages used at
 evaluation are server state, updated with the mean over workers of the new
 running averages. Each worker draws dropout masks from its own key, split from
 the round key.
@@ -33,7 +35,8 @@ from byzjax import attacks, optim
 from byzjax.sim._config import num_attackers, validate
 
 __all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
-           "sample_batch_indices", "flip_byzantine_labels"]
+           "sample_batch_indices", "flip_byzantine_labels", "GRAD_STRATEGIES",
+           "resolve_grad_strategy", "map_workers"]
 
 
 class SimData(NamedTuple):
@@ -90,7 +93,9 @@ class Program(NamedTuple):
         rounds then one evaluation; ``metrics`` is a dict of scalars.
       train: ``(key, hparams) -> (state, metrics)``; the whole run, metrics
         stacked over evaluations (``[num_evals]`` each).
-      round_step: ``(state, hparams) -> (state, round_metrics)``; one round.
+      round_step: ``(state, hparams, diagnostics=True) -> (state,
+        round_metrics)``; one round. ``diagnostics`` (a bool, possibly traced)
+        switches the diagnostics (NaN when off).
       evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
       num_evals: number of evaluations in a run.
     """
@@ -218,6 +223,11 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return loss + 0.5 * weight_decay * l2, (loss, new_stats)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_strategy = resolve_grad_strategy(
+        config.get("grad_strategy", "auto"), num_workers=n,
+        backend=jax.default_backend(), sharded=worker_sharding is not None,
+        convolutional=any(leaf.ndim >= 4 for leaf in
+                          jax.tree_util.tree_leaves(variables["params"])))
 
     def sample_batches(key):
         return sample_batch_indices(key, data.worker_indices, data.worker_counts, b)
@@ -233,7 +243,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return SimState(params, batch_stats, opt_state, k_run,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
-    def round_step(state: SimState, hp):
+    def round_step(state: SimState, hp, diagnostics=True):
         # The factories' keys only seed their states (made in ``init``).
         worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
@@ -243,9 +253,10 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         if label_flip:
             y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
         drop_keys = jax.random.split(k_drop, n)
-        grads, (losses, new_stats) = jax.vmap(
-            grad_fn, in_axes=(None, None, 0, 0, 0, None)
-        )(state.params, state.batch_stats, x, y, drop_keys, hp["weight_decay"])
+        grads, (losses, new_stats) = map_workers(
+            lambda xs: grad_fn(state.params, state.batch_stats, *xs,
+                               hp["weight_decay"]),
+            (x, y, drop_keys), strategy=grad_strategy)
 
         if worker_sharding is not None:
             grads = jax.lax.with_sharding_constraint(grads, worker_sharding)
@@ -265,8 +276,17 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         t = state.round + 1
         diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
                              state.diverged_round)
-        metrics = {"train_loss": train_loss,
-                   **_diagnostics(sent, attacked, aggregate, n_honest)}
+        if diagnostics is True:
+            diag = _diagnostics(sent, attacked, aggregate, n_honest)
+        elif diagnostics is False:
+            diag = dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan))
+        else:  # a traced flag: computed only when set, else NaN
+            diag = jax.lax.cond(
+                diagnostics,
+                lambda s, a: _diagnostics(s, None, a, n_honest),
+                lambda s, a: dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)),
+                sent, aggregate)
+        metrics = {"train_loss": train_loss, **diag}
         new_state = SimState(params, batch_stats, (ws, ats, rs, ss), key, t,
                              diverged)
         return new_state, metrics
@@ -318,6 +338,99 @@ def make_train(config, data: SimData, model) -> Callable:
         state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     """
     return make_program(config, data, model).train
+
+
+# ------------------------------------------------- per-worker computation
+#: Per-worker gradient strategies (config field ``grad_strategy``).
+GRAD_STRATEGIES = ("auto", "vmap", "unrolled", "map", "chunked:<c>")
+
+#: ``"auto"`` unrolls at most this many workers on the CPU (compile time grows
+#: linearly with the number of unrolled copies); beyond it the workers run in
+#: vmapped groups of this size, one group after another.
+MAX_UNROLLED_WORKERS = 64
+
+
+def resolve_grad_strategy(strategy: str, *, num_workers: int, backend: str,
+                          sharded: bool = False, convolutional: bool = True) -> str:
+    """The per-worker gradient strategy to use (``"auto"`` resolved).
+
+    * ``"vmap"``: one vectorised gradient over the worker axis (batched
+      matmuls and convolutions); fastest on GPU/TPU and required when the
+      worker axis is sharded over devices.
+    * ``"unrolled"``: ``num_workers`` separate gradient calls traced into the
+      same program, then stacked. Fastest on XLA:CPU, where the batched
+      weight-gradient convolutions and matmuls of ``vmap`` run far below
+      the speed of ``num_workers`` plain ones (``docs/PERFORMANCE.md``,
+      section "models"); compile time grows with ``num_workers``.
+    * ``"map"``: ``lax.map``, one worker after another in a loop (smallest
+      program and memory; slow on XLA:CPU).
+    * ``"chunked:<c>"``: ``lax.map`` over groups of ``c`` workers, each group
+      vmapped (bounds the memory of ``vmap`` on accelerators).
+    * ``"auto"``: ``"vmap"`` off the CPU, when sharded, or for a model
+      without convolutions (``convolutional=False``: the MLP's round was
+      no slower vmapped, and compiles faster); on the CPU, for convolutional
+      models, ``"unrolled"`` up to :data:`MAX_UNROLLED_WORKERS` workers, else
+      ``"chunked:<MAX_UNROLLED_WORKERS>"``.
+
+    All strategies compute the same per-worker gradients, batch statistics
+    and dropout masks (each worker its own batch and key; tested to 1e-5).
+    Dropout masks are the same only for vmap-invariant PRNG keys (the
+    default threefry); ``"rbg"`` keys draw different bits under ``vmap``.
+
+    Example:
+      >>> resolve_grad_strategy("auto", num_workers=15, backend="cpu")
+      'unrolled'
+      >>> resolve_grad_strategy("auto", num_workers=15, backend="gpu")
+      'vmap'
+      >>> resolve_grad_strategy("chunked:4", num_workers=15, backend="cpu")
+      'chunked:4'
+    """
+    strategy = str(strategy).strip().lower()
+    if strategy == "auto":
+        if backend != "cpu" or sharded or not convolutional:
+            return "vmap"
+        if num_workers <= MAX_UNROLLED_WORKERS:
+            return "unrolled"
+        return f"chunked:{MAX_UNROLLED_WORKERS}"
+    if strategy in ("vmap", "unrolled", "map"):
+        return strategy
+    if strategy.startswith("chunked:") and strategy[8:].isdigit() and int(
+            strategy[8:]) > 0:
+        return strategy
+    raise ValueError(
+        f"unknown grad_strategy {strategy!r}; choose auto, vmap, unrolled, map "
+        "or chunked:<c> (c a positive integer, e.g. chunked:5)")
+
+
+def map_workers(fn: Callable, xs, *, strategy: str):
+    """``fn`` applied to each worker's slice of ``xs``, outputs stacked.
+
+    Args:
+      fn: maps one worker's slice (a pytree) to a pytree.
+      xs: pytree whose leaves have the worker axis first, ``[n, ...]``.
+      strategy: a resolved strategy (see :func:`resolve_grad_strategy`).
+
+    Returns:
+      ``fn``'s output with leaves ``[n, ...]``; equal for every strategy.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> xs = jnp.arange(6.0).reshape(3, 2)
+      >>> map_workers(lambda r: (r * r).sum(), xs, strategy="unrolled")
+      Array([ 1., 13., 41.], dtype=float32)
+    """
+    if strategy == "vmap":
+        return jax.vmap(fn)(xs)
+    if strategy == "unrolled":
+        n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+        outs = [fn(jax.tree_util.tree_map(lambda a, i=i: a[i], xs))
+                for i in range(n)]
+        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)
+    if strategy == "map":
+        return jax.lax.map(fn, xs)
+    if strategy.startswith("chunked:"):
+        return jax.lax.map(fn, xs, batch_size=int(strategy[8:]))
+    raise ValueError(f"unresolved grad_strategy {strategy!r}")
 
 
 # ----------------------------------------------------------------- helpers
@@ -372,8 +485,12 @@ def _as_direction(stack):
     return stack
 
 
+#: The round diagnostics (:func:`_diagnostics`).
+DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
+
+
 def _diagnostics(sent, attacked, aggregate, n_honest):
-    """Per-round diagnostics that explain a run (SPEC §4 resilience).
+    """Round diagnostics that explain a run ((f, lambda)-resilience).
 
     * ``agg_dist``: ``||F(x) - xbar_H||`` over all leaves, where ``F(x)`` is the
       aggregate the server used and ``xbar_H`` the mean of the honest rows;
@@ -382,6 +499,12 @@ def _diagnostics(sent, attacked, aggregate, n_honest):
     * ``cosine``: cosine between ``F(x)`` and ``xbar_H``.
 
     For MRA the rows are moment pairs; the diagnostics use the first moments.
+
+    Cost: computed every round; in ``run_chunk`` / ``train`` each reported
+    value is the mean over the chunk's rounds. Measured in a small round (MLP,
+    n = 15, b = 25, trimmed mean; ``scripts/bench.py`` section 3), every
+    round vs none: within noise (-2.5% wall, +0.1% CPU time), far under 10%,
+    so no subsampling. ``round_step(..., diagnostics=False)`` skips them.
     """
     from byzjax._tree import pairwise_sq_distances
     from byzjax.aggregators import mean
