@@ -74,3 +74,15 @@ def test_every_option_says_what_it_is_and_its_default(capsys):
                 f"{name} {action.option_strings}: no default in its help")
     help_text = sub.choices["train"].format_help()
     assert "num_rounds=1000" in help_text and "checkpoint_every=10" in help_text
+
+
+def test_dsgd_without_clipping_has_no_worker_stage_and_trains(tmp_path):
+    from byzjax import cli
+
+    code = cli.main(["train", "--dataset", "synthetic", "--optimizer", "dsgd",
+                     "--set", "clip_norm=0", "--num-workers", "5",
+                     "--num-byzantine", "1", "--rounds", "4", "--eval-every", "2",
+                     "--batch-size", "4", "--outdir", str(tmp_path), "--no-plot",
+                     "--quiet"])
+    assert code == 0
+    assert len(glob.glob(str(tmp_path / "runs" / "*.json"))) == 1

@@ -202,8 +202,10 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         else:
             lr = hp["learning_rate"]
         server.append(optax.sgd(lr))
-        return (optax.chain(*worker), attack, optax.chain(*robust),
-                optax.chain(*server))
+        # (an empty optax.chain has no usable state: D-SGD without clipping
+        # has no worker stage)
+        return (optax.chain(*worker) if worker else optax.identity(), attack,
+                optax.chain(*robust), optax.chain(*server))
 
     # ------------------------------------------------------------- gradients
     def loss_fn(params, batch_stats, x, y, dropout_key, weight_decay):
