@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from byzjax import aggregators
 from byzjax.aggregators import _mda
+from tests.helpers import ref_mda_subset
 
 PER_SEED = 12  # inputs drawn by make_inputs
 
@@ -28,18 +29,7 @@ PER_SEED = 12  # inputs drawn by make_inputs
 # References (NumPy, loops).
 
 
-def brute_force_subset(d2, f):
-    """``bool[n]``: first subset (combinations order) of strictly least diameter."""
-    n = len(d2)
-    d2 = np.asarray(d2)
-    best, best_diameter = None, None
-    for subset in itertools.combinations(range(n), n - f):
-        diameter = d2[np.ix_(subset, subset)].max()
-        if best is None or diameter < best_diameter:
-            best, best_diameter = subset, diameter
-    mask = np.zeros(n, bool)
-    mask[list(best)] = True
-    return mask
+brute_force_subset = ref_mda_subset  # tests/helpers.py
 
 
 def enumerated_subset(d2, f):
