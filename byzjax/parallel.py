@@ -60,7 +60,7 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "devices"):
 
     Uses ``AxisType.Auto`` so XLA's partitioner may place sorts and reductions
     over sharded axes (with jax 0.10's default Explicit axes a sort over a
-    sharded axis raises ``ShardingTypeError``, NOTES.md).
+    sharded axis raises ``ShardingTypeError`` in jax 0.10).
 
     Example:
       >>> mesh = make_mesh(1)

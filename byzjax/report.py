@@ -2,13 +2,14 @@
 
 ``byzjax report DIR`` reads every ``DIR/runs/*.json`` record and writes
 
-* ``table_best.md``: best aggregator per (optimizer x attack) cell, as seed 002
-  prints Tables 4.1-4.4 (``0.777 CWTM``), the metric averaged over seeds;
+* ``table_best.md``: best aggregator per (optimizer x attack) cell, as
+  Fabris (2023, MSc thesis, Chalmers) prints Tables 4.1-4.4 (``0.777 CWTM``),
+  the metric averaged over seeds;
 * ``table_full.md``: every (optimizer, attack, aggregator) cell, mean +- std
   over seeds, with the number of diverged runs;
 * ``heatmaps.png``: accuracy per aggregator x attack, one panel per optimizer;
 * ``curves.png``: test-accuracy curves, rows = attacks, columns = optimizers,
-  one line per aggregator (seed 002's Figures 4.3-4.6).
+  one line per aggregator (the thesis's Figures 4.3-4.6).
 """
 
 from __future__ import annotations

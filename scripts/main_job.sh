@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: sets up the environment, fetches real Fashion-MNIST (offline-capable
-# Debian package), and runs seed 001's question -- momentum at the server vs at the
+# Debian package), and runs El Mhamdi et al.'s (ICLR 2021) question -- momentum at the server vs at the
 # workers under A Little Is Enough, six robust aggregators, n = 51, f = 12 -- then
 # prints the table and writes the figures to results/main_job/.
 # Usage: bash scripts/main_job.sh [extra `byzjax sweep` args]

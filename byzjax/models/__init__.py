@@ -1,4 +1,4 @@
-"""Flax models of SPEC.md §7, by name.
+"""Flax models of the sources' experiments, by name.
 
 Every model maps float images ``[b, H, W, C]`` to logits ``[b, num_classes]``
 and is called as ``model.init(key, x)`` / ``model.apply(variables, x,

@@ -1,4 +1,4 @@
-"""The convolutional networks of seeds 001 and 002 (MNIST CNN, CIFAR CNN).
+"""The convolutional networks of the sources (MNIST CNN, CIFAR CNN).
 
 BatchNorm and dropout under per-worker vectorisation (the CIFAR CNN): the
 simulator ``vmap``s the training step over workers, so with ``train=True``
@@ -46,12 +46,15 @@ def _max_pool(x):
 
 
 class MnistCNN(nn.Module):
-    """C20(5x5)-ReLU-MaxPool2-C20(5x5)-ReLU-MaxPool2-L500-ReLU-L10 (seed 002, RESAM's).
+    """C20(5x5)-ReLU-MaxPool2-C20(5x5)-ReLU-MaxPool2-L500-ReLU-L10.
+
+    The MNIST CNN of Fabris 2023 (as in the RESAM experiments).
 
     Valid (unpadded) 5x5 convolutions: on 28x28x1 inputs the feature maps are
     24 -> 12 -> 8 -> 4, so the first dense layer sees 4*4*20 = 320 inputs and
-    the model has 176,050 parameters (SPEC.md §7). Seed 002's text prints the
-    head as L(500)-ReLU-L(500); SPEC.md fixes L500-ReLU-L10, used here. No
+    the model has 176,050 parameters. The thesis prints the head as
+    L(500)-ReLU-L(500), read here as a typo for L500-ReLU-L10: ten classes need
+    ten logits, and that head gives the 176,050 parameters. No
     BatchNorm or dropout; ``train`` is ignored.
 
     Attributes:
@@ -85,7 +88,7 @@ class MnistCNN(nn.Module):
 
 
 class CifarCNN(nn.Module):
-    """The CIFAR CNN of seeds 001 and 002 (Fall of Empires' model).
+    """The CIFAR CNN of El Mhamdi et al. 2021 and Fabris 2023 (Fall of Empires' model).
 
     C64-ReLU-BN-C64-ReLU-BN-MaxPool2-Dropout.25-C128-ReLU-BN-C128-ReLU-BN-
     MaxPool2-Dropout.25-L128-ReLU-Dropout.25-L10, 3x3 convolutions with

@@ -1,6 +1,6 @@
 """Layers with PyTorch's default initialisation, shared by the models.
 
-The anchors (ByzantineMomentum, seed 002's RESAM code, ByzFL) are PyTorch
+The anchors (ByzantineMomentum, the RESAM experiments' code, ByzFL) are PyTorch
 programs whose learning rates were tuned with PyTorch's default initialisation
 of ``nn.Linear`` / ``nn.Conv2d``: weights and biases both
 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (``kaiming_uniform_(a=sqrt(5))``). The

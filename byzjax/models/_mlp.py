@@ -1,4 +1,6 @@
-"""The MLP of seed 001 (Fashion-MNIST / MNIST): 784-100-ReLU-10, 79,510 parameters."""
+"""The MLP of El Mhamdi et al. 2021 (Fashion-MNIST / MNIST): 784-100-ReLU-10.
+
+79,510 parameters."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ __all__ = ["MLP"]
 class MLP(nn.Module):
     """Fully connected: flatten, ``Dense(hidden)``, ReLU, ``Dense(num_classes)``.
 
-    ByzantineMomentum's ``simples-full`` (seed 001): 784-100-10, 79,510
+    ByzantineMomentum's ``simples-full``: 784-100-10, 79,510
     parameters on 28x28x1 inputs. No BatchNorm, no dropout: ``train`` is
     accepted for a uniform interface and ignored. PyTorch default
     initialisation (:mod:`byzjax.models._layers`).

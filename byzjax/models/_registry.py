@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from byzjax._registry import normalize_name
 from byzjax.models._cnn import CifarCNN, MnistCNN
 from byzjax.models._mlp import MLP
 from byzjax.models._wrn import WideResNet
@@ -40,7 +41,7 @@ class ModelInfo:
       dropout: uses dropout: training calls need ``rngs={"dropout": key}``.
       input_shape: the ``(H, W, C)`` of the sources' dataset for it.
       num_params: the sources' parameter count on that input with 10 classes
-        (SPEC.md §7; BatchNorm running averages not counted).
+        (as the papers state them; BatchNorm running averages not counted).
       source: where the architecture comes from.
     """
 
@@ -63,15 +64,18 @@ def _cifar_cnn(num_classes: int, **kwargs) -> CifarCNN:
 MODELS: dict[str, ModelInfo] = {
     m.name: m for m in (
         ModelInfo("mlp", lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
-                  False, False, (28, 28, 1), 79_510, "seed 001 (Fashion-MNIST MLP)"),
+                  False, False, (28, 28, 1), 79_510,
+                  "El Mhamdi et al. 2021 (Fashion-MNIST MLP)"),
         ModelInfo("mnist_cnn",
                   lambda num_classes, **kw: MnistCNN(num_classes=num_classes, **kw),
-                  False, False, (28, 28, 1), 176_050, "seed 002 (RESAM's MNIST CNN)"),
+                  False, False, (28, 28, 1), 176_050,
+                  "Fabris 2023 (the MNIST CNN of the RESAM experiments)"),
         ModelInfo("cifar_cnn", _cifar_cnn, True, True, (32, 32, 3), 1_310_922,
-                  "seeds 001 and 002 (Fall of Empires' CIFAR CNN)"),
+                  "El Mhamdi et al. 2021; Fabris 2023 (Fall of Empires' CIFAR CNN)"),
         ModelInfo("wide_resnet",
                   lambda num_classes, **kw: WideResNet(num_classes=num_classes, **kw),
-                  True, True, (32, 32, 3), 36_489_290, "seed 001 (WRN-28-10)"),
+                  True, True, (32, 32, 3), 36_489_290,
+                  "El Mhamdi et al. 2021 (WRN-28-10)"),
     )
 }
 
@@ -80,7 +84,7 @@ _ALIASES = {"wrn": "wide_resnet", "wrn_28_10": "wide_resnet", "cnn": "mnist_cnn"
 
 
 def _canonical(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
+    key = normalize_name(name)
     key = _ALIASES.get(key, key)
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")

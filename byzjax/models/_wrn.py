@@ -1,4 +1,4 @@
-"""Wide-ResNet (Zagoruyko & Komodakis 2016), WRN-28-10 as in seed 001.
+"""Wide-ResNet (Zagoruyko & Komodakis 2016), WRN-28-10 as in El Mhamdi et al. 2021.
 
 Reference: S. Zagoruyko, N. Komodakis, "Wide Residual Networks", BMVC 2016,
 https://arxiv.org/abs/1605.07146. The layout and the parameter count follow the
@@ -9,7 +9,8 @@ the block's second convolution, **biases on every convolution**, a final
 BN-ReLU, global average pooling and one dense layer. Counting parameters as
 trainable weights (convolution kernels and biases, BatchNorm scale and bias,
 dense weights and bias; not the BatchNorm running averages) gives 36,489,290 for
-WRN-28-10 on CIFAR-10, seed 001's number; without the convolution biases it
+WRN-28-10 on CIFAR-10, the number El Mhamdi et al. (2021) give; without the
+convolution biases it
 would be 36,479,194.
 
 Initialisation as that implementation: convolution kernels Xavier-uniform with

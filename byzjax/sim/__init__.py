@@ -1,4 +1,4 @@
-"""The simulator: one compiled program per configuration (SPEC §1-§7).
+"""The simulator: one compiled program per configuration (``docs/ARCHITECTURE.md``).
 
 ``make_train(config, data, model) -> train(key, hparams)`` runs a whole
 training run (rounds under ``lax.scan``, evaluation every ``eval_every``

@@ -63,7 +63,7 @@ class ConfigError(ValueError):
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The default config: seed 002's MNIST homogeneous setting with an MLP.
+    """The default config: Fabris 2023's MNIST homogeneous setting, with an MLP.
 
     Returns:
       A ``ConfigDict``; copy it and override fields for variants.
@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer = "resam"
     c.learning_rate = 0.75
     c.lr_schedule = "constant"  # "constant" | "step": lr / (1 + t // lr_decay_every)
-    c.lr_decay_every = 50  # seed 002's heterogeneous schedule: 0.75 / (1 + t // 50)
+    c.lr_decay_every = 50  # Fabris 2023's heterogeneous schedule: 0.75 / (1 + t // 50)
     c.beta = 0.99  # worker momentum (RESAM) or server momentum
     c.dampening = -1.0  # < 0: EMA form (dampening = beta); 0: m <- beta m + g
     c.nesterov = False

@@ -17,7 +17,7 @@ A sweep file is a Python file with ``get_sweep()`` returning a ``ConfigDict``
   those fields set), e.g. an unattacked reference run;
 * ``overrides`` (optional): list of ``(match, changes)`` pairs; a group whose
   grid values contain every ``match`` item gets ``changes`` applied (e.g. per
-  optimiser learning rates, as seed 002 uses).
+  optimiser learning rates, as Fabris 2023 uses).
 
 Every finished run is written atomically as ``<outdir>/runs/<run_id>.json``; a
 re-run skips runs whose record is present and valid, so a killed sweep resumes

@@ -456,7 +456,7 @@ def sample_batch_indices(key, worker_indices, worker_counts, batch_size: int):
 
 
 def flip_byzantine_labels(labels, *, num_honest: int, num_classes: int):
-    """Label flip (seed 002): rows ``>= num_honest`` of ``int[n, b]`` labels become
+    """Label flip (Fabris 2023): rows ``>= num_honest`` of ``int[n, b]`` labels become
     ``num_classes - 1 - y``; honest rows are untouched.
 
     Example:
