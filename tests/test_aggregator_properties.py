@@ -4,7 +4,7 @@ Parameterised over ``byzjax.aggregators.names()`` at collection time, so a rule
 registered later is picked up automatically. Per-rule settings (extra kwargs
 and tolerances for iterative rules) live in :data:`SETTINGS`.
 
-Properties (SPEC.md §1 and §4):
+Properties (the definitions in docs/CONVENTIONS.md):
 
 * permutation invariance (tie-free inputs);
 * identical honest rows: every robust rule returns that row whatever the ``f``

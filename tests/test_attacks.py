@@ -1,4 +1,4 @@
-"""Tests of byzjax.attacks against slow NumPy references (SPEC.md §5)."""
+"""Tests of byzjax.attacks against slow NumPy references of their definitions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Flax models of SPEC §7: parameter counts, shapes, BatchNorm/dropout, references."""
+"""The Flax models: parameter counts as the papers give them, shapes, BatchNorm,
+dropout, references."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from byzjax import models
 
-SPEC_COUNTS = {
+PAPER_COUNTS = {
     "mlp": 79_510,
     "mnist_cnn": 176_050,
     "cifar_cnn": 1_310_922,
@@ -33,17 +34,17 @@ def abstract_variables(model, shape):
                                              train=False))
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_COUNTS))
+@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
 def test_parameter_counts_match_spec(name):
     model = models.get(name, num_classes=10)
     shape = models.info(name).input_shape
     variables = abstract_variables(model, shape)  # nothing allocated
     by_hand = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(
         variables["params"]))
-    assert by_hand == SPEC_COUNTS[name]
-    assert models.param_count(variables) == SPEC_COUNTS[name]
-    assert models.count_params(model, shape) == SPEC_COUNTS[name]
-    assert models.info(name).num_params == SPEC_COUNTS[name]
+    assert by_hand == PAPER_COUNTS[name]
+    assert models.param_count(variables) == PAPER_COUNTS[name]
+    assert models.count_params(model, shape) == PAPER_COUNTS[name]
+    assert models.info(name).num_params == PAPER_COUNTS[name]
     assert ("batch_stats" in variables) == models.has_batch_stats(name)
 
 

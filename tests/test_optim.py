@@ -1,4 +1,4 @@
-"""Tests of byzjax.optim against SPEC.md §3 formulas written out in NumPy."""
+"""Tests of byzjax.optim against the update formulas written out in NumPy."""
 
 from __future__ import annotations
 
