@@ -27,6 +27,7 @@ import time
 import warnings
 
 from byzjax import distributed
+from byzjax.optim import optimizer_names
 
 __all__ = ["main", "build_config"]
 
@@ -50,7 +51,8 @@ _FLAGS = {
                       "static_clipping, or '' for none"),
     "attack": ("attack", str, "attack of the Byzantine workers, e.g. alie, foe, "
                "sign_flip, label_flip, none"),
-    "optimizer": ("optimizer", str, "dsgd, server_momentum, resam, dra or mra"),
+    "optimizer": ("optimizer", str, ", ".join(optimizer_names()[:-1]) + " or "
+                  + optimizer_names()[-1]),
     "beta": ("beta", float, "momentum coefficient in [0, 1) (worker momentum for "
              "resam, server momentum for server_momentum)"),
     "lr": ("learning_rate", float, "learning rate (> 0)"),
@@ -80,6 +82,7 @@ def _parse_value(text: str):
 
 
 def _split_set(item: str) -> tuple[str, object]:
+    """``--set key=value`` as ``(key, value)`` (``main`` parses each once)."""
     key, eq, value = item.partition("=")
     if not eq or not key:
         raise _CliError(f"--set expects key=value, got {item!r}")
@@ -88,8 +91,9 @@ def _split_set(item: str) -> tuple[str, object]:
 
 def build_config(args):
     """The run config from ``--config``, the named flags and ``--set k=v``,
-    validated (:class:`byzjax.sim._config.ConfigError` names the file and line
-    when a config file is at fault)."""
+    resolved once into a :class:`byzjax.sim.RunSpec` (validated:
+    :class:`byzjax.sim.ConfigError` names the file and line when a config
+    file is at fault)."""
     import ml_collections
 
     from byzjax import sim
@@ -107,17 +111,15 @@ def build_config(args):
         if value is not None:
             override(config, field, value)
             overridden.add(field)
-    for item in args.set or []:
-        key, value = _split_set(item)
+    for key, value in args.set or []:
         override(config, key, value)
         overridden.add(key.partition(".")[0])
     try:
-        sim.validate(config)
+        return sim.resolve(config)
     except ConfigError as e:
         if args.config and e.field not in overridden:
             raise file_error(args.config, e) from None
         raise
-    return config
 
 
 def _seeds(text: str) -> list[int]:
@@ -177,8 +179,7 @@ def _sweep(args) -> int:
 
     sweep = _sweep.load_sweep(args.sweep)
     overridden = set()
-    for item in args.set or []:
-        key, value = _split_set(item)
+    for key, value in args.set or []:
         _sweep.set_sweep_field(sweep, key, value)
         overridden.add(key.split(".")[1] if key.startswith("base.") else key)
     try:
@@ -313,6 +314,8 @@ def main(argv=None) -> int:
         warnings.formatwarning = (
             lambda message, category, *_, **__: f"byzjax: warning: {message}\n")
     try:
+        if getattr(args, "set", None):
+            args.set = [_split_set(item) for item in args.set]
         if args.command in ("train", "sweep"):
             try:  # before any JAX computation
                 distributed.initialize_from_args(args)

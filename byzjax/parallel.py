@@ -36,16 +36,18 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from byzjax import aggregators, optim
+
 __all__ = [
     "make_mesh",
     "pad_to_multiple",
     "default_shard",
+    "simulation_sharding",
     "shard_leading",
     "replicate",
     "put_global",
@@ -102,6 +104,51 @@ def default_shard(shard: str) -> str:
     return shard
 
 
+def simulation_sharding(shard: str, *, num_devices: int | None, num_workers: int,
+                        mesh=None):
+    """How the simulator spreads a group over devices: ``(shard, mesh, worker)``.
+
+    Args:
+      shard: the config's ``"none"``, ``"runs"`` or ``"workers"``
+        (:func:`default_shard` turns ``"none"`` into ``"runs"`` when several
+        processes run; a given ``mesh`` also means ``"runs"``).
+      num_devices: devices of the mesh built here (``None``: all).
+      num_workers: ``n``; ``"workers"`` needs it divisible by the device count.
+      mesh: a 1-D mesh to use instead of building one.
+
+    Returns:
+      ``shard`` resolved, the mesh (``None`` for one device) and the
+      ``NamedSharding`` of the stacked ``[n, ...]`` worker gradients
+      (``None`` unless ``shard == "workers"``).
+
+    Raises:
+      ValueError: ``"workers"`` with ``num_workers`` not divisible by the
+        device count (the message lists counts that work).
+
+    Example:
+      >>> simulation_sharding("none", num_devices=None, num_workers=15)
+      ('none', None, None)
+    """
+    shard = default_shard(shard)  # "runs" if several processes
+    if mesh is not None and shard == "none":
+        shard = "runs"
+    if mesh is None and shard != "none":
+        mesh = make_mesh(num_devices)
+    worker_sharding = None
+    if mesh is not None and shard == "workers":
+        (axis,) = mesh.axis_names
+        d = mesh.shape[axis]
+        if num_workers % d:
+            ok = [m for m in range(num_workers - d, num_workers + d + 1)
+                  if m > 0 and m % d == 0]
+            raise ValueError(
+                f"shard='workers' needs num_workers divisible by the {d} devices; "
+                f"got {num_workers}. Use num_workers in {ok}, "
+                f"num_devices dividing {num_workers}, or shard='runs'.")
+        worker_sharding = NamedSharding(mesh, P(axis))
+    return shard, mesh, worker_sharding
+
+
 def shard_leading(tree, mesh):
     """Places every leaf with its leading axis split over the mesh's one axis.
 
@@ -116,6 +163,7 @@ def replicate(tree, mesh):
     """Places every leaf whole on every device of ``mesh`` (any process count).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> x = replicate(jnp.arange(3.0), make_mesh(1))
       >>> x.sharding.is_fully_replicated
       True
@@ -172,6 +220,7 @@ def fetch(tree):
     mesh and structure), so every process gets the whole NumPy value.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> fetch({"a": jnp.arange(2)})
       {'a': array([0, 1]...)}
     """
@@ -208,8 +257,9 @@ class RobustDPState(NamedTuple):
     """State of :func:`robust_data_parallel_step`.
 
     Attributes:
-      worker: per-device worker state, leaves ``[D, *param_shape]`` (device ``i``
-        holds row ``i``): worker momentum.
+      worker: state of the devices' worker stage
+        (:func:`byzjax.optim.worker_stage`: clipping, worker momentum), leaves
+        ``[D, *param_shape]`` (device ``i`` holds row ``i``).
       server: state of the server optimiser (replicated).
     """
 
@@ -274,35 +324,29 @@ def robust_data_parallel_step(
       >>> float(loss)
       9.0
     """
-    from byzjax import aggregators
-
     (axis,) = mesh.axis_names
     num_devices = mesh.shape[axis]
     aggregators.check(aggregator, num_workers=num_devices, num_byzantine=num_byzantine)
     agg = aggregators.get(aggregator)
     agg_kwargs = dict(aggregator_kwargs or {})
 
+    # Each device is one worker: its worker stage is the simulator's and the
+    # ready chains' (byzjax.optim.worker_stage), run on a one-row stack.
+    optimizer, hparams = ("dsgd", {}) if momentum is None else (
+        "resam", {"beta": momentum})
+    local_worker = optim.worker_stage(optimizer, num_workers=1, clip_norm=clip_norm,
+                                      **hparams)
+    all_workers = optim.worker_stage(optimizer, num_workers=num_devices,
+                                     clip_norm=clip_norm, **hparams)
+
     def init(params):
-        if momentum is None:
-            worker = ()
-        else:
-            worker = jax.tree_util.tree_map(
-                lambda p: jnp.zeros((num_devices,) + p.shape, p.dtype), params)
-        return RobustDPState(worker, server_optimizer.init(params))
+        return RobustDPState(all_workers.init(params), server_optimizer.init(params))
 
     def local(params, worker_state, server_state, batch):
         loss, g = jax.value_and_grad(loss_fn)(params, batch)
-        if clip_norm is not None:
-            leaves = jax.tree_util.tree_leaves(g)
-            norm = jnp.sqrt(sum(jnp.sum(x * x) for x in leaves))
-            scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-30))
-            g = jax.tree_util.tree_map(lambda x: x * scale, g)
-        if momentum is not None:
-            worker_state = jax.tree_util.tree_map(
-                lambda m, x: momentum * m + (1.0 - momentum) * x[None], worker_state, g)
-            sent = jax.tree_util.tree_map(lambda m: m[0], worker_state)
-        else:
-            sent = g
+        row = jax.tree_util.tree_map(lambda x: x[None], g)  # [1, *param_shape]
+        sent, worker_state = local_worker.update(row, worker_state, params)
+        sent = jax.tree_util.tree_map(lambda x: x[0], sent)
         if fault is not None:
             sent = fault(sent, jax.lax.axis_index(axis))
         stack = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, axis), sent)

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from byzjax.optim import optimizer_names
+
 __all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps",
            "plot_curves", "write_report", "SHORT"]
 
@@ -79,7 +81,7 @@ def _order(values, preferred):
     return pref + sorted(v for v in values if v not in pref)
 
 
-OPT_ORDER = ("dsgd", "server_momentum", "resam", "dra", "mra")
+OPT_ORDER = optimizer_names()  # the registry's order
 ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "label_flip", "inf", "neg_inf",
                 "nan")
 

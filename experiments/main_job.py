@@ -10,7 +10,9 @@ Metric: maximum top-1 test accuracy (as the paper reports). Runs on a CPU.
 
 import ml_collections
 
-from experiments.configs.fmnist_seed001 import get_config
+from byzjax.sim import import_file
+
+get_config = import_file("configs/fmnist_seed001.py", relative_to=__file__).get_config
 
 
 def get_sweep():

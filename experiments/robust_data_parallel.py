@@ -20,7 +20,6 @@ On a GPU/TPU machine the real devices are used; on several hosts call
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import jax
@@ -28,9 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from byzjax import models, parallel  # noqa: E402
+from byzjax import models, parallel
 
 
 def make_fault(kind: str, device: int):

@@ -14,7 +14,9 @@ base.dataset=cifar10 --set base.model=cifar_cnn --set base.num_workers=25``, f i
 
 import ml_collections
 
-from experiments.configs.fmnist_seed001 import get_config
+from byzjax.sim import import_file
+
+get_config = import_file("configs/fmnist_seed001.py", relative_to=__file__).get_config
 
 
 def get_sweep():

@@ -6,7 +6,9 @@ the CNN on CPU (``--set base.model=mnist_cnn`` for the faithful model).
 """
 
 
-from experiments.table_4_1 import get_sweep as _table_4_1
+from byzjax.sim import import_file
+
+_table_4_1 = import_file("table_4_1.py", relative_to=__file__).get_sweep
 
 
 def get_sweep():

@@ -10,7 +10,9 @@ is loaded through tensorflow-datasets: ``pip install 'byzjax[tfds]'``)::
         --set base.preaggregator=nnm --outdir results/table_4_4  # Table 4.4
 """
 
-from experiments.table_4_1 import get_sweep as _table_4_1
+from byzjax.sim import import_file
+
+_table_4_1 = import_file("table_4_1.py", relative_to=__file__).get_sweep
 
 
 def get_sweep():

@@ -47,8 +47,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
 from byzjax import aggregators  # noqa: E402
 
 GRID = ((15, 5), (31, 10), (51, 16))
@@ -480,7 +478,7 @@ def _plain_gradient(name, n, b):
 
 def section6(args, results):
     from byzjax import models
-    from byzjax.sim._train import resolve_grad_strategy
+    from byzjax.sim import resolve_grad_strategy
 
     try:
         import torch

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import models, sim
-from byzjax.sim._train import SimData, make_program
+from byzjax.sim import SimData, make_program
 
 GB = 1e9
 

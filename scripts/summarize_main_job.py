@@ -5,14 +5,11 @@ Usage: python scripts/summarize_main_job.py results/main_job
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from byzjax import report  # noqa: E402
+from byzjax import report
 
 PLACES = {"server_momentum": "momentum at server (standard)",
           "resam": "momentum at workers (ours)"}

@@ -315,18 +315,18 @@ def test_centered_clipping_radius_is_traced_and_vmappable():
 def test_nnm_matches_reference(n, f):
     rng = np.random.default_rng(n * f + 1)
     tree = make_tree(rng, n)
-    out = call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=f)
+    out = call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=f)
     expected = ref_nnm(flat(tree), f)
     got = flat(out)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=1e-6)
-    w = call(aggregators.nearest_neighbor_weights, tree, num_byzantine=f)
+    w = call(aggregators.nearest_neighbour_weights, tree, num_byzantine=f)
     np.testing.assert_allclose(np.asarray(w).sum(1), 1.0, rtol=1e-6)
     assert np.all(np.sum(np.asarray(w) > 0, axis=1) == n - f)
 
 
 def test_nnm_is_registered_as_a_preaggregator():
-    assert aggregators.get_preaggregator("nnm") is aggregators.nearest_neighbor_mixing
+    assert aggregators.get_preaggregator("nnm") is aggregators.nearest_neighbour_mixing
     assert "nnm" not in aggregators.names()
 
 
@@ -475,7 +475,7 @@ def test_non_finite_rows(kinds):
     assert_close(call(aggregators.centered_clipping, tree, num_byzantine=f,
                       radius=1.0, num_iterations=3, method="gram"),
                  ref_cc(x, None, 1.0, 3))
-    mixed = flat(call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=f))
+    mixed = flat(call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=f))
     assert np.all(np.isfinite(mixed))
     np.testing.assert_allclose(mixed, ref_nnm(x, f), rtol=RTOL, atol=1e-6)
     chosen = call(aggregators.bulyan_selection, tree, num_byzantine=f)
@@ -501,7 +501,7 @@ def test_overflowing_finite_row_is_infinitely_far():
     assert_close(call(aggregators.multi_krum, tree, num_byzantine=1),
                  ref_multi_krum(xs, 1))
     np.testing.assert_allclose(
-        flat(call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=1)),
+        flat(call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=1)),
         ref_nnm(xs, 1), rtol=RTOL, atol=1e-6)
 
 
@@ -510,7 +510,7 @@ def test_more_than_f_non_finite_rows_are_not_silently_dropped():
     tree = corrupt(make_tree(rng, 5), rows=[0, 1, 2], kinds=["inf", "nan", "inf"])
     out = call(aggregators.multi_krum, tree, num_byzantine=1)  # averages 4 rows
     assert not np.all(np.isfinite(flat1(out)))
-    mixed = flat(call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=1))
+    mixed = flat(call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=1))
     assert np.all(np.isnan(mixed).any(axis=1))  # every hood holds a bad row
 
 
@@ -571,7 +571,7 @@ def test_vmap_bulyan_selection_and_nnm():
     batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *trees)
     sel = jax.jit(jax.vmap(functools.partial(aggregators.bulyan_selection,
                                              num_byzantine=1)))(batch)
-    mixed = jax.jit(jax.vmap(functools.partial(aggregators.nearest_neighbor_mixing,
+    mixed = jax.jit(jax.vmap(functools.partial(aggregators.nearest_neighbour_mixing,
                                                num_byzantine=2)))(batch)
     for i, tree in enumerate(trees):
         assert list(np.asarray(sel[i])) == ref_bulyan_selection(flat(tree), 1)
@@ -635,8 +635,8 @@ def test_property_permutation_invariance(seed, case):
     sel = call(aggregators.bulyan_selection, tree, num_byzantine=f)
     sel_p = call(aggregators.bulyan_selection, shuffled, num_byzantine=f)
     assert sorted(perm[np.asarray(sel_p)].tolist()) == sorted(np.asarray(sel).tolist())
-    mixed = flat(call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=f))
-    mixed_p = flat(call(aggregators.nearest_neighbor_mixing, shuffled,
+    mixed = flat(call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=f))
+    mixed_p = flat(call(aggregators.nearest_neighbour_mixing, shuffled,
                         num_byzantine=f))
     np.testing.assert_allclose(mixed_p, mixed[perm], rtol=1e-5, atol=1e-6)
 
@@ -670,7 +670,7 @@ def test_property_all_honest_equal_gives_that_row(seed, case, attack):
     np.testing.assert_allclose(flat1(out), honest, rtol=1e-5, atol=1e-5)
     sel = np.asarray(call(aggregators.bulyan_selection, tree, num_byzantine=f))
     assert set(sel.tolist()) <= set(range(n - f))
-    mixed = flat(call(aggregators.nearest_neighbor_mixing, tree, num_byzantine=f))
+    mixed = flat(call(aggregators.nearest_neighbour_mixing, tree, num_byzantine=f))
     np.testing.assert_allclose(mixed[:n - f], np.tile(honest, (n - f, 1)),
                                rtol=1e-5, atol=0)
     assert np.all(np.isfinite(mixed))

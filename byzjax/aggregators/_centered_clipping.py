@@ -30,6 +30,8 @@ Reference:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
@@ -67,7 +69,7 @@ def centered_clipping(
     center: PyTree | None = None,
     radius: float | jax.Array = 100.0,
     num_iterations: int = 1,
-    method: str = "auto",
+    method: Literal["auto", "direct", "gram"] = "auto",
 ) -> PyTree:
     """Centered clipping: ``L`` steps of ``v <- v + 1/n sum_i clip_tau(x_i - v)``.
 

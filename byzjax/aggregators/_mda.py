@@ -53,7 +53,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -352,7 +352,8 @@ def _subset(updates: PyTree, num_byzantine: int, method: str):
 
 
 def minimum_diameter_subset(
-    updates: PyTree, *, num_byzantine: int, method: str = "auto"
+    updates: PyTree, *, num_byzantine: int,
+    method: Literal["auto", "enumerate", "search"] = "auto",
 ) -> jax.Array:
     """The rows kept by MDA: ``bool[n]``, exactly ``n - num_byzantine`` True.
 
@@ -372,7 +373,8 @@ def minimum_diameter_subset(
 
 @AGGREGATORS.register("mda", aliases=("minimum_diameter_averaging", "brute"))
 def minimum_diameter_averaging(
-    updates: PyTree, *, num_byzantine: int, method: str = "auto"
+    updates: PyTree, *, num_byzantine: int,
+    method: Literal["auto", "enumerate", "search"] = "auto",
 ) -> PyTree:
     """Minimum Diameter Averaging: the mean of the ``n - f`` rows of least diameter.
 

@@ -41,7 +41,7 @@ from byzjax.aggregators._krum import (
     sq_distance_matrix,
 )
 
-__all__ = ["nearest_neighbor_mixing", "nearest_neighbor_weights"]
+__all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 
 
 def _mixing(updates: PyTree, num_byzantine: int):
@@ -58,17 +58,17 @@ def _mixing(updates: PyTree, num_byzantine: int):
     return near, finite, m
 
 
-def nearest_neighbor_weights(updates: PyTree, *, num_byzantine: int) -> jax.Array:
+def nearest_neighbour_weights(updates: PyTree, *, num_byzantine: int) -> jax.Array:
     """The NNM mixing matrix: ``float[n, n]``, row ``i`` holds ``1/(n - f)`` on the
     ``n - f`` rows mixed into output row ``i`` and 0 elsewhere.
 
-    See :func:`nearest_neighbor_mixing` (same arguments).
+    See :func:`nearest_neighbour_mixing` (same arguments).
 
     Example:
       >>> import jax.numpy as jnp
       >>> from byzjax import aggregators
       >>> x = {"w": jnp.array([[0.0], [1.0], [3.0]])}
-      >>> aggregators.nearest_neighbor_weights(x, num_byzantine=1)
+      >>> aggregators.nearest_neighbour_weights(x, num_byzantine=1)
       Array([[0.5, 0.5, 0. ],
              [0.5, 0.5, 0. ],
              [0. , 0.5, 0.5]], dtype=float32)
@@ -79,7 +79,7 @@ def nearest_neighbor_weights(updates: PyTree, *, num_byzantine: int) -> jax.Arra
 
 @PREAGGREGATORS.register("nnm", aliases=("nearest_neighbor_mixing",
                                          "nearest_neighbour_mixing"))
-def nearest_neighbor_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
+def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """NNM: every row becomes the mean of its ``n - f`` nearest rows (itself included).
 
     A pre-aggregation: the output keeps the worker axis and is meant to be fed
@@ -106,12 +106,12 @@ def nearest_neighbor_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> import jax.numpy as jnp
       >>> from byzjax import aggregators
       >>> x = {"w": jnp.array([[0.0], [1.0], [3.0], [100.0]])}
-      >>> aggregators.nearest_neighbor_mixing(x, num_byzantine=1)["w"]
+      >>> aggregators.nearest_neighbour_mixing(x, num_byzantine=1)["w"]
       Array([[ 1.333...],
              [ 1.333...],
              [ 1.333...],
              [34.666...]], dtype=float32)
-      >>> aggregators.get_preaggregator("nnm") is aggregators.nearest_neighbor_mixing
+      >>> aggregators.get_preaggregator("nnm") is aggregators.nearest_neighbour_mixing
       True
     """
     near, finite, m = _mixing(updates, num_byzantine)

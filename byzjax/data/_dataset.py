@@ -280,14 +280,16 @@ def _load_digits(split: str) -> Dataset:
     return _finish(images[idx], d.target[idx], 10, "digits")
 
 
-def channel_stats(images) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(images, *, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``(mean, std)`` of ``images / 255`` over all but the last axis.
+
+    Computed in ``dtype`` (the simulator's are float32), returned as float32.
 
     Example:
       >>> channel_stats(np.array([[[[0, 255]]], [[[255, 255]]]], np.uint8))
       (array([0.5, 1. ], dtype=float32), array([0.5, 0. ], dtype=float32))
     """
-    x = np.asarray(images, np.float64) / 255.0
+    x = np.asarray(images, dtype) / 255.0
     axes = tuple(range(x.ndim - 1))
     return x.mean(axes).astype(np.float32), x.std(axes).astype(np.float32)
 

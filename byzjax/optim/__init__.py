@@ -8,10 +8,12 @@ Stages, in data-flow order: :func:`clip_by_worker_norm`,
 :func:`worker_momentum` / :func:`worker_adam` (per-worker state),
 :func:`byzantine_attack` (simulation), :func:`pre_aggregate`,
 :func:`aggregate` (drops the worker axis), :func:`mra_direction`,
-:func:`server_momentum`. Ready chains ending aggregated (no learning rate):
-:func:`dsgd`, :func:`resam`, :func:`dra`, :func:`mra`. Static: worker counts,
-rule names, flags; traced (vmappable): ``beta``, ``b1``, ``b2``, ``eps``,
-clipping radius, attack ``eps``.
+:func:`server_momentum`. One builder assembles them for a named optimiser
+(:data:`OPTIMIZERS`): :func:`stages` returns :class:`Stages` (worker, attack,
+robust, server); the ready chains ending aggregated (no learning rate),
+:func:`dsgd`, :func:`resam`, :func:`dra`, :func:`mra`, are ``optax.chain`` s of
+it. Static: worker counts, rule names, flags; traced (vmappable): ``beta``,
+``b1``, ``b2``, ``eps``, clipping radius, attack ``eps``.
 
 Example: a Flax/optax user with stacked per-worker gradients (here 5 workers,
 at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
@@ -36,9 +38,11 @@ at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
     {'b': (), 'w': (3,)}
 """
 
-from byzjax.optim import _alias, _stages, _worker
+from byzjax.optim import _alias, _pipeline, _stages, _worker
 from byzjax.optim._alias import *  # noqa: F403
+from byzjax.optim._pipeline import *  # noqa: F403
 from byzjax.optim._stages import *  # noqa: F403
 from byzjax.optim._worker import *  # noqa: F403
 
-__all__ = list(_worker.__all__) + list(_stages.__all__) + list(_alias.__all__)
+__all__ = (list(_worker.__all__) + list(_stages.__all__) + list(_pipeline.__all__)
+           + list(_alias.__all__))

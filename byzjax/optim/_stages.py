@@ -12,12 +12,13 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from byzjax import aggregators, attacks
 from byzjax._tree import PyTree, num_rows
 from byzjax.optim._worker import MomentPair, _check_num_workers, _check_workers
 
@@ -61,8 +62,6 @@ def _attack_needs_key(entry, attack_kwargs) -> bool:
         return True
     pre = attack_kwargs.get("preaggregator")
     if entry.adaptive and isinstance(pre, str):
-        from byzjax import aggregators
-
         return aggregators.PREAGGREGATORS.entry(pre).needs_key
     return False
 
@@ -107,8 +106,6 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
       >>> out["w"].ravel().tolist()
       [1.0, 3.0, -2.0]
     """
-    from byzjax import attacks
-
     _check_num_workers("byzantine_attack", num_workers)
     if not isinstance(num_byzantine, int) or isinstance(num_byzantine, bool) \
             or not 0 <= num_byzantine < num_workers:
@@ -206,8 +203,6 @@ def pre_aggregate(name: str | Callable[..., PyTree], *, num_byzantine: int,
       [1.0, 1.0]
     """
     if isinstance(name, str):
-        from byzjax import aggregators
-
         entry = aggregators.PREAGGREGATORS.entry(name)
         fn, needs_key, rule = entry.fn, entry.needs_key, entry.name
     elif callable(name):
@@ -223,8 +218,6 @@ def pre_aggregate(name: str | Callable[..., PyTree], *, num_byzantine: int,
 
     def _apply(stack, sub):
         if rule is not None:
-            from byzjax import aggregators
-
             aggregators.PREAGGREGATORS.check(rule, num_workers=num_rows(stack),
                                              num_byzantine=num_byzantine)
         extra = {"key": sub} if needs_key else {}
@@ -277,8 +270,6 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
       >>> out
       {'w': Array([2., 4.], dtype=float32)}
     """
-    from byzjax import aggregators
-
     if isinstance(name_or_fn, str):
         entry = aggregators.AGGREGATORS.entry(name_or_fn)
         if entry.needs_key:
@@ -330,7 +321,8 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def mra_direction(*, eps=1e-8, safeguard: str | None = None
+def mra_direction(*, eps: float = 1e-8,
+                  safeguard: Literal["clamp"] | None = None
                   ) -> optax.GradientTransformation:
     """Turns an aggregated ``MomentPair(m*, v*)`` into MRA's ``m* / sqrt(v* + eps)``.
 
@@ -393,7 +385,7 @@ def mra_direction(*, eps=1e-8, safeguard: str | None = None
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def server_momentum(*, momentum, nesterov: bool = False
+def server_momentum(*, momentum: float, nesterov: bool = False
                     ) -> optax.GradientTransformation:
     """Server momentum after aggregation, ``M <- mu M + F(g)`` (El-Mhamdi et al. 2021).
 

@@ -16,7 +16,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +85,7 @@ def _stacked_zeros(params: PyTree, num_workers: int) -> PyTree:
         params)
 
 
-def clip_by_worker_norm(max_norm) -> optax.GradientTransformation:
+def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
     """Clips each worker's row to Euclidean norm at most ``max_norm``.
 
     Row ``i`` becomes ``x_i * min(1, max_norm / ||x_i||)``, with the norm over
@@ -126,7 +126,8 @@ def clip_by_worker_norm(max_norm) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def worker_momentum(*, num_workers: int, beta, dampening=None,
+def worker_momentum(*, num_workers: int, beta: float,
+                    dampening: float | None = None,
                     nesterov: bool = False) -> optax.GradientTransformation:
     """Per-worker momentum: ``m_i <- beta m_i + (1 - dampening) g_i``, ``m_0 = 0``.
 
@@ -183,9 +184,11 @@ def worker_momentum(*, num_workers: int, beta, dampening=None,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def worker_adam(*, num_workers: int, b1=0.99, b2=0.999, eps=1e-8,
-                bias_correction: bool = True, output: str = "direction",
-                eps_root=0.0, simplified: bool = False) -> optax.GradientTransformation:
+def worker_adam(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
+                eps: float = 1e-8, bias_correction: bool = True,
+                output: Literal["direction", "moments"] = "direction",
+                eps_root: float = 0.0,
+                simplified: bool = False) -> optax.GradientTransformation:
     """Per-worker Adam moments; workers send a direction (DRA) or the moments (MRA).
 
     Moments (``m_0 = v_0 = 0``): ``m_i <- b1 m_i + (1 - b1) g_i``,

@@ -10,8 +10,10 @@ from byzjax.sim._config import (
     FLOAT_HPARAMS,
     OPTIMIZERS,
     ConfigError,
+    RunSpec,
     get_config,
     hparams_of,
+    resolve,
     validate,
 )
 from byzjax.sim._run import (
@@ -22,7 +24,15 @@ from byzjax.sim._run import (
     static_key,
     write_json_atomic,
 )
-from byzjax.sim._train import Program, SimData, SimState, make_program, make_train
+from byzjax.sim._sweep import import_file
+from byzjax.sim._train import (
+    Program,
+    SimData,
+    SimState,
+    make_program,
+    make_train,
+    resolve_grad_strategy,
+)
 
 __all__ = [
     "FLOAT_HPARAMS",
@@ -31,6 +41,8 @@ __all__ = [
     "get_config",
     "hparams_of",
     "validate",
+    "RunSpec",
+    "resolve",
     "load_sim_data",
     "make_model",
     "run_group",
@@ -42,4 +54,6 @@ __all__ = [
     "SimState",
     "make_program",
     "make_train",
+    "import_file",
+    "resolve_grad_strategy",
 ]

@@ -9,17 +9,22 @@ whole grid of them can be vmapped in one program.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
+import json
 import math
-from typing import Any
+import types
+from typing import Any, Literal, Mapping
 
 import ml_collections
 
+from byzjax import aggregators, attacks, data, models, optim
 from byzjax._registry import did_you_mean, unknown_name
 
 __all__ = ["get_config", "FLOAT_HPARAMS", "OPTIMIZERS", "RESULT_NEUTRAL", "validate",
-           "hparams_of", "coerce_field", "override", "check_environment", "ConfigError"]
+           "hparams_of", "coerce_field", "override", "check_environment", "ConfigError",
+           "RunSpec", "resolve"]
 
 #: Float hyper-parameters passed as traced arrays (vmappable).
 FLOAT_HPARAMS = (
@@ -33,15 +38,24 @@ FLOAT_HPARAMS = (
     "attack_eps",
 )
 
-#: Optimisers the simulator knows.
-OPTIMIZERS = ("dsgd", "server_momentum", "resam", "dra", "mra")
+#: Optimisers the simulator knows (``byzjax.optim.OPTIMIZERS``, declared there).
+OPTIMIZERS = optim.optimizer_names()
 
 #: Fields that change how a run is executed, not its numbers: left out of
 #: the run identifiers, so changing them does not re-run finished runs. (The
 #: per-worker gradient strategies agree to 1e-5, not bit for bit.)
 RESULT_NEUTRAL = ("checkpoint_every", "grad_strategy")
 
-SPLITS = ("homogeneous", "dirichlet", "label_sorted")
+#: Config fields that feed a split's keywords (``byzjax.data.SPLITS``):
+#: split -> {keyword: field}.
+SPLIT_FIELDS = {"dirichlet": {"alpha": "dirichlet_alpha"},
+                "gamma_similarity": {"gamma": "similarity_gamma"}}
+
+#: Fields added after results existed, with their defaults: left out of run
+#: identifiers while at the default, so records made before they existed stay
+#: valid (a new field that can change results goes here with its default).
+ID_DEFAULTS = {"similarity_gamma": 0.5}
+
 DATA_SOURCES = ("auto", "offline", "tfds")
 LR_SCHEDULES = ("constant", "step")
 SHARDS = ("none", "runs", "workers")
@@ -72,8 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Data.
     c.dataset = "mnist"
     c.data_source = "offline"  # "offline" | "tfds" | "auto"
-    c.split = "homogeneous"  # "homogeneous" | "dirichlet" | "label_sorted"
+    # "homogeneous" | "dirichlet" | "label_sorted" | "gamma_similarity"
+    c.split = "homogeneous"
     c.dirichlet_alpha = 0.1
+    c.similarity_gamma = 0.5  # gamma_similarity: fraction of the data dealt i.i.d.
     c.split_seed = 0
     c.eval_size = 0  # 0: the whole test set
     # Model.
@@ -134,6 +150,138 @@ def num_attackers(config) -> int:
     """The real number of attacking rows (``num_attackers`` or ``num_byzantine``)."""
     a = int(config.num_attackers)
     return int(config.num_byzantine) if a < 0 else a
+
+
+# ------------------------------------------------------------------- spec
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A run config resolved once (:func:`resolve`): validated, typed, decoded.
+
+    Everything below the command line takes a ``RunSpec``: names are canonical
+    (registry names, not aliases), sentinels are ``None`` (``preaggregator=""``,
+    ``dampening=-1``, ``attack_eps=-1``, ``clip_norm=0``, ``eval_size=0``,
+    ``num_devices=0``, ``mra_safeguard=""``), ``num_attackers`` is the real
+    count, and the ``*_kwargs`` are read-only dicts. Float hyper-parameters
+    keep their config values in :attr:`hparams` (the traced defaults); their
+    decoded attributes (``clip_norm``, ``attack_eps``) only say whether a stage
+    is present. A field added to :func:`get_config` without an attribute here
+    is read as is from :attr:`config`.
+
+    Attributes:
+      config: the validated config as plain JSON values, as given (records and
+        run ids are made from it, so they do not depend on the decoding).
+    """
+
+    config: Mapping[str, Any]
+    dataset: str
+    data_source: Literal["auto", "offline", "tfds"]
+    split: str
+    dirichlet_alpha: float
+    similarity_gamma: float
+    split_seed: int
+    eval_size: int | None
+    model: str
+    num_workers: int
+    num_byzantine: int
+    num_attackers: int
+    aggregator: str
+    aggregator_kwargs: Mapping[str, Any]
+    preaggregator: str | None
+    preaggregator_kwargs: Mapping[str, Any]
+    attack: str
+    attack_kwargs: Mapping[str, Any]
+    attack_eps: float | None
+    optimizer: str
+    learning_rate: float
+    lr_schedule: Literal["constant", "step"]
+    lr_decay_every: int
+    beta: float
+    dampening: float | None
+    nesterov: bool
+    b1: float
+    b2: float
+    eps: float
+    mra_safeguard: Literal["clamp"] | None
+    weight_decay: float
+    clip_norm: float | None
+    batch_size: int
+    shard: Literal["none", "runs", "workers"]
+    num_devices: int | None
+    run_batching: Literal["auto", "vmap", "map"]
+    grad_strategy: str
+    num_rounds: int
+    eval_every: int
+    checkpoint_every: int
+
+    def __getattr__(self, name: str):
+        # Fields of get_config() without a typed attribute (see the docstring).
+        config = self.__dict__.get("config", {})
+        if name in config:
+            return config[name]
+        raise AttributeError(f"RunSpec has no field {name!r}")
+
+    @property
+    def hparams(self) -> dict[str, float]:
+        """The float hyper-parameters (:data:`FLOAT_HPARAMS`), traced defaults."""
+        return {k: float(self.config[k]) for k in FLOAT_HPARAMS}
+
+    @property
+    def num_evals(self) -> int:
+        """Evaluations in a run (``num_rounds // eval_every``)."""
+        return self.num_rounds // self.eval_every
+
+
+#: Sentinel values of config fields, decoded to ``None`` in a :class:`RunSpec`.
+_NONE_WHEN = {
+    "preaggregator": lambda v: v == "",
+    "mra_safeguard": lambda v: v == "",
+    "dampening": lambda v: v < 0,
+    "attack_eps": lambda v: v < 0,
+    "clip_norm": lambda v: v <= 0,
+    "eval_size": lambda v: v == 0,
+    "num_devices": lambda v: v == 0,
+}
+
+
+def resolve(config) -> RunSpec:
+    """Validates ``config`` once and decodes it into a :class:`RunSpec`.
+
+    A ``RunSpec`` is returned unchanged, so functions taking either call this.
+
+    Raises:
+      ConfigError: as :func:`validate`.
+
+    Example:
+      >>> c = get_config()
+      >>> c.aggregator, c.preaggregator, c.num_attackers = "cwtm", "", -1
+      >>> spec = resolve(c)
+      >>> spec.aggregator, spec.preaggregator, spec.num_attackers
+      ('trimmed_mean', None, 5)
+    """
+    if isinstance(config, RunSpec):
+        return config
+    validate(config)
+    plain = json.loads(json.dumps(config.to_dict(), default=str))
+    values = {}
+    for f in dataclasses.fields(RunSpec):
+        if f.name == "config":
+            continue
+        v = config[f.name]
+        if f.name in _KWARGS_FIELDS:
+            v = types.MappingProxyType(dict(v))
+        elif f.name in _NONE_WHEN and _NONE_WHEN[f.name](v):
+            v = None
+        values[f.name] = v
+    values["num_attackers"] = num_attackers(config)
+    values["dataset"] = data.info(config.dataset).name
+    values["model"] = models.info(config.model).name
+    values["aggregator"] = aggregators.AGGREGATORS.entry(config.aggregator).name
+    if config.preaggregator:
+        values["preaggregator"] = aggregators.PREAGGREGATORS.entry(
+            config.preaggregator).name
+    values["attack"] = attacks.entry(config.attack).name
+    values["optimizer"] = optim.optimizer_entry(config.optimizer).name
+    return RunSpec(config=types.MappingProxyType(plain), **values)
 
 
 # ------------------------------------------------------------------ types
@@ -294,16 +442,14 @@ def _choice(key: str, value, choices) -> None:
 
 
 def _check_names(config) -> None:
-    from byzjax import data, models
-
     _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("split", config.split, SPLITS)
+    _choice("split", config.split, tuple(data.SPLITS))
     _choice("data_source", config.data_source, DATA_SOURCES)
     _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _choice("shard", config.shard, SHARDS)
     _choice("run_batching", config.run_batching, RUN_BATCHINGS)
     if "grad_strategy" in config:
-        from byzjax.sim._train import resolve_grad_strategy
+        from byzjax.sim._train import resolve_grad_strategy  # (_train imports this)
 
         try:
             resolve_grad_strategy(config.grad_strategy,
@@ -341,8 +487,6 @@ def check_environment(config) -> None:
     Raises:
       ConfigError: a package the config needs is not installed.
     """
-    from byzjax import data
-
     info = data.info(config.dataset)
     source = config.data_source
     if (source == "tfds" or (source == "auto" and not info.offline)) and (
@@ -374,10 +518,11 @@ def _check_ranges(config) -> None:
     if config.lr_schedule == "step":
         need(config.lr_decay_every >= 1, "lr_decay_every", "an integer >= 1")
     finite = {k: math.isfinite(config[k]) for k in FLOAT_HPARAMS + (
-        "dirichlet_alpha", "dampening")}
+        "dirichlet_alpha", "similarity_gamma", "dampening")}
     for key, ok in finite.items():
         need(ok, key, "a finite number")
     need(config.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
+    need(0 <= config.similarity_gamma <= 1, "similarity_gamma", "in [0, 1]")
     need(config.learning_rate > 0, "learning_rate", "a finite number > 0")
     for key in ("beta", "b1", "b2"):
         need(0 <= config[key] < 1, key, "in [0, 1)")
@@ -392,8 +537,6 @@ def _check_ranges(config) -> None:
 
 
 def _check_workers(config) -> None:
-    from byzjax import aggregators, attacks
-
     n, f = int(config.num_workers), int(config.num_byzantine)
     if not 2 * f < n:
         raise ConfigError(
@@ -424,8 +567,6 @@ _POSITIVE = {"bucket_size", "num_iterations", "num_neighbours", "num_selected",
 
 
 def _check_rule_kwargs(config) -> None:
-    from byzjax import aggregators, attacks
-
     rules = [("aggregator", aggregators.AGGREGATORS, config.aggregator)]
     if config.preaggregator:
         rules.append(("preaggregator", aggregators.PREAGGREGATORS,

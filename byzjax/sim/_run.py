@@ -19,17 +19,23 @@ from typing import Any, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from byzjax import data as bdata
+from byzjax import distributed, models, parallel
 from byzjax.sim import _store
 from byzjax.sim._config import (
     FLOAT_HPARAMS,
+    ID_DEFAULTS,
     RESULT_NEUTRAL,
+    SPLIT_FIELDS,
     ConfigError,
-    hparams_of,
+    RunSpec,
+    resolve,
     validate,
 )
-from byzjax.sim._train import SimData, make_program
+from byzjax.sim._train import SimData, labels_num_classes, make_program
 
 __all__ = [
     "load_sim_data",
@@ -41,43 +47,34 @@ __all__ = [
 ]
 
 
-def load_sim_data(config, *, dataset=None) -> SimData:
+def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
     """Loads the dataset of ``config``, splits it over workers, moves it to the device.
 
     Args:
-      config: the run config (``dataset``, ``data_source``, ``split``, ...).
+      config: the :class:`~byzjax.sim.RunSpec` (or a config, resolved here):
+        ``dataset``, ``data_source``, ``split``, ...
       dataset: optional ``(train, test)`` pair of ``byzjax.data.Dataset`` to use
         instead of loading ``config.dataset`` (tests pass synthetic data here).
 
     Returns:
       :class:`SimData` with device arrays.
     """
-    from byzjax import data as bdata
-
+    spec = resolve(config)
     if dataset is None:
-        train, test = bdata.load_train_test(config.dataset,
-                                            source=config.data_source)
+        train, test = bdata.load_train_test(spec.dataset, source=spec.data_source)
     else:
         train, test = dataset
-    n = int(config.num_workers)
     labels = np.asarray(train.labels)
-    if config.split == "homogeneous":
-        split = bdata.split_homogeneous(labels, num_workers=n, seed=config.split_seed)
-    elif config.split == "dirichlet":
-        split = bdata.split_dirichlet(labels, num_workers=n,
-                                      alpha=float(config.dirichlet_alpha),
-                                      seed=config.split_seed)
-    else:
-        split = bdata.split_label_sorted(labels, num_workers=n,
-                                         seed=config.split_seed)
+    split = bdata.split(spec.split, labels, num_workers=spec.num_workers,
+                       seed=spec.split_seed, **split_options(spec))
     smallest = int(np.min(split.counts))
-    if int(config.batch_size) > smallest:
+    if spec.batch_size > smallest:
         warnings.warn(
-            f"batch_size {config.batch_size} is larger than the smallest worker's "
+            f"batch_size {spec.batch_size} is larger than the smallest worker's "
             f"share of the data ({smallest} examples); batches are drawn with "
             "replacement, so they repeat examples", UserWarning, stacklevel=2)
-    if int(config.eval_size) > len(test.labels):
-        raise ConfigError(f"eval_size {config.eval_size} is larger than the test set "
+    if (spec.eval_size or 0) > len(test.labels):
+        raise ConfigError(f"eval_size {spec.eval_size} is larger than the test set "
                           f"({len(test.labels)}); use 0 for the whole test set",
                           field="eval_size")
     images = np.asarray(train.images)
@@ -86,9 +83,8 @@ def load_sim_data(config, *, dataset=None) -> SimData:
     test_images = np.asarray(test.images)
     if test_images.ndim == 3:
         test_images = test_images[..., None]
-    x = images.astype(np.float32) / 255.0
-    mean = x.mean(axis=(0, 1, 2))
-    std = x.std(axis=(0, 1, 2)) + 1e-6
+    mean, std = bdata.channel_stats(images, dtype=np.float32)
+    std = std + np.float32(1e-6)
     return SimData(
         train_images=jnp.asarray(images),
         train_labels=jnp.asarray(labels, jnp.int32),
@@ -98,29 +94,50 @@ def load_sim_data(config, *, dataset=None) -> SimData:
         worker_counts=jnp.asarray(split.counts, jnp.int32),
         mean=jnp.asarray(mean, jnp.float32),
         std=jnp.asarray(std, jnp.float32),
+        num_classes=int(train.num_classes),
     )
 
 
-def make_model(config, num_classes: int):
-    """The Flax module named by ``config.model``."""
-    from byzjax import models
+def split_options(spec: RunSpec) -> dict[str, float]:
+    """The keywords of ``spec.split`` that come from config fields.
 
-    return models.get(config.model, num_classes=num_classes)
+    Example:
+      >>> from byzjax.sim import get_config, resolve
+      >>> c = get_config()
+      >>> c.split = "dirichlet"
+      >>> split_options(resolve(c))
+      {'alpha': 0.1}
+    """
+    return {kw: getattr(spec, field)
+            for kw, field in SPLIT_FIELDS.get(spec.split, {}).items()}
+
+
+def make_model(config: RunSpec, num_classes: int):
+    """The Flax module named by ``config.model``."""
+    return models.get(resolve(config).model, num_classes=num_classes)
 
 
 def static_key(config) -> str:
     """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _plain(config).items()
-         if k not in FLOAT_HPARAMS and k not in RESULT_NEUTRAL}
+    d = {k: v for k, v in _id_fields(config).items() if k not in FLOAT_HPARAMS}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(config, seed: int, hparams: dict[str, float]) -> str:
     """A stable identifier of one run: static config, seed and float values."""
-    d = {k: v for k, v in _plain(config).items() if k not in RESULT_NEUTRAL}
+    d = _id_fields(config)
     d.update({k: float(v) for k, v in hparams.items()})
     d["seed"] = int(seed)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _id_fields(config) -> dict:
+    """The fields that identify a run: all but :data:`RESULT_NEUTRAL` ones and
+    :data:`ID_DEFAULTS` fields at their default (ids made before such a field
+    existed stay valid)."""
+    return {k: v for k, v in _plain(config).items()
+            if k not in RESULT_NEUTRAL and not (k in ID_DEFAULTS
+                                                and v == ID_DEFAULTS[k])}
 
 
 def write_json_atomic(path: str, record: dict) -> None:
@@ -171,8 +188,8 @@ def run_group(
       The run records (dicts with the config, seed, hyper-parameters, the
       metric curves, ``final_accuracy``, ``max_accuracy``, ``diverged_round``).
     """
-    validate(config)
-    base = hparams_of(config)
+    spec = resolve(config)
+    base = spec.hparams
     points = [dict(base, **{k: float(v) for k, v in p.items()})
               for p in (hparam_points or [{}])]
     for p in points:
@@ -181,63 +198,35 @@ def run_group(
             raise ValueError(f"not float hyper-parameters: {sorted(unknown)}; "
                              f"vmappable ones are {FLOAT_HPARAMS}")
         if p != base:  # the point's values pass the same range checks
-            point_config = config.copy_and_resolve_references()
-            for k, v in p.items():
-                point_config[k] = v
-            validate(point_config)
+            validate(ml_collections.ConfigDict(dict(spec.config, **p)))
     if data is None:
-        data = load_sim_data(config)
+        data = load_sim_data(spec)
     if model is None:
-        num_classes = int(max(np.max(np.asarray(data.train_labels)),
-                              np.max(np.asarray(data.test_labels)))) + 1
-        model = make_model(config, num_classes)
-    from byzjax import distributed, parallel
-
-    shard = parallel.default_shard(config.get("shard", "none"))  # "runs" if several
+        model = make_model(spec, data.num_classes or labels_num_classes(data))
     distributed.announce()  # "backend cpu: 8 device(s) ..." once, on stderr
-    if mesh is not None and shard == "none":
-        shard = "runs"
-    if mesh is None and shard != "none":
-        from byzjax.parallel import make_mesh
-
-        mesh = make_mesh(int(config.get("num_devices", 0)) or None)
-    worker_sharding = None
-    if mesh is not None and shard == "workers":
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        (axis,) = mesh.axis_names
-        d = mesh.shape[axis]
-        if int(config.num_workers) % d:
-            ok = [m for m in range(int(config.num_workers) - d, int(config.num_workers)
-                                   + d + 1) if m > 0 and m % d == 0]
-            raise ValueError(
-                f"shard='workers' needs num_workers divisible by the {d} devices; "
-                f"got {config.num_workers}. Use num_workers in {ok}, "
-                f"num_devices dividing {config.num_workers}, or shard='runs'.")
-        worker_sharding = NamedSharding(mesh, PartitionSpec(axis))
-    program = make_program(config, data, model, worker_sharding=worker_sharding)
+    shard, mesh, worker_sharding = parallel.simulation_sharding(
+        spec.shard, num_devices=spec.num_devices, num_workers=spec.num_workers,
+        mesh=mesh)
+    program = make_program(spec, data, model, worker_sharding=worker_sharding)
 
     runs = [(p, s) for p in points for s in seeds]
     padded = list(runs)
     if mesh is not None and shard == "runs":
-        from byzjax.parallel import pad_to_multiple
-
-        padded += [runs[-1]] * (pad_to_multiple(len(runs), mesh.size) - len(runs))
+        padded += [runs[-1]] * (parallel.pad_to_multiple(len(runs), mesh.size)
+                                - len(runs))
     keys = jnp.stack([jax.random.key(int(s)) for _, s in padded])
     hp = {k: jnp.asarray([p[k] for p, _ in padded], jnp.float32)
           for k in FLOAT_HPARAMS}
     if mesh is not None and shard == "runs":
-        from byzjax.parallel import shard_leading
-
-        keys, hp = shard_leading((keys, hp), mesh)
+        keys, hp = parallel.shard_leading((keys, hp), mesh)
 
     t0 = time.perf_counter()
-    init, chunk = batched_program(program, run_batching(config, shard))
+    init, chunk = batched_program(program, run_batching(spec, shard))
     state = init(keys, hp)
     if mesh is not None and shard == "runs":  # keep one sharding: one compile
         state = parallel.shard_leading(state, mesh)
     history = []
-    every = int(config.get("checkpoint_every", 0))
+    every = spec.checkpoint_every
     ckpt = None
     # Checkpoints are written by one process: not under multi-process JAX,
     # where the state is spread over processes (not supported yet).
@@ -248,15 +237,15 @@ def run_group(
         state, history = ckpt.restore(state, lambda s: chunk(s, hp))
         if history:
             print(f"resuming {len(runs)} run(s) at round "
-                  f"{len(history) * int(config.eval_every)} from {ckpt.directory}",
+                  f"{len(history) * spec.eval_every} from {ckpt.directory}",
                   file=sys.stderr, flush=True)
     bar = None
     if progress and distributed.is_main_process():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(config.num_rounds), desc=desc or config.aggregator,
+        bar = tqdm(total=spec.num_rounds, desc=desc or spec.aggregator,
                    unit="round", leave=False, dynamic_ncols=True,
-                   initial=len(history) * int(config.eval_every))
+                   initial=len(history) * spec.eval_every)
     compile_s = None
     for done in range(len(history) + 1, program.num_evals + 1):
         state, metrics = chunk(state, hp)
@@ -267,7 +256,7 @@ def run_group(
         if ckpt is not None and done % every == 0 and done < program.num_evals:
             ckpt.save(done, state, history)
         if bar is not None:
-            bar.update(int(config.eval_every))
+            bar.update(spec.eval_every)
             acc = np.asarray(metrics["test_accuracy"])
             bar.set_postfix(acc=f"{np.nanmean(acc):.3f}")
     if bar is not None:
@@ -282,9 +271,9 @@ def run_group(
         acc = np.asarray(curves["test_accuracy"], np.float64)
         diverged = int(history[-1]["diverged_round"][r])
         rec = {
-            "run_id": run_id(config, s, p),
-            "static_key": static_key(config),
-            "config": _plain(config),
+            "run_id": run_id(spec, s, p),
+            "static_key": static_key(spec),
+            "config": _plain(spec),
             "seed": int(s),
             "hparams": p,
             "metrics": curves,
@@ -384,7 +373,7 @@ class _Checkpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def run_batching(config, shard: str = "none") -> str:
+def run_batching(config: RunSpec, shard: str = "none") -> str:
     """How the runs of a group share one program: ``"vmap"`` or ``"map"``.
 
     ``config.run_batching`` may force either; ``"auto"`` (default) picks
@@ -394,9 +383,7 @@ def run_batching(config, shard: str = "none") -> str:
     batched matmul that XLA:CPU executes 2x slower than the runs one by one
     (``scripts/bench.py`` section 4).
     """
-    mode = config.get("run_batching", "auto")
-    if mode not in ("auto", "vmap", "map"):
-        raise ValueError(f"run_batching must be auto, vmap or map, got {mode!r}")
+    mode = resolve(config).run_batching
     if mode == "auto":
         mode = "vmap" if shard == "runs" or jax.default_backend() != "cpu" else "map"
     return mode
@@ -422,5 +409,7 @@ def _py(x):
 
 
 def _plain(config) -> dict:
+    if isinstance(config, RunSpec):
+        return dict(config.config)
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     return json.loads(json.dumps(d, default=str))

@@ -36,6 +36,7 @@ import importlib.util
 import itertools
 import os
 import re
+import sys
 import time
 import traceback
 from typing import Any
@@ -43,20 +44,22 @@ from typing import Any
 import jax
 import ml_collections
 
+from byzjax import distributed
 from byzjax._registry import unknown_name
 from byzjax.sim import _store
 from byzjax.sim._config import (
     FLOAT_HPARAMS,
     ConfigError,
+    RunSpec,
     check_environment,
-    hparams_of,
     override,
+    resolve,
     validate,
 )
 from byzjax.sim._run import load_sim_data, run_group, run_id
 
 __all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup", "SWEEP_FIELDS",
-           "set_sweep_field", "run_missing", "file_error"]
+           "set_sweep_field", "run_missing", "file_error", "import_file"]
 
 #: The fields a sweep may have.
 SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
@@ -64,16 +67,28 @@ SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
 
 
 class SweepGroup:
-    """One static configuration of a sweep and its (points x seeds) runs."""
+    """One static configuration of a sweep and its (points x seeds) runs.
+
+    ``config`` is a run config or a :class:`~byzjax.sim.RunSpec`; :attr:`spec`
+    resolves (and so validates) it once, on first use.
+    """
 
     def __init__(self, config, points, seeds, labels):
         self.config = config
         self.points = points
         self.seeds = list(seeds)
         self.labels = labels
+        self._spec = config if isinstance(config, RunSpec) else None
+
+    @property
+    def spec(self) -> RunSpec:
+        """The group's resolved :class:`~byzjax.sim.RunSpec`."""
+        if self._spec is None:
+            self._spec = resolve(self.config)
+        return self._spec
 
     def run_ids(self):
-        return [(p, s, run_id(self.config, s, dict(hparams_of(self.config), **p)))
+        return [(p, s, run_id(self.spec, s, dict(self.spec.hparams, **p)))
                 for p in self.points for s in self.seeds]
 
     def group_id(self) -> str:
@@ -109,9 +124,45 @@ def file_error(path: str, err: ConfigError) -> ConfigError:
     return ConfigError(f"{where}: {err}", field=err.field)
 
 
+def import_file(path: str, *, relative_to: str | None = None):
+    """The Python file ``path`` imported as a module (once; later calls reuse it).
+
+    Config and sweep files import each other with it, by path, so no folder
+    has to be on ``sys.path``::
+
+        table_4_1 = import_file("table_4_1.py", relative_to=__file__)
+
+    Args:
+      path: the file; relative to the folder of ``relative_to`` if given.
+      relative_to: usually the calling file's ``__file__``.
+
+    Raises:
+      ConfigError: no such file, or it is not a Python file.
+    """
+    if relative_to is not None:
+        path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file")
+    name = "_byzjax_file_" + hashlib.sha1(path.encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot import it (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def call_file_function(path: str, name: str):
     """Imports the Python file ``path`` and returns ``name()`` (``get_config`` /
-    ``get_sweep``), letting it import its siblings (``experiments.configs...``).
+    ``get_sweep``); the file imports its siblings with :func:`import_file`.
 
     Raises:
       ConfigError: one line naming the file (and line): missing file, syntax
@@ -119,7 +170,6 @@ def call_file_function(path: str, name: str):
     """
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such file")
-    _add_import_roots(path)
     spec = importlib.util.spec_from_file_location(f"_byzjax_{name}", path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path}: cannot import it (not a Python file?)")
@@ -182,16 +232,6 @@ def set_sweep_field(sweep, key: str, value) -> None:
         raise ConfigError(f"--set {key}: only base has sub-fields")
     else:
         sweep[top] = value
-
-
-def _add_import_roots(path: str) -> None:
-    """Lets a sweep/config file import its siblings (``experiments.configs...``)."""
-    import sys
-
-    here = os.path.dirname(os.path.abspath(path))
-    for root in (os.path.dirname(here), here, os.getcwd()):
-        if root not in sys.path:
-            sys.path.insert(0, root)
 
 
 def expand_sweep(sweep) -> list[SweepGroup]:
@@ -267,7 +307,7 @@ def validate_sweep(sweep) -> list[SweepGroup]:
     groups = expand_sweep(sweep)
     for g in groups:
         try:
-            validate(g.config)
+            _ = g.spec  # resolving validates
             for p in g.points if g.points != [{}] else []:
                 validate(_with_point(g.config, p))
         except ConfigError as e:
@@ -321,7 +361,7 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
         missing = [(p, s) for p, s, rid in ids if rid not in done]
         if missing:
             if data is None:
-                data = load_sim_data(group.config)
+                data = load_sim_data(group.spec)
             elif isinstance(data, _LazyData):
                 data = data.get()
             ckpt_root = os.path.join(outdir, "checkpoints")
@@ -334,8 +374,8 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
             else:
                 calls = [([dict(k)], seeds) for k, seeds in by_point.items()]
             for points, seeds in calls:
-                part = SweepGroup(group.config, points, seeds, group.labels)
-                for rec in run_group(group.config, seeds=seeds, hparam_points=points,
+                part = SweepGroup(group.spec, points, seeds, group.labels)
+                for rec in run_group(group.spec, seeds=seeds, hparam_points=points,
                                      outdir=runs_dir, data=data, progress=progress,
                                      desc=desc, checkpoint_dir=os.path.join(
                                          ckpt_root, part.group_id())):
@@ -354,7 +394,7 @@ def _restrict(group: SweepGroup, keep: set[str]) -> list[SweepGroup]:
     by_seeds: dict[tuple, list[dict]] = {}
     for point, seeds in by_point.items():
         by_seeds.setdefault(tuple(seeds), []).append(dict(point))
-    return [SweepGroup(group.config, points, list(seeds), group.labels)
+    return [SweepGroup(group.spec, points, list(seeds), group.labels)
             for seeds, points in by_seeds.items()]
 
 
@@ -383,8 +423,6 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     groups = validate_sweep(sweep)  # fail early on any bad configuration
     for g in groups:
         check_environment(g.config)
-    from byzjax import distributed
-
     mine = distributed.sweep_part(groups, shard)  # run ids of this part, or None
     if mine is not None:
         groups = [part for g in groups for part in _restrict(g, mine)]
@@ -416,9 +454,9 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
                 runs_dir, [rid for _, _, rid in g.run_ids()], warn=False))
             if len(before) == len(g.run_ids()):
                 continue  # finished by another process
-            c = g.config
-            dkey = (c.dataset, c.data_source, c.split, float(c.dirichlet_alpha),
-                    int(c.split_seed), int(c.num_workers))
+            c = g.spec
+            dkey = (c.dataset, c.data_source, c.split, c.dirichlet_alpha,
+                    c.similarity_gamma, c.split_seed, c.num_workers)
             data = data_cache.get(dkey)
             label = _label(g.labels)
             taken, _, computed = run_missing(
@@ -457,5 +495,5 @@ class _LazyData:
     def get(self):
         if self.dkey not in self.cache:
             self.cache.clear()
-            self.cache[self.dkey] = load_sim_data(self.config)
+            self.cache[self.dkey] = load_sim_data(self.config)  # a RunSpec
         return self.cache[self.dkey]

@@ -31,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from byzjax import attacks, optim
-from byzjax.sim._config import num_attackers, validate
+from byzjax import aggregators, attacks, optim
+from byzjax import data as bdata
+from byzjax._tree import pairwise_sq_distances
+from byzjax.sim._config import RunSpec, resolve
 
 __all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
            "sample_batch_indices", "flip_byzantine_labels", "GRAD_STRATEGIES",
@@ -51,6 +53,8 @@ class SimData(NamedTuple):
       worker_counts: int32 ``[n]`` valid entries per row of ``worker_indices``.
       mean: float32 ``[C]`` channel means of ``x / 255`` (normalisation).
       std: float32 ``[C]`` channel standard deviations.
+      num_classes: the dataset's number of classes (``byzjax.data``);
+        ``None``: one more than the largest label.
     """
 
     train_images: Any
@@ -61,6 +65,7 @@ class SimData(NamedTuple):
     worker_counts: Any
     mean: Any
     std: Any
+    num_classes: int | None = None
 
 
 class SimState(NamedTuple):
@@ -109,16 +114,18 @@ class Program(NamedTuple):
 
 
 def _normalize(images, data: SimData):
-    x = images.astype(jnp.float32) / 255.0
-    return (x - data.mean) / data.std
+    # byzjax.data's preprocessing with the train set's channel statistics.
+    return bdata.preprocess(images, mean=data.mean, std=data.std)
 
 
-def make_program(config, data: SimData, model, *, worker_sharding=None) -> Program:
+def make_program(config: RunSpec, data: SimData, model, *,
+                 worker_sharding=None) -> Program:
     """Builds the pure functions of one configuration.
 
     Args:
-      config: a validated config (see :func:`byzjax.sim.get_config`). Its
-        static fields are read here; float hyper-parameters come at call time.
+      config: a :class:`~byzjax.sim.RunSpec` (or a config, resolved here with
+        :func:`~byzjax.sim.resolve`). Its static fields are read here; float
+        hyper-parameters come at call time.
       data: :class:`SimData` (arrays, ideally already on the device).
       model: a Flax linen module mapping ``[b, H, W, C]`` to ``[b, classes]``
         and taking ``train=`` (BatchNorm/dropout switch).
@@ -129,22 +136,17 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
     Returns:
       A :class:`Program`.
     """
-    validate(config)
-    n = int(config.num_workers)
-    f = int(config.num_byzantine)
-    n_att = num_attackers(config)
+    spec = resolve(config)
+    n = spec.num_workers
+    f = spec.num_byzantine
+    n_att = spec.num_attackers
     n_honest = n - n_att
-    b = int(config.batch_size)
-    eval_every = int(config.eval_every)
-    num_evals = int(config.num_rounds) // eval_every
-    attack_entry = attacks.entry(config.attack)
-    label_flip = attack_entry.name == "label_flip"
-    num_classes = int(np.max(np.asarray(data.test_labels))) + 1
-    num_classes = max(num_classes, int(np.max(np.asarray(data.train_labels))) + 1)
-    use_clip = float(config.clip_norm) > 0
-    use_attack_eps = float(config.attack_eps) >= 0
-    dampening = None if float(config.dampening) < 0 else float(config.dampening)
-    eval_size = int(config.eval_size) or int(data.test_labels.shape[0])
+    b = spec.batch_size
+    eval_every = spec.eval_every
+    num_evals = spec.num_evals
+    label_flip = spec.attack == "label_flip"
+    num_classes = data.num_classes or labels_num_classes(data)
+    eval_size = spec.eval_size or int(data.test_labels.shape[0])
     sample_shape = tuple(data.train_images.shape[1:])
 
     variables = jax.eval_shape(
@@ -155,57 +157,32 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
     has_bn = "batch_stats" in variables
 
     # ------------------------------------------------------------------ chain
-    def make_tx(hp, key):
-        """The optimiser chain, split where the simulator reads diagnostics."""
-        worker = []
-        if use_clip:
-            worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
-        opt = config.optimizer
-        if opt == "resam":
-            worker.append(optim.worker_momentum(
-                num_workers=n, beta=hp["beta"], dampening=dampening,
-                nesterov=bool(config.nesterov)))
-        elif opt in ("dra", "mra"):
-            worker.append(optim.worker_adam(
-                num_workers=n, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"],
-                output="moments" if opt == "mra" else "direction"))
-        k_att, k_pre = jax.random.split(key)
-        # An adaptive attacker knows the server's pipeline and its declared f.
-        attack_kwargs = optim.adaptive_attack_defaults(
-            config.attack, dict(config.attack_kwargs), aggregator=config.aggregator,
-            aggregator_kwargs=dict(config.aggregator_kwargs), num_byzantine=f,
-            preaggregator=config.preaggregator or None,
-            preaggregator_kwargs=dict(config.preaggregator_kwargs))
-        if not attack_entry.adaptive and use_attack_eps:
+    attack_adaptive = attacks.entry(spec.attack).adaptive
+    # Optimiser keywords: traced floats from ``hp``, static ones from the spec.
+    opt_fields = optim.optimizer_entry(spec.optimizer).config_fields
+
+    def make_tx(hp, key) -> optim.Stages:
+        """The optimiser's stages (the simulator reads diagnostics between them)."""
+        opt_kwargs = {kw: hp[field] if field in hp else getattr(spec, field)
+                      for kw, field in opt_fields.items()}
+        attack_kwargs = dict(spec.attack_kwargs)
+        if not attack_adaptive and spec.attack_eps is not None:
             attack_kwargs["eps"] = hp["attack_eps"]
-        attack = optim.byzantine_attack(
-            config.attack, num_workers=n, num_byzantine=n_att, key=k_att,
-            **attack_kwargs)
-        robust = []
-        if config.preaggregator:
-            robust.append(optim.pre_aggregate(
-                config.preaggregator, num_byzantine=f, key=k_pre,
-                **dict(config.preaggregator_kwargs)))
-        robust.append(optim.aggregate(config.aggregator, num_byzantine=f,
-                                      moments=opt == "mra",
-                                      **dict(config.aggregator_kwargs)))
-        server = []
-        if opt == "mra":
-            server.append(optim.mra_direction(
-                eps=hp["eps"], safeguard=config.mra_safeguard or None))
-        if opt == "server_momentum":
-            server.append(optim.server_momentum(momentum=hp["beta"],
-                                                nesterov=bool(config.nesterov)))
-        if config.lr_schedule == "step":
-            every = float(config.lr_decay_every)
+        if spec.lr_schedule == "step":
+            every = float(spec.lr_decay_every)
             lr = lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))  # noqa: E731
         else:
             lr = hp["learning_rate"]
-        server.append(optax.sgd(lr))
-        # (an empty optax.chain has no usable state: D-SGD without clipping
-        # has no worker stage)
-        return (optax.chain(*worker) if worker else optax.identity(), attack,
-                optax.chain(*robust), optax.chain(*server))
+        # An adaptive attacker knows the server's pipeline and its declared f.
+        return optim.stages(
+            spec.optimizer, num_workers=n, num_byzantine=f,
+            aggregator=spec.aggregator,
+            aggregator_kwargs=dict(spec.aggregator_kwargs),
+            preaggregator=spec.preaggregator,
+            preaggregator_kwargs=dict(spec.preaggregator_kwargs),
+            clip_norm=None if spec.clip_norm is None else hp["clip_norm"],
+            attack=spec.attack, num_attackers=n_att, attack_kwargs=attack_kwargs,
+            key=key, learning_rate=lr, **opt_kwargs)
 
     # ------------------------------------------------------------- gradients
     def loss_fn(params, batch_stats, x, y, dropout_key, weight_decay):
@@ -226,7 +203,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
     grad_strategy = resolve_grad_strategy(
-        config.get("grad_strategy", "auto"), num_workers=n,
+        spec.grad_strategy, num_workers=n,
         backend=jax.default_backend(), sharded=worker_sharding is not None,
         convolutional=any(leaf.ndim >= 4 for leaf in
                           jax.tree_util.tree_leaves(variables["params"])))
@@ -279,13 +256,13 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
                              state.diverged_round)
         if diagnostics is True:
-            diag = _diagnostics(sent, attacked, aggregate, n_honest)
+            diag = _diagnostics(sent, aggregate, n_honest)
         elif diagnostics is False:
             diag = dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan))
         else:  # a traced flag: computed only when set, else NaN
             diag = jax.lax.cond(
                 diagnostics,
-                lambda s, a: _diagnostics(s, None, a, n_honest),
+                lambda s, a: _diagnostics(s, a, n_honest),
                 lambda s, a: dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)),
                 sent, aggregate)
         metrics = {"train_loss": train_loss, **diag}
@@ -471,6 +448,13 @@ def flip_byzantine_labels(labels, *, num_honest: int, num_classes: int):
     return jnp.where(is_byz, flipped, labels)
 
 
+def labels_num_classes(data: SimData) -> int:
+    """One more than the largest train or test label (``SimData`` without
+    ``num_classes``)."""
+    return int(max(np.max(np.asarray(data.train_labels)),
+                   np.max(np.asarray(data.test_labels)))) + 1
+
+
 def _tree_all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                               for x in jax.tree_util.tree_leaves(tree)]))
@@ -491,7 +475,7 @@ def _as_direction(stack):
 DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
 
 
-def _diagnostics(sent, attacked, aggregate, n_honest):
+def _diagnostics(sent, aggregate, n_honest):
     """Round diagnostics that explain a run ((f, lambda)-resilience).
 
     * ``agg_dist``: ``||F(x) - xbar_H||`` over all leaves, where ``F(x)`` is the
@@ -508,12 +492,8 @@ def _diagnostics(sent, attacked, aggregate, n_honest):
     round vs none: within noise (-2.5% wall, +0.1% CPU time), far under 10%,
     so no subsampling. ``round_step(..., diagnostics=False)`` skips them.
     """
-    from byzjax._tree import pairwise_sq_distances
-    from byzjax.aggregators import mean
-
-    del attacked
     honest = jax.tree_util.tree_map(lambda x: x[:n_honest], _as_direction(sent))
-    hbar = mean(honest)
+    hbar = aggregators.mean(honest)
     leaves_a = jax.tree_util.tree_leaves(_as_direction(aggregate))
     leaves_h = jax.tree_util.tree_leaves(hbar)
     dist2 = sum(jnp.sum((a - h) ** 2) for a, h in zip(leaves_a, leaves_h))
