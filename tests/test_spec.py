@@ -60,6 +60,11 @@ def test_every_config_field_is_a_spec_attribute():
     assert declared <= set(sim.get_config().keys())
     with pytest.raises(AttributeError):
         spec.not_a_field  # noqa: B018
+    # Code written against a ConfigDict keeps working.
+    assert spec["num_workers"] == spec.get("num_workers") == spec.num_workers
+    assert spec.get("not_a_field", 7) == 7
+    with pytest.raises(KeyError):
+        spec["not_a_field"]
 
 
 def test_run_ids_are_the_configs_not_the_decoding():

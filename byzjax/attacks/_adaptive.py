@@ -23,6 +23,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from byzjax import aggregators
 from byzjax._tree import PyTree, num_rows
 from byzjax.attacks._base import ATTACKS, honest_mean, validate_attack
 
@@ -53,8 +54,6 @@ def _resolve_aggregator(aggregator):
     """Returns ``(fn, name or None)``."""
     if callable(aggregator):
         return aggregator, None
-    from byzjax import aggregators
-
     entry = aggregators.AGGREGATORS.entry(aggregator)
     return entry.fn, entry.name
 
@@ -65,8 +64,6 @@ def _resolve_preaggregator(preaggregator):
         return None, None, False
     if callable(preaggregator):
         return preaggregator, None, False
-    from byzjax import aggregators
-
     entry = aggregators.PREAGGREGATORS.entry(preaggregator)
     return entry.fn, entry.name, entry.needs_key
 
@@ -102,8 +99,6 @@ def server_view(honest: PyTree, *, num_byzantine: int, aggregator,
     agg_kwargs = dict(aggregator_kwargs or {})
     f_declared = agg_kwargs.pop("num_byzantine", num_byzantine)
     pre_kwargs = dict(preaggregator_kwargs or {})
-    from byzjax import aggregators
-
     m = n
     if pre_name is not None:
         aggregators.PREAGGREGATORS.check(pre_name, num_workers=n,

@@ -220,6 +220,20 @@ class RunSpec:
             return config[name]
         raise AttributeError(f"RunSpec has no field {name!r}")
 
+    def __getitem__(self, name: str):
+        # (code written against a ConfigDict: spec["field"], spec.get(...))
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default=None):
+        """``spec.<name>``, or ``default`` for a name that is not a field."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
+
     @property
     def hparams(self) -> dict[str, float]:
         """The float hyper-parameters (:data:`FLOAT_HPARAMS`), traced defaults."""
