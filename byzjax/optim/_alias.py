@@ -26,6 +26,15 @@ from byzjax.optim._pipeline import PipelineOptions, stages, with_pipeline_args
 __all__ = ["dsgd", "resam", "dra", "mra"]
 
 
+_RETURNS = """An ``optax.GradientTransformation``: per-worker gradients (leaves
+      ``[num_workers, *param_shape]``) in, the aggregated direction out."""
+
+
+def _chain_doc(fn):
+    fn.__doc__ = fn.__doc__.replace("{returns}", _RETURNS)
+    return with_pipeline_args(fn)
+
+
 def _chain(optimizer: str, **kwargs) -> optax.GradientTransformation:
     """``optax.chain`` of the four :class:`~byzjax.optim.Stages` of ``optimizer``."""
     return optax.chain(*stages(optimizer, **kwargs))
@@ -59,7 +68,7 @@ def dsgd(*, num_workers: int, num_byzantine: int,
                   num_byzantine=num_byzantine, **pipeline)
 
 
-@with_pipeline_args
+@_chain_doc
 def resam(*, num_workers: int, num_byzantine: int, beta: float = 0.99,
           dampening: float | None = None,
           nesterov: bool = False,
@@ -77,8 +86,7 @@ def resam(*, num_workers: int, num_byzantine: int, beta: float = 0.99,
       nesterov: static bool.
 
     Returns:
-      An ``optax.GradientTransformation``: per-worker gradients (leaves
-      ``[num_workers, *param_shape]``) in, the aggregated direction out.
+      {returns}
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -94,7 +102,7 @@ def resam(*, num_workers: int, num_byzantine: int, beta: float = 0.99,
                   num_byzantine=num_byzantine, **pipeline)
 
 
-@with_pipeline_args
+@_chain_doc
 def dra(*, num_workers: int, num_byzantine: int, b1: float = 0.99,
         b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = True,
         simplified: bool = False, eps_root: float = 0.0,
@@ -109,8 +117,7 @@ def dra(*, num_workers: int, num_byzantine: int, b1: float = 0.99,
         ``bias_correction=False``), see :func:`~byzjax.optim.worker_adam`.
 
     Returns:
-      An ``optax.GradientTransformation``: per-worker gradients (leaves
-      ``[num_workers, *param_shape]``) in, the aggregated direction out.
+      {returns}
 
     Example:
       >>> import jax.numpy as jnp
@@ -126,7 +133,7 @@ def dra(*, num_workers: int, num_byzantine: int, b1: float = 0.99,
                   num_byzantine=num_byzantine, **pipeline)
 
 
-@with_pipeline_args
+@_chain_doc
 def mra(*, num_workers: int, num_byzantine: int, b1: float = 0.99,
         b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = True,
         safeguard: Literal["clamp"] | None = None,
@@ -145,8 +152,7 @@ def mra(*, num_workers: int, num_byzantine: int, b1: float = 0.99,
       safeguard: static, ``None`` or ``"clamp"``.
 
     Returns:
-      An ``optax.GradientTransformation``: per-worker gradients (leaves
-      ``[num_workers, *param_shape]``) in, the aggregated direction out.
+      {returns}
 
     Example:
       >>> import jax.numpy as jnp
