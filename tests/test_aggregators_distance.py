@@ -515,7 +515,7 @@ def test_more_than_f_non_finite_rows_are_not_silently_dropped():
 
 
 def test_blocked_gram_on_wide_leaves():
-    from byzjax.aggregators._krum import blocked_gram
+    from byzjax._tree import gram as blocked_gram
 
     rng = np.random.default_rng(15)
     n = 5
