@@ -87,8 +87,29 @@ def floor_fns(x):
     return [lambda r=r: r(x) for r in reads]
 
 
+def gram_fns(x):
+    """One Gram matmul of the stack's shape, ``[n, d] @ [d, n]``: as a single
+    matmul and as byzjax's blocked accumulation (``byzjax._tree.gram``); the
+    faster of the two is the compute reference of the distance rules."""
+    from byzjax import _tree
+
+    plain = jax.jit(lambda x: jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST))
+    blocked = jax.jit(lambda x: _tree.gram({"w": x}))
+    return [lambda: plain(x), lambda: blocked(x)]
+
+
+# Rules whose cost is Gram matmuls: reported against one Gram of the same shape.
+DISTANCE_RULES = ("krum", "multi_krum", "geometric_median", "pre:nnm", "mda",
+                  "bulyan", "centered_clipping")
+
+
 def rule_fns(n, f):
-    """(name, jitted fn of the stack) for every registered rule that accepts (n, f)."""
+    """(name, jitted fn of the stack) for every registered rule that accepts (n, f).
+
+    Pre-aggregators appear twice: alone (``pre:name``, its output written to a
+    new ``[m, d]`` array) and followed by the mean (``pre:name > mean``), the
+    way they are used: a pre-aggregator always feeds an aggregator, and inside
+    one jitted program XLA fuses its elementwise output into the consumer."""
     out = []
     for name in aggregators.names():
         entry = aggregators.entry(name)
@@ -111,6 +132,9 @@ def rule_fns(n, f):
             kw["max_norm"] = 1.0
         out.append(("pre:" + name,
                     jax.jit(lambda x, fn=entry.fn, kw=kw: fn({"w": x}, **kw))))
+        if name in ("static_clipping", "bucketing"):
+            out.append((f"pre:{name} > mean", jax.jit(
+                lambda x, fn=entry.fn, kw=kw: aggregators.mean(fn({"w": x}, **kw)))))
     return out
 
 
@@ -123,6 +147,7 @@ def section1(args, results):
         print("|---" * (len(args.grid) + 1) + "|")
         rows = {}
         floors = {}
+        grams = {}
         for n, f in args.grid:
             x = _stack(n, f, d)
             fl = min(time_alternating(floor_fns(x), args.reps))
@@ -132,9 +157,16 @@ def section1(args, results):
                     [lambda fn=fn, x=x: fn(x), floor_fns(x)[1]], args.reps)
                 rows.setdefault(name, {})[(n, f)] = (t_rule, t_rule / fl)
                 results[("s1", name, n, f, d)] = (t_rule, fl)
+                if name in DISTANCE_RULES:
+                    t_rule, t_plain, t_blocked = time_alternating(
+                        [lambda fn=fn, x=x: fn(x), *gram_fns(x)], args.reps)
+                    grams.setdefault((n, f), []).append((t_plain, t_blocked))
+                    rows.setdefault("gram:" + name, {})[(n, f)] = t_rule
         print("| *floor (ms)* | " + " | ".join(f"{floors[c] * 1e3:.2f}"
                                                for c in args.grid) + " |")
         for name in sorted(rows):
+            if name.startswith("gram:"):
+                continue
             cells = []
             for c in args.grid:
                 if c in rows[name]:
@@ -143,7 +175,38 @@ def section1(args, results):
                 else:
                     cells.append("n/a")
             print(f"| {name} | " + " | ".join(cells) + " |")
+        if grams:
+            _gram_table(args, d, rows, grams)
         sys.stdout.flush()
+
+
+def _gram_table(args, d, rows, grams):
+    """Distance rules against one Gram matmul of the same shape, each rule
+    timed alternately with the Gram (single and blocked matmul); the
+    reference is the median over the rules' runs of the faster Gram."""
+    print(f"\nDistance rules vs one Gram matmul `[n, d] @ [d, n]` (d = {d:,}; "
+          "ms; ratio = rule / the faster of the single and the blocked "
+          "matmul, timed alternately with each rule):\n")
+    print("| rule | " + " | ".join(f"n={n} f={f}" for n, f in args.grid) + " |")
+    print("|---" * (len(args.grid) + 1) + "|")
+    ref = {}
+    for c, ts in grams.items():
+        plain = statistics.median(t[0] for t in ts)
+        blocked = statistics.median(t[1] for t in ts)
+        ref[c] = min(plain, blocked)
+        print_cell = f"{plain * 1e3:.2f} / {blocked * 1e3:.2f}"
+        ref.setdefault(("label", c), print_cell)
+    print("| *Gram: single / blocked (ms)* | " + " | ".join(
+        ref.get(("label", c), "n/a") for c in args.grid) + " |")
+    for name in DISTANCE_RULES:
+        if "gram:" + name not in rows:
+            continue
+        cells = []
+        for c in args.grid:
+            t = rows["gram:" + name].get(c)
+            cells.append("n/a" if t is None else
+                         f"{t * 1e3:.2f} ({t / ref[c]:.2f}x)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 BYZFL = {
@@ -280,17 +343,46 @@ def section3(args, results):
     except Exception as e:
         print(f"\nPyTorch + ByzFL round: skipped ({type(e).__name__}: {e})")
         return
-    print("\nPer-worker PyTorch loop with ByzFL's aggregator (same sizes):\n")
-    print("| aggregator | torch round (ms) | byzjax round (ms) | speed-up |")
-    print("|---|---|---|---|")
+    torch.set_num_threads(2)
+    print("\nPer-worker PyTorch loop with ByzFL's aggregator (same sizes; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads), "
+          "timed alternately with the byzjax round (wall and process CPU "
+          "time; on a loaded machine the CPU-time ratio is the steadier "
+          "one):\n")
+    print("| aggregator | torch round (ms) | byzjax round (ms) | speed-up | "
+          "torch CPU (ms) | byzjax CPU (ms) | CPU speed-up |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.round_rules:
         if name not in BYZFL or not hasattr(byzfl, BYZFL[name][0]):
             continue
         cls, kw = BYZFL[name]
         agg = getattr(byzfl, cls)(**{k: (5 if v is None else v) for k, v in kw.items()})
-        t = _torch_round(agg, torch)
-        ours = results[("s3", name)]
-        print(f"| {name} | {t * 1e3:.2f} | {ours * 1e3:.2f} | {t / ours:.1f}x |")
+        torch_round = _torch_round(agg, torch)
+        program, hp, many = _round_program(name, rounds=rounds)
+        run = jax.jit(many)
+        wall, cpu = _time_wall_cpu(
+            [lambda: run(state, hp), lambda: [torch_round() for _ in range(10)]],
+            max(5, args.reps))
+        ours, t = wall[0] / rounds, wall[1] / 10
+        ours_cpu, t_cpu = cpu[0] / rounds, cpu[1] / 10
+        print(f"| {name} | {t * 1e3:.2f} | {ours * 1e3:.2f} | {t / ours:.1f}x | "
+              f"{t_cpu * 1e3:.2f} | {ours_cpu * 1e3:.2f} | {t_cpu / ours_cpu:.1f}x |")
+        sys.stdout.flush()
+
+
+def _time_wall_cpu(fns, reps):
+    """Medians of wall and process CPU seconds per call, calls alternated."""
+    for f in fns:
+        _block(f())
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
+    for _ in range(reps):
+        for i, f in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
+            _block(f())
+            wall[i].append(time.perf_counter() - t)
+            cpu[i].append(time.process_time() - c)
+    return ([statistics.median(x) for x in wall],
+            [statistics.median(x) for x in cpu])
 
 
 def _diagnostics_cost(args, state):
@@ -306,17 +398,7 @@ def _diagnostics_cost(args, state):
                                            diagnostics=on)
         runs.append(jax.jit(many))
     fns = [lambda r=r: r(state, hp) for r in runs]
-    for f in fns:
-        _block(f())
-    wall, cpu = [[], []], [[], []]
-    for _ in range(max(11, 3 * args.reps)):
-        for i, f in enumerate(fns):
-            c, t = time.process_time(), time.perf_counter()
-            _block(f())
-            wall[i].append(time.perf_counter() - t)
-            cpu[i].append(time.process_time() - c)
-    w = [statistics.median(x) for x in wall]
-    c = [statistics.median(x) for x in cpu]
+    w, c = _time_wall_cpu(fns, max(11, 3 * args.reps))
     for i, label in enumerate(("none", "every round (default)")):
         print(f"| {label} | {w[i] / rounds * 1e3:.2f} | {c[i] / rounds * 1e3:.2f} "
               f"| {100 * (w[i] - w[0]) / w[0]:+.1f}% wall, "
@@ -324,7 +406,9 @@ def _diagnostics_cost(args, state):
     sys.stdout.flush()
 
 
-def _torch_round(agg, torch, n=15, f=5, b=25, rounds=30):
+def _torch_round(agg, torch, n=15, f=5, b=25):
+    """One round of ByzFL's per-worker loop (MLP, worker momentum, ALIE, the
+    aggregator ``agg``) as a callable."""
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100),
                                 torch.nn.ReLU(), torch.nn.Linear(100, 10))
     x = torch.randn(n, b, 1, 28, 28)
@@ -353,10 +437,7 @@ def _torch_round(agg, torch, n=15, f=5, b=25, rounds=30):
                 i += k
 
     one_round()
-    t = time.perf_counter()
-    for _ in range(rounds):
-        one_round()
-    return (time.perf_counter() - t) / rounds
+    return one_round
 
 
 def section4(args, results):
@@ -533,6 +614,34 @@ def section6(args, results):
         sys.stdout.flush()
 
 
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "n/a"
+
+
+def _reexec_with_hugepages():
+    """Re-runs this script with glibc's malloc asking for transparent huge
+    pages (Linux, glibc >= 2.35; read only at process start).
+
+    XLA:CPU allocates every output buffer afresh; glibc serves buffers of more
+    than 32 MB with a new ``mmap``, and the kernel then faults in and zeroes
+    every 4 KB page on first write. Writing a new ``[15, 1,310,922]`` float32
+    array (79 MB) took 19,203 page faults and 10-15x the time of reading it;
+    with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` 296 faults and ~3x
+    (``docs/PERFORMANCE.md``)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in tunables:
+        return
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = ":".join(t for t in (tunables,
+                                                  "glibc.malloc.hugetlb=1") if t)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -540,7 +649,14 @@ def main(argv=None):
     p.add_argument("--sections", default="1,2,3,4,5,6",
                    help="comma-separated section numbers (6 = models)")
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--dims", dest="dims_arg", default=None,
+                   help="comma-separated parameter counts for sections 1-2 "
+                        "(default 79510,1310922; --quick: 79510)")
+    p.add_argument("--no-hugepages", action="store_true",
+                   help="do not re-run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     args = p.parse_args(argv)
+    if not args.no_hugepages and argv is None:
+        _reexec_with_hugepages()
     args.grid = GRID
     args.dims = DIMS
     args.seeds = (1, 4, 16)
@@ -553,6 +669,8 @@ def main(argv=None):
         args.reps = 3
         args.dims = (79_510,)
         args.seeds = (1, 4)
+    if args.dims_arg is not None:
+        args.dims = tuple(int(v) for v in args.dims_arg.split(","))
     sections = {int(s) for s in args.sections.split(",")}
     print("# byzjax benchmarks\n")
     print(f"- jax {jax.__version__}, backend {jax.default_backend()}, "
@@ -561,6 +679,8 @@ def main(argv=None):
           f"numpy {np.__version__}")
     print(f"- {time.strftime('%Y-%m-%d %H:%M:%S')}; medians of {args.reps} "
           "repetitions after warm-up, block_until_ready")
+    print(f"- GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}; "
+          f"transparent huge pages: {_thp_mode()}")
     results: dict = {}
     for s, fn in ((1, section1), (2, section2), (3, section3), (4, section4),
                   (5, section5), (6, section6)):

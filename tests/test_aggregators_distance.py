@@ -515,7 +515,7 @@ def test_more_than_f_non_finite_rows_are_not_silently_dropped():
 
 
 def test_blocked_gram_on_wide_leaves():
-    from byzjax.aggregators._krum import blocked_gram
+    from byzjax._tree import gram as blocked_gram
 
     rng = np.random.default_rng(15)
     n = 5
@@ -678,3 +678,39 @@ def test_property_all_honest_equal_gives_that_row(seed, case, attack):
     center = unflat1(honest.astype(np.float32))
     out = _cc_from(tree, center, num_byzantine=f)
     assert np.linalg.norm(flat1(out) - honest) <= f * 0.5 / n * (1 + 1e-5) + 1e-6
+
+
+def test_weighted_rows_keep_vector_and_matrix_paths():
+    """The one row-combination kernel: a weight vector (unrolled fused sum) and
+    a weight matrix (matmul with the non-finite fallback) against NumPy; rows
+    outside ``keep`` count as zeros whatever they hold, ``nan_rows`` poisons
+    the output rows that mixed them in."""
+    from byzjax._tree import pairwise_sq_distances, weighted_rows
+
+    rng = np.random.default_rng(16)
+    tree = make_tree(rng, 6)
+    x = flat(tree)
+    w = rng.random(6).astype(np.float32)
+    wm = rng.random((3, 6)).astype(np.float32)
+    keep = np.array([True, True, False, True, True, False])
+    vec = jax.jit(lambda t, w, k: weighted_rows(t, w, keep=k))
+    mat = jax.jit(lambda t, w, k, p: weighted_rows(t, w, keep=k, nan_rows=p))
+    np.testing.assert_allclose(flat1(vec(tree, w, keep)), (w * keep) @ x, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(flat(mat(tree, wm, keep, np.zeros(3, bool))), wm @ x,
+                               rtol=1e-5, atol=1e-6)
+    bad = corrupt(tree, rows=[2, 5], kinds=["inf", "nan"])
+    wz, wmz = w * keep, wm * keep
+    np.testing.assert_allclose(flat1(vec(bad, wz, keep)), wz @ x, rtol=1e-5, atol=1e-6)
+    poison = np.array([False, True, False])
+    got = flat(mat(bad, wmz, keep, poison))
+    assert np.all(np.isnan(got[1]))
+    np.testing.assert_allclose(got[[0, 2]], (wmz @ x)[[0, 2]], rtol=1e-5, atol=1e-6)
+    # Distances with the finite mask: the corrupted rows are infinitely far.
+    d2, finite = pairwise_sq_distances(bad, with_finite=True)
+    assert finite.tolist() == keep.tolist()
+    d2 = np.asarray(d2)
+    assert np.all(np.isinf(d2[2, [0, 1, 3, 4, 5]])) and d2[2, 2] == 0
+    ok = [0, 1, 3, 4]
+    ref = ((x[ok][:, None] - x[ok][None]) ** 2).sum(-1)
+    np.testing.assert_allclose(d2[np.ix_(ok, ok)], ref, rtol=1e-4, atol=1e-4)

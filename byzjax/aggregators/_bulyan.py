@@ -71,10 +71,10 @@ from typing import Any, Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, sq_distances_to
+from byzjax._tree import PyTree, pairwise_sq_distances, sq_distances_to
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._coordinate import mean_around_median
-from byzjax.aggregators._krum import first_argmin, krum_scores, sq_distance_matrix
+from byzjax.aggregators._krum import first_argmin, krum_scores
 
 __all__ = ["bulyan", "bulyan_selection"]
 
@@ -119,7 +119,7 @@ def _resolve(selection, selection_kwargs, f):
 
 
 def _select_by_scores(updates, n, f, theta, kind, squared):
-    d2, _ = sq_distance_matrix(updates)
+    d2 = pairwise_sq_distances(updates)
     dist = d2 if squared else jnp.sqrt(d2)
     idx = jnp.arange(n)
     eye = jnp.eye(n, dtype=bool)
@@ -168,7 +168,7 @@ def _byzantine_momentum_selected(updates: PyTree, n: int, f: int) -> PyTree:
     """The ``n - 2f - 2`` shrinking Multi-Krum means of the ByzantineMomentum
     variant (module docstring), leaves ``[n - 2f - 2, *param_shape]``."""
     top, theta = n - f - 2, n - 2 * f - 2
-    d2, _ = sq_distance_matrix(updates)
+    d2 = pairwise_sq_distances(updates)
     scores = krum_scores(d2, num_byzantine=f, num_neighbours=top, squared=False)
     ranked = jnp.argsort(scores, stable=True)[:top]
 

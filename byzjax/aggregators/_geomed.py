@@ -7,18 +7,18 @@ by the smoothed Weiszfeld iteration ``z <- sum_i w_i x_i / sum_i w_i`` with
 **Cost.** Every iterate is an affine combination ``z = sum_j a_j x_j`` of the
 rows (``sum_j a_j = 1``), so with the Gram matrix ``G`` of the rows,
 ``||x_i - z||^2 = G_ii - 2 (G a)_i + a^T G a`` costs ``O(n^2)``: the iterations
-never touch the ``[n, d]`` stack, and the final ``z`` is one ``[n] @ [n, d]``
-matmul per leaf. The Gram matrix is computed on rows centred at the *medoid*
-(the finite row of least total distance, found from a first, uncentred Gram
-matrix): in float32 the Gram form loses ``~eps * ||x||^2`` absolutely, and
-centring on a central row makes that error scale with the spread of the rows
-rather than their norm (e.g. when all honest rows are equal, their centred rows
-are exactly zero and the median lands on them). Total: two blocked Gram
-matmuls (``O(n^2 d)``, the centring done block by block without a copy),
-``O(n^2)`` per iteration, one final matmul; plus one direct ``O(n d)``
-distance pass when ``init`` is not ``"mean"``. Measured (n = 15,
-d = 1,310,922, XLA:CPU, 2 cores shared with other jobs): 82 ms per call
-including ~100 iterations, vs 54 ms for Krum.
+never touch the ``[n, d]`` stack, and the final ``z`` is one fused weighted sum of the
+rows (:func:`byzjax._tree.weighted_rows`). The Gram matrix is computed on rows
+centred at the *medoid* (the finite row of least total distance, found from a
+first, uncentred Gram matrix): in float32 the Gram form loses ``~eps * ||x||^2``
+absolutely, and centring on a central row makes that error scale with the spread
+of the rows rather than their norm (e.g. when all honest rows are equal, their
+centred rows are exactly zero and the median lands on them). Total: two blocked
+Gram matmuls (``O(n^2 d)``, the centring done block by block without a copy),
+``O(n^2)`` per iteration, one final weighted sum; plus one direct ``O(n d)``
+distance pass when ``init`` is not ``"mean"``. Measured (n = 15, d = 1,310,922,
+XLA:CPU, 2 cores shared with other jobs): 82 ms per call including ~100
+iterations, vs 54 ms for Krum.
 
 **Defaults** (Pillutla et al.'s ``geom_median`` package): start at the mean of
 the finite rows, ``smoothing = 1e-6``, at most 100 iterations. The stopping
@@ -54,14 +54,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, sq_distances_to
+from byzjax._tree import PyTree, pairwise_sq_distances, sq_distances_to, weighted_rows
+from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
-from byzjax.aggregators._krum import (
-    blocked_gram,
-    combine_rows,
-    first_argmin,
-    sq_distance_matrix,
-)
+from byzjax.aggregators._krum import first_argmin
 
 __all__ = ["geometric_median"]
 
@@ -151,7 +147,7 @@ def geometric_median(
 
     # Gram matrix of the rows centred at the medoid (see module docstring).
     # Rows that are (or whose centred squared norm is) non-finite get weight 0.
-    d2, finite = sq_distance_matrix(updates)
+    d2, finite = pairwise_sq_distances(updates, with_finite=True)
     total = jnp.sum(jnp.where(finite[None, :], jnp.sqrt(d2), 0.0), axis=1)
     medoid = first_argmin(total, finite)
     pivot = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[medoid], updates)
@@ -166,7 +162,7 @@ def geometric_median(
     if isinstance(init, str):  # "mean"
         coef0 = finite.astype(g.dtype) / num_finite
         if num_iterations == 0:
-            return combine_rows(updates, coef0, finite)
+            return weighted_rows(updates, coef0, keep=finite)
     else:
         start = jnp.sqrt(sq_distances_to(updates, init))
 
@@ -206,4 +202,4 @@ def geometric_median(
     # rows, up to the step's contraction), so the rule can be differentiated.
     step = _weights(distances(state.coef), finite, smoothing)
     coef = state.coef + (step - jax.lax.stop_gradient(step))
-    return combine_rows(updates, coef, finite)
+    return weighted_rows(updates, coef, keep=finite)

@@ -4,10 +4,10 @@ Krum scores every row by the sum of its (squared) distances to its
 ``num_neighbours`` nearest other rows and outputs the row of least score;
 Multi-Krum averages the ``num_selected`` rows of least score.
 Distances are Euclidean over all leaves together, from one Gram matmul per leaf
-(:func:`sq_distance_matrix`); the per-row top-k runs on the
+(:func:`byzjax._tree.pairwise_sq_distances`); the per-row top-k runs on the
 ``[n, n]`` matrix (cheap), and the output is a dynamic row index (Krum) or one
-``[n] @ [n, d]`` matmul per leaf (Multi-Krum): the ``[n, d]`` stack is never
-sorted.
+fused weighted sum of the rows (Multi-Krum, :func:`byzjax._tree.weighted_rows`):
+the ``[n, d]`` stack is never sorted.
 
 Conventions (the sources disagree; see ``docs/CONVENTIONS.md``):
 
@@ -35,8 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, sanitize
-from byzjax._tree import gram as blocked_gram
+from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
 from byzjax.aggregators._base import AGGREGATORS, validate
 
 __all__ = ["krum", "multi_krum", "krum_scores"]
@@ -53,74 +52,6 @@ _KRUM_HINT = ("No option relaxes this: Krum's guarantee (Blanchard et al. 2017) 
               "needs n > 2f + 2, although ByzFL runs it for any n > 2f; for "
               "n = 2f + 1 or 2f + 2 use a rule that needs only n > 2f, e.g. "
               "'mda', 'trimmed_mean' or 'geometric_median'.")
-
-
-def sq_distance_matrix(updates: PyTree) -> tuple[jax.Array, jax.Array]:
-    """Squared distances over all leaves and the rows treated as finite.
-
-    One Gram matmul per leaf on the raw stack (no sanitising copy): a row is
-    *finite* when its squared norm (the Gram diagonal) is finite, so rows with
-    an ``inf``/``NaN`` entry and finite rows whose squared norm overflows are
-    both "infinitely far": their distances to every other row are ``+inf``
-    (0 to themselves) and the matrix never holds ``NaN``. Shared by Krum,
-    Bulyan, NNM and the geometric median.
-
-    Measured on XLA:CPU (n = 15, d = 1,310,922, one call):
-    :func:`byzjax._tree.row_is_finite` plus :func:`byzjax._tree.sanitize`
-    before the Gram matmul cost 9 + ~35 ms (they read the stack and write a
-    sanitised copy); reading finiteness off the Gram diagonal is free. The Gram
-    matrix is :func:`blocked_gram`.
-
-    Returns:
-      ``(d2, finite)``: ``float[n, n]`` and ``bool[n]``.
-    """
-    g = blocked_gram(updates)
-    sq = jnp.diagonal(g)
-    finite = jnp.isfinite(sq)
-    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0)
-    eye = jnp.eye(g.shape[0], dtype=bool)
-    # Non-finite rows, and (near-overflow) finite pairs whose sum overflows.
-    d2 = jnp.where(finite[:, None] & finite[None, :] & ~jnp.isnan(d2), d2, jnp.inf)
-    return jnp.where(eye, 0.0, d2), finite
-
-
-def combine_rows(updates: PyTree, weights: jax.Array, keep: jax.Array,
-                 nan_rows: jax.Array | None = None) -> PyTree:
-    """``sum_i weights[i] * x_i`` per leaf (a matmul), rows outside ``keep`` as zeros.
-
-    Rows outside ``keep`` must have zero weight; whatever they hold (``inf``,
-    ``NaN``) they contribute 0. Rows inside ``keep`` enter with IEEE
-    semantics. The raw stack goes straight into the matmul; only if that
-    result is not finite (a zero-weight ``inf`` gives ``0 * inf = NaN``) are
-    the rows outside ``keep`` zeroed and the matmul redone (``lax.cond``), so
-    the common all-finite case never copies the stack. ``weights`` may also be
-    ``[m, n]`` (one combination per output row); then ``nan_rows`` (``bool[m]``,
-    optional) marks output rows set to ``NaN`` on that slow path (rows that
-    mix a row outside ``keep`` with non-zero weight).
-    """
-    def matmul(stack):
-        def leaf(x):
-            n = x.shape[0]
-            out = jnp.matmul(weights.astype(x.dtype), x.reshape(n, -1),
-                             precision=jax.lax.Precision.HIGHEST)
-            return out.reshape(weights.shape[:-1] + x.shape[1:])
-        return jax.tree_util.tree_map(leaf, stack)
-
-    def zeroed(stack):
-        out = matmul(sanitize(stack, keep))
-        if nan_rows is None:
-            return out
-
-        def poison(y):
-            mask = nan_rows.reshape((-1,) + (1,) * (y.ndim - 1))
-            return jnp.where(mask, jnp.asarray(jnp.nan, y.dtype), y)
-
-        return jax.tree_util.tree_map(poison, out)
-
-    raw = matmul(updates)
-    clean = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in
-                               jax.tree_util.tree_leaves(raw)]))
-    return jax.lax.cond(clean, lambda s: raw, zeroed, updates)
 
 
 def first_argmin(values: jax.Array, valid: jax.Array | None = None) -> jax.Array:
@@ -153,7 +84,7 @@ def krum_scores(
 
     Args:
       sq_dist: ``float[n, n]`` squared distances, ``+inf`` for non-finite rows
-        and no ``NaN`` (e.g. from :func:`sq_distance_matrix`).
+        and no ``NaN`` (e.g. from :func:`byzjax._tree.pairwise_sq_distances`).
       num_byzantine: static int ``f``; only used for the default neighbour count.
       num_neighbours: neighbours per score, a Python int or a traced integer
         scalar (it only sets a mask, not a shape). Default
@@ -213,7 +144,7 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
     n = validate(rule, updates, num_byzantine)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
-    d2, _ = sq_distance_matrix(updates)
+    d2 = pairwise_sq_distances(updates)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,
                           squared=squared)
 
@@ -281,7 +212,7 @@ def multi_krum(
     ``num_selected=1`` is Krum, ``num_selected=n`` the plain mean. Requires
     ``n >= 2f + 3``.
 
-    Cost: as :func:`krum`, plus one ``[n] @ [n, d]`` matmul per leaf.
+    Cost: as :func:`krum`, plus one fused weighted sum of the rows (``O(n d)``).
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``; ``n`` static.
@@ -318,4 +249,4 @@ def multi_krum(
     selected = jnp.zeros((n,), bool).at[order[:m]].set(True)
     weights = selected.astype(jnp.float32) / m
     # Unselected rows count as zeros (whatever they hold); selected ones IEEE.
-    return combine_rows(updates, weights, selected)
+    return weighted_rows(updates, weights, keep=selected)

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax._tree import PyTree, pairwise_sq_distances, sanitize, weighted_rows
+from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
 from byzjax.aggregators._base import AGGREGATORS, validate
 
 __all__ = ["minimum_diameter_averaging", "minimum_diameter_subset"]
@@ -330,9 +330,9 @@ _enumeration_kernel = jax.jit(_subset_by_enumeration, static_argnums=1)
 @jax.jit
 def _mean_of_kept(updates: PyTree, kept: jax.Array) -> PyTree:
     weights = kept.astype(jnp.float32) / jnp.sum(kept, dtype=jnp.float32)
-    # Zero the rows not kept (whatever they hold), then an IEEE matmul: the
-    # exact mean of the kept rows, finite whenever they are.
-    return weighted_rows(sanitize(updates, kept), weights, clean=False)
+    # The rows not kept count as zeros (whatever they hold), kept rows IEEE:
+    # the exact mean of the kept rows, finite whenever they are.
+    return weighted_rows(updates, weights, keep=kept)
 
 
 def _subset(updates: PyTree, num_byzantine: int, method: str):
@@ -417,7 +417,7 @@ def minimum_diameter_averaging(
 
     Returns:
       Pytree with leaves ``[*param_shape]`` (input dtypes): the mean of the kept
-      rows, computed as one ``[n] @ [n, d]`` matmul per leaf.
+      rows, computed as one fused weighted sum of the rows.
 
     Raises:
       ValueError: if ``n <= 2 f``, ``method`` is unknown, or ``"enumerate"`` is

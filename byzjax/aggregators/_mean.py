@@ -16,9 +16,10 @@ __all__ = ["mean"]
 def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
     """Averages the rows: ``1/n sum_i x_i``. Not robust (one row can move it anywhere).
 
-    Computed as an unrolled, fused sum of the rows, which on XLA:CPU is far
-    faster than a reduction over a small leading axis and, unlike ``ones @ x``,
-    stays fast under ``vmap`` (``docs/PERFORMANCE.md``; ``byzjax._tree.sum_rows``).
+    Computed as an unrolled, fused sum of the rows (``byzjax._tree.sum_rows``):
+    on XLA:CPU faster than ``ones @ x`` (7x for 10 rows of 79,510 in one
+    measurement, 20x under ``vmap``), which is itself far faster than a
+    reduction over the small leading axis (``docs/PERFORMANCE.md``).
 
     Args:
       updates: pytree with leaves ``[n, *param_shape]``.

@@ -32,14 +32,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree
+from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
 from byzjax.aggregators._base import PREAGGREGATORS, validate
-from byzjax.aggregators._krum import (
-    combine_rows,
-    first_argmin,
-    krum_scores,
-    sq_distance_matrix,
-)
+from byzjax.aggregators._krum import first_argmin, krum_scores
 
 __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 
@@ -47,7 +42,7 @@ __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 def _mixing(updates: PyTree, num_byzantine: int):
     n = validate("nnm", updates, num_byzantine)
     m = n - num_byzantine
-    d2, finite = sq_distance_matrix(updates)
+    d2, finite = pairwise_sq_distances(updates, with_finite=True)
     eye = jnp.eye(n, dtype=bool)
     # Self first (key -1), then by distance, then by index (stable sort).
     order = jnp.argsort(jnp.where(eye, -1.0, d2), axis=1, stable=True)
@@ -119,4 +114,4 @@ def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
     # Columns of non-finite rows are zero while at most f rows are non-finite;
     # with more, rows that mix a non-finite row become NaN (no silent zeros).
     touched = jnp.any(near & ~finite[None, :], axis=1)
-    return combine_rows(updates, weights, finite, nan_rows=touched)
+    return weighted_rows(updates, weights, keep=finite, nan_rows=touched)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import Entry, Registry
-from byzjax._tree import PyTree, check_stack, num_rows
+from byzjax._tree import PyTree, check_stack, num_rows, sum_rows
 
 __all__ = [
     "ATTACKS",
@@ -28,8 +28,6 @@ __all__ = [
     "repeat_rows",
     "validate_attack",
 ]
-
-_PRECISION = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +111,14 @@ def validate_attack(name: str, honest: PyTree, num_byzantine: int,
 def honest_mean(honest: PyTree) -> PyTree:
     """``gbar``: the mean of the honest rows, leaves ``[*param_shape]``.
 
-    A ``[n] @ [n, d]`` matmul per leaf (faster than a reduction over the small
-    leading axis on XLA:CPU, see ``docs/PERFORMANCE.md``).
+    An unrolled, fused sum of the rows (:func:`byzjax._tree.sum_rows`): on
+    XLA:CPU faster than ``ones @ x`` (7x for 10 rows of 79,510 in one
+    measurement, 20x under ``vmap``), which is itself far faster than a
+    reduction over the small leading axis (``docs/PERFORMANCE.md``).
     """
     n = num_rows(honest)
-
-    def _mean(x):
-        w = jnp.full((n,), 1.0 / n, x.dtype)
-        out = jnp.matmul(w, x.reshape(n, -1), precision=_PRECISION)
-        return out.reshape(x.shape[1:])
-
-    return jax.tree_util.tree_map(_mean, honest)
+    return jax.tree_util.tree_map(lambda s: s / jnp.asarray(n, s.dtype),
+                                  sum_rows(honest))
 
 
 def honest_std(honest: PyTree, *, ddof: int = 1, mean: PyTree | None = None) -> PyTree:
@@ -145,13 +140,12 @@ def honest_std(honest: PyTree, *, ddof: int = 1, mean: PyTree | None = None) -> 
     if mean is None:
         mean = honest_mean(honest)
 
-    def _std(x, m):
-        d = (x - m[None]).reshape(n, -1)
-        w = jnp.full((n,), 1.0 / (n - ddof), x.dtype)
-        var = jnp.matmul(w, d * d, precision=_PRECISION)
-        return jnp.sqrt(var).reshape(x.shape[1:])
-
-    return jax.tree_util.tree_map(_std, honest, mean)
+    # One fused pass over the rows (as honest_mean): no [n, d] array of
+    # squared deviations is written.
+    squares = jax.tree_util.tree_map(lambda x, m: jnp.square(x - m[None]), honest,
+                                     mean)
+    return jax.tree_util.tree_map(
+        lambda v: jnp.sqrt(v / jnp.asarray(n - ddof, v.dtype)), sum_rows(squares))
 
 
 def repeat_rows(vector: PyTree, num_rows_: int) -> PyTree:
