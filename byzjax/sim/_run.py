@@ -25,6 +25,7 @@ from byzjax.sim import _store
 from byzjax.sim._config import (
     FLOAT_HPARAMS,
     RESULT_NEUTRAL,
+    SERVER_DEFAULTS,
     ConfigError,
     hparams_of,
     validate,
@@ -110,17 +111,24 @@ def make_model(config, num_classes: int):
 
 def static_key(config) -> str:
     """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _plain(config).items()
+    d = {k: v for k, v in _id_fields(config).items()
          if k not in FLOAT_HPARAMS and k not in RESULT_NEUTRAL}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(config, seed: int, hparams: dict[str, float]) -> str:
     """A stable identifier of one run: static config, seed and float values."""
-    d = {k: v for k, v in _plain(config).items() if k not in RESULT_NEUTRAL}
+    d = {k: v for k, v in _id_fields(config).items() if k not in RESULT_NEUTRAL}
     d.update({k: float(v) for k, v in hparams.items()})
     d["seed"] = int(seed)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _id_fields(config) -> dict:
+    """The config as identifiers see it: server fields at their defaults left
+    out (single-server runs keep their identifiers)."""
+    return {k: v for k, v in _plain(config).items()
+            if not (k in SERVER_DEFAULTS and v == SERVER_DEFAULTS[k])}
 
 
 def write_json_atomic(path: str, record: dict) -> None:

@@ -130,6 +130,12 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
       A :class:`Program`.
     """
     validate(config)
+    if config.get("server_protocol", "single") != "single" or int(
+            config.get("num_byzantine_servers", 0)):
+        from byzjax.sim._servers import make_server_program
+
+        return make_server_program(config, data, model,
+                                   worker_sharding=worker_sharding)
     n = int(config.num_workers)
     f = int(config.num_byzantine)
     n_att = num_attackers(config)
