@@ -75,8 +75,8 @@ LIPSCHITZ_HISTORY = 32
 _LIUBEI_OPTIMIZERS = ("dsgd", "resam")
 
 #: Metrics added to the run's curves (per evaluation chunk, mean over rounds).
-SERVER_METRICS = ("server_spread", "rejected_fraction", "pulls_per_iteration",
-                  "test_accuracy_min")
+SERVER_METRICS = ("server_spread", "server_spread_bound", "rejected_fraction",
+                  "pulls_per_iteration", "fallback_fraction", "test_accuracy_min")
 
 
 class LiuBeiWorkers(NamedTuple):
@@ -315,8 +315,8 @@ def _row(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def _concat(a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), a, b)
+def _concat(a, b, axis: int = 0):
+    return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y], axis), a, b)
 
 
 def _spread(stack):
@@ -326,6 +326,19 @@ def _spread(stack):
         return jnp.float32(0.0)
     d2 = pairwise_sq_distances(stack, clean=False)
     return jnp.sqrt(jnp.max(d2))
+
+
+def _box_diameter(stack):
+    """Diameter of the coordinate-wise bounding box of the rows of ``stack``.
+
+    GuanYu's guarantee for the model exchange: with at most ``f_ps``
+    Byzantine models among ``q_ps > 2 f_ps``, every coordinate of each
+    median lies between the smallest and largest correct value, so after the
+    exchange the correct models' spread is at most this diameter of the
+    correct models before it.
+    """
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.max(0) - x.min(0)))
+                        for x in jax.tree_util.tree_leaves(stack)))
 
 
 def make_server_program(config, data: SimData, model, *,
@@ -563,6 +576,7 @@ def make_server_program(config, data: SimData, model, *,
         new, aggs, rs, ss = server_steps(stacks, rs, ss, state.params, robust_tx,
                                          server_tx)
         # (3) correct servers exchange models: median of the first q_ps
+        extra = {"server_spread_bound": _box_diameter(new)}
         if not byzantine_single:
             out = served(new, k_a2)
             d3 = servers.sample_delays(k_d3, num_receivers=c_ps, num_senders=n_ps,
@@ -574,7 +588,7 @@ def make_server_program(config, data: SimData, model, *,
         diag = (_diagnostics(sent, attacked, _row(aggs, 0), n_honest)
                 if diagnostics is not False
                 else dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)))
-        extra = {"server_spread": _spread(new)}
+        extra["server_spread"] = _spread(new)
         return finish(state, new, (ws, ats, rs, ss), key, losses, diag, extra)
 
     # ----------------------------------------------------------- LiuBei
@@ -597,7 +611,7 @@ def make_server_program(config, data: SimData, model, *,
         order = (w.start[:, None] + t + jnp.arange(num_pulls)[None, :]) % n_ps
         pulled = servers.gather_rows(out, order)  # [n, K]
         candidates = _concat(pulled, jax.tree_util.tree_map(lambda a: a[:, None],
-                                                            w.local))  # [n, K+1]
+                                                            w.local), 1)  # [n, K+1]
 
         def worker_grads(a):
             cand, xb, yb, kb = a
