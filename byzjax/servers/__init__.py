@@ -4,7 +4,7 @@ Two protocols replicate the parameter server so that neither workers nor
 servers are trusted:
 
 * GuanYu: El Mhamdi, Guerraoui, Guirguis, Hoang, Rouault (2019), "SGD:
-  Decentralized Byzantine Resilience" (arXiv:1905.03853); asynchronous, each
+  Decentralized Byzantine Resilience"; asynchronous, each
   node aggregates the first messages of a quorum.
 * LiuBei: El Mhamdi, Guerraoui, Guirguis, Rouault (2019/2022), "Fast Machine
   Learning with Byzantine Workers and Servers" (arXiv:1911.07537); synchronous,

@@ -170,9 +170,11 @@ def lipschitz_coefficient(grad_new: PyTree, grad_old: PyTree, model_new: PyTree,
     LiuBei's Lipschitz filter (El Mhamdi, Guerraoui, Guirguis, Rouault, 2019,
     "Fast Machine Learning with Byzantine Workers and Servers") compares the
     growth of the gradient between a worker's previous model and a pulled model
-    with the growth seen before. Equal models give ``0`` (nothing moved); a
-    model at distance ``0`` with a different gradient gives ``+inf``;
-    non-finite inputs give ``+inf``.
+    with the growth seen before. (The simulator evaluates both gradients on the
+    worker's current mini-batch, so the coefficient measures the loss's
+    smoothness, not the noise between two mini-batches.) Equal models give
+    ``0`` (nothing moved); a model at distance ``0`` with a different gradient
+    gives ``+inf``; non-finite inputs give ``+inf``.
 
     Returns:
       float32 scalar ``>= 0`` or ``+inf``.

@@ -8,7 +8,7 @@ Config field ``server_protocol`` chooses the protocol (``docs/SERVERS.md``):
   (to the workers, and to whoever reads the trained model) is
   ``server_attack`` applied to its own model.
 * ``"guanyu"``: El Mhamdi, Guerraoui, Guirguis, Hoang, Rouault (2019), "SGD:
-  Decentralized Byzantine Resilience" (arXiv:1905.03853). Per round: (1) each
+  Decentralized Byzantine Resilience". Per round: (1) each
   worker takes the coordinate-wise median M of the first ``q_ps`` models it
   receives and computes its gradient there; (2) each correct server
   aggregates with the configured robust rule F the first ``q_wr`` worker
@@ -84,7 +84,6 @@ class LiuBeiWorkers(NamedTuple):
 
     Attributes:
       model: the model it used at the previous iteration.
-      grad: its raw gradient there (loss + weight decay, before clipping).
       local: its locally updated model, ``model - lr * sent``: the fallback
         when every pull is rejected.
       history: ``float32[n, LIPSCHITZ_HISTORY]`` accepted Lipschitz
@@ -94,7 +93,6 @@ class LiuBeiWorkers(NamedTuple):
     """
 
     model: Any
-    grad: Any
     local: Any
     history: jax.Array
     count: jax.Array
@@ -306,6 +304,10 @@ def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
 
 
 # ------------------------------------------------------------------ program
+def _expand(tree):
+    return jax.tree_util.tree_map(lambda a: a[:, None], tree)
+
+
 def _stack(tree, n: int):
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape),
                                   tree)
@@ -510,10 +512,8 @@ def make_server_program(config, data: SimData, model, *,
         workers = ()
         if protocol == "liubei":
             k_start = jax.random.fold_in(k_tx, 17)
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
             workers = LiuBeiWorkers(
-                model=_stack(params, n), grad=_stack(zeros, n),
-                local=_stack(params, n),
+                model=_stack(params, n), local=_stack(params, n),
                 history=jnp.full((n, LIPSCHITZ_HISTORY), jnp.nan, jnp.float32),
                 count=jnp.zeros((n,), jnp.int32),
                 start=jax.random.randint(k_start, (n,), 0, n_ps, jnp.int32))
@@ -610,8 +610,11 @@ def make_server_program(config, data: SimData, model, *,
         out = served(state.params, k_a1)  # [n_ps]
         order = (w.start[:, None] + t + jnp.arange(num_pulls)[None, :]) % n_ps
         pulled = servers.gather_rows(out, order)  # [n, K]
-        candidates = _concat(pulled, jax.tree_util.tree_map(lambda a: a[:, None],
-                                                            w.local), 1)  # [n, K+1]
+        # Candidates: the K pulled models, the worker's local model (the
+        # fallback), and its previous model (never used: its gradient on the
+        # same mini-batch is the reference of the Lipschitz coefficient).
+        candidates = _concat(_concat(pulled, _expand(w.local), 1), _expand(w.model),
+                             1)  # [n, K+2]
 
         def worker_grads(a):
             cand, xb, yb, kb = a
@@ -621,16 +624,19 @@ def make_server_program(config, data: SimData, model, *,
         grads_all, losses_all = map_workers(
             worker_grads, (candidates, x, y, drop_keys), strategy=grad_strategy)
 
+        grads_ref = jax.tree_util.tree_map(lambda a: a[:, num_pulls + 1], grads_all)
+
         def check(cand, g, model, grad, history, count):
             k = servers.lipschitz_coefficient(g, grad, cand, model)
             lips = servers.lipschitz_filter(k, history, count, num_servers=n_ps,
                                             num_byzantine_servers=f_ps)
-            ok = servers.models_filter(cand, model, threshold) & (lips | (s == 0))
+            ok = servers.models_filter(cand, model, threshold) & lips
             return ok, k
 
         ok, ks = jax.vmap(jax.vmap(check, in_axes=(0, 0, None, None, None, None)))(
-            candidates, grads_all, w.model, w.grad, w.history, w.count)
+            candidates, grads_all, w.model, grads_ref, w.history, w.count)
         ok = ok.at[:, num_pulls].set(True)  # the local model: the fallback
+        ok = ok.at[:, num_pulls + 1].set(False)
         choice = jnp.argmax(ok, axis=1)  # first accepted
         accepted = choice < num_pulls
         pulls = jnp.minimum(choice + 1, num_pulls)
@@ -643,7 +649,7 @@ def make_server_program(config, data: SimData, model, *,
         grads = jax.tree_util.tree_map(pick, grads_all)
         losses = pick(losses_all)
         k_chosen = pick(ks)
-        record = accepted & (s != 0) & jnp.isfinite(k_chosen)
+        record = accepted & (k_chosen > 0) & jnp.isfinite(k_chosen)
         slot = w.count % LIPSCHITZ_HISTORY
         history = jnp.where(
             record[:, None] & (jnp.arange(LIPSCHITZ_HISTORY)[None] == slot[:, None]),
@@ -670,7 +676,7 @@ def make_server_program(config, data: SimData, model, *,
         local = jax.tree_util.tree_map(
             lambda a, m: jnp.where(gather, jnp.broadcast_to(m, a.shape), a),
             local, med)
-        workers = LiuBeiWorkers(model, grads, local, history, count, w.start)
+        workers = LiuBeiWorkers(model, local, history, count, w.start)
         diag = (_diagnostics(sent, attacked, _row(aggs, 0), n_honest)
                 if diagnostics is not False
                 else dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)))
