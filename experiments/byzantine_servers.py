@@ -108,8 +108,7 @@ def report(outdir: str, labelled) -> None:
 
     from byzjax.sim import _store
 
-    records = _store.load_records(outdir)
-    by_id = {r["run_id"]: r for r in records}
+    by_id = _store.load_records(outdir)
     rows = ["| setting | final acc. | min over correct servers | max spread of "
             "correct servers | rejected pulls | pulls / iteration |",
             "|---|---|---|---|---|---|"]
@@ -173,7 +172,7 @@ def main(argv=None) -> int:
         os.makedirs(args.outdir, exist_ok=True)
         from byzjax.sim import _store
 
-        done = {r["run_id"] for r in _store.load_records(args.outdir)}
+        done = set(_store.load_records(args.outdir))
         data = None
         for label, c in runs:
             missing = [s for s in args.seeds
