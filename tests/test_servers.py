@@ -91,7 +91,7 @@ def test_guanyu_without_byzantine_servers_equals_single_server(optimizer):
 
 
 # ---------------------------------------------- GuanYu's median guarantee
-@pytest.mark.parametrize("f", [1, 2])
+@pytest.mark.parametrize("f", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_quorum_median_stays_in_the_box_of_correct_models(f):
     """With at most f Byzantine models in a quorum of q >= 2f + 3, each
     receiver's median lies coordinate-wise between the smallest and largest
