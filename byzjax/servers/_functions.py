@@ -200,14 +200,15 @@ def lipschitz_filter(coefficient: jax.Array, history: jax.Array,
     """LiuBei's Lipschitz filter: is ``coefficient`` plausible given the past?
 
     Accepts when ``coefficient`` is at most the ``(n_ps - f_ps) / n_ps``
-    quantile of the worker's past accepted coefficients (``history``, NaN
-    where empty). With fewer than ``n_ps`` past coefficients the filter has
-    nothing to compare with and accepts (a choice of this implementation: the
-    paper leaves the start unspecified).
+    quantile of the worker's past coefficients (``history``, NaN where
+    empty; the simulator records the coefficient of every first pull, at most
+    a share ``f_ps / n_ps`` of which come from Byzantine servers). With
+    fewer than ``n_ps`` past coefficients the filter has nothing to compare
+    with and accepts (a choice of this implementation).
 
     Args:
       coefficient: float scalar from :func:`lipschitz_coefficient`.
-      history: ``float32[H]`` ring of past accepted coefficients, NaN if empty.
+      history: ``float32[H]`` ring of past coefficients, NaN if empty.
       count: int scalar, coefficients recorded so far.
       num_servers: static ``n_ps``.
       num_byzantine_servers: static ``f_ps``.
@@ -232,9 +233,10 @@ def lipschitz_filter(coefficient: jax.Array, history: jax.Array,
 
 
 def models_filter_threshold(learning_rate, *, clip_norm, num_workers: int,
-                            num_byzantine: int, steps_since_gather) -> jax.Array:
+                            num_byzantine: int, steps_since_gather,
+                            steps_since_reference=1) -> jax.Array:
     """The largest distance a correct server's model may have moved from the
-    worker's previous model: ``lr * C * sqrt(n - f) * (1 + 2 s)``.
+    worker's reference model: ``lr * C * sqrt(n - f) * (a + 2 s)``.
 
     Why (this implementation's bound; the paper states the filter through the
     GAR's guarantee without a closed form usable in a simulation): every
@@ -243,8 +245,10 @@ def models_filter_threshold(learning_rate, *, clip_norm, num_workers: int,
     ``n - f`` correct vectors (coordinate-wise median, trimmed mean, MeaMed,
     Krum's choice among correct rows, ...) has output norm at most
     ``sqrt(n - f) C``, so one server step moves a model by at most
-    ``B = lr sqrt(n - f) C``. Between two gathers correct servers may drift
-    apart by ``2 B`` per step, hence the factor ``1 + 2 s`` after ``s`` steps.
+    ``B = lr sqrt(n - f) C``. The worker's reference is a correct server's
+    model of ``a`` steps ago (``steps_since_reference``), and between two
+    gathers correct servers may drift apart by ``2 B`` per step, hence the
+    factor ``a + 2 s`` after ``s`` steps since the last gather.
 
     Example:
       >>> float(models_filter_threshold(0.5, clip_norm=2.0, num_workers=5,
@@ -255,7 +259,8 @@ def models_filter_threshold(learning_rate, *, clip_norm, num_workers: int,
 
     scale = math.sqrt(num_workers - num_byzantine)
     return (jnp.asarray(learning_rate, jnp.float32) * clip_norm * scale
-            * (1.0 + 2.0 * jnp.asarray(steps_since_gather, jnp.float32)))
+            * (jnp.asarray(steps_since_reference, jnp.float32)
+               + 2.0 * jnp.asarray(steps_since_gather, jnp.float32)))
 
 
 def models_filter(model_new: PyTree, model_old: PyTree, threshold) -> jax.Array:
