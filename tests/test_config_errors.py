@@ -97,6 +97,12 @@ TRAIN_CASES = [
     (["--set", "checkpoint_every=-1"], "checkpoint_every must be an integer >= 0"),
     (["--aggregator", "trimed_mean"],
      "unknown aggregator 'trimed_mean' (did you mean 'trimmed_mean'?)"),
+    (["--set", "server_protocol=guanyu", "--set", "num_servers=5", "--set",
+      "num_byzantine_servers=1"],
+     "guanyu needs num_servers >= 3 num_byzantine_servers + 3 = 6, got "
+     "num_servers=5"),
+    (["--set", "server_protocol=liubi"],
+     "unknown server_protocol 'liubi' (did you mean 'liubei'?)"),
     (["--attack", "sign_flp"], "unknown attack 'sign_flp' (did you mean 'sign_flip'"),
     (["--optimizer", "resma"], "unknown optimizer 'resma' (did you mean 'resam'?)"),
     (["--split", "dirichlett"], "unknown split 'dirichlett' (did you mean "

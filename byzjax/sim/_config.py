@@ -138,7 +138,33 @@ def get_config() -> ml_collections.ConfigDict:
     # Checkpoint the simulator state every this many evaluation chunks (orbax;
     # a killed run resumes from the last one); 0: never.
     c.checkpoint_every = 10
+    # Replicated parameter servers (byzjax.sim._servers, docs/SERVERS.md):
+    # "single" (one server, the simulator above), "guanyu" or "liubei".
+    c.server_protocol = "single"
+    c.num_servers = 1
+    c.num_byzantine_servers = 0  # single: 1 makes the one server Byzantine
+    c.server_quorum = 0  # GuanYu q_ps; 0: the largest, num_servers - f_ps
+    c.worker_quorum = 0  # GuanYu q_wr; 0: the largest, num_workers - f
+    c.server_attack = "sign_flip"  # what Byzantine servers send (model attack)
+    c.scatter_period = 10  # LiuBei T: a gather step every T iterations
+    c.delay_distribution = "exponential"  # "exponential" | "uniform" | "zero"
+    c.num_slow_servers = 0  # the first correct servers are slow machines
+    c.num_slow_workers = 0  # the first correct workers are slow machines
+    c.slow_factor = 10.0  # delay multiplier of the slow machines
     return c
+
+
+#: Server fields left out of run identifiers while at their default, so that
+#: runs of the single-server simulator keep the identifiers they had before
+#: these fields existed.
+SERVER_DEFAULTS = {
+    "server_protocol": "single", "num_servers": 1, "num_byzantine_servers": 0,
+    "server_quorum": 0, "worker_quorum": 0, "server_attack": "sign_flip",
+    "scatter_period": 10, "delay_distribution": "exponential",
+    "num_slow_servers": 0, "num_slow_workers": 0, "slow_factor": 10.0,
+}
+# Single-server runs keep the identifiers they had before the server fields.
+ID_DEFAULTS.update(SERVER_DEFAULTS)
 
 
 def hparams_of(config) -> dict[str, float]:
@@ -436,6 +462,9 @@ def validate(config) -> None:
         _check_ranges(config)
         _check_workers(config)
         _check_rule_kwargs(config)
+        from byzjax.sim._servers import check_servers
+
+        check_servers(config)
     except ConfigError:
         raise
     except ValueError as e:  # a registry's own (n, f) or name check

@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -137,6 +138,13 @@ def make_program(config: RunSpec, data: SimData, model, *,
       A :class:`Program`.
     """
     spec = resolve(config)
+    if spec.get("server_protocol", "single") != "single" or int(
+            spec.get("num_byzantine_servers", 0)):
+        from byzjax.sim._servers import make_server_program
+
+        # (the server simulator reads the config fields as given)
+        return make_server_program(ml_collections.ConfigDict(dict(spec.config)),
+                                   data, model, worker_sharding=worker_sharding)
     n = spec.num_workers
     f = spec.num_byzantine
     n_att = spec.num_attackers

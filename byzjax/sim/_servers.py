@@ -1,0 +1,756 @@
+"""Replicated parameter servers in the compiled simulator: GuanYu and LiuBei.
+
+Config field ``server_protocol`` chooses the protocol (``docs/SERVERS.md``):
+
+* ``"single"``: one server. With ``num_byzantine_servers = 0`` this is the
+  simulator of :mod:`byzjax.sim._train` unchanged; with ``1`` the one server is
+  Byzantine: it computes its updates correctly but every model it hands out
+  (to the workers, and to whoever reads the trained model) is
+  ``server_attack`` applied to its own model.
+* ``"guanyu"``: El Mhamdi, Guerraoui, Guirguis, Hoang, Rouault (2019), "SGD:
+  Decentralized Byzantine Resilience". Per round: (1) each
+  worker takes the coordinate-wise median M of the first ``q_ps`` models it
+  receives and computes its gradient there; (2) each correct server
+  aggregates with the configured robust rule F the first ``q_wr`` worker
+  vectors it receives and takes a step; (3) correct servers exchange models
+  and each replaces its own with M of the first ``q_ps`` it receives.
+  "First received" comes from seeded per-message delays
+  (:func:`byzjax.servers.sample_delays`), so each node has its own quorum.
+* ``"liubei"``: El Mhamdi, Guerraoui, Guirguis, Rouault (2019/2022), "Fast
+  Machine Learning with Byzantine Workers and Servers" (arXiv:1911.07537).
+  Synchronous. Each iteration every worker pulls one model (servers in
+  round-robin order from a random start per worker), checks it with the
+  Lipschitz filter and the models filter, and pulls from the next server if
+  either fails (at most ``f_ps + 1`` pulls; if all fail, the worker keeps its
+  own locally updated model). Every correct server aggregates all ``n``
+  worker vectors with F and takes a step. Every ``scatter_period`` iterations
+  a gather step replaces every correct server's and every worker's model by
+  the MeaMed of all servers' models.
+
+One round is one traced function: servers are a leading axis of the
+parameters (``[n_ps - f_ps, *param_shape]``: the correct servers; Byzantine
+servers have no state, their models are the server attack applied to the
+correct ones), workers are the usual stacked axis, quorums are index sets
+drawn from sampled delays. Rounds run under ``lax.scan`` and seeds stay
+batched exactly as in the single-server simulator (same :class:`Program`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from byzjax import aggregators, attacks, optim, servers
+from byzjax.sim._config import ConfigError, num_attackers
+from byzjax.sim._train import (
+    DIAGNOSTICS,
+    Program,
+    SimData,
+    _diagnostics,
+    _nanmean,
+    _normalize,
+    _tree_all_finite,
+    flip_byzantine_labels,
+    map_workers,
+    resolve_grad_strategy,
+    sample_batch_indices,
+)
+
+__all__ = ["SERVER_PROTOCOLS", "ServerSimState", "LiuBeiWorkers", "check_servers",
+           "server_quorums", "make_server_program", "LIPSCHITZ_HISTORY",
+           "SERVER_METRICS"]
+
+#: Values of config field ``server_protocol``.
+SERVER_PROTOCOLS = ("single", "guanyu", "liubei")
+
+#: Past accepted Lipschitz coefficients each LiuBei worker keeps (a ring).
+LIPSCHITZ_HISTORY = 32
+
+#: Optimisers whose server step is ``-lr * F(...)`` on sent vectors of norm at
+#: most the clipping radius (what LiuBei's models filter bound needs).
+_LIUBEI_OPTIMIZERS = ("dsgd", "resam")
+
+#: Metrics added to the run's curves (per evaluation chunk, mean over rounds).
+SERVER_METRICS = ("server_spread", "server_spread_bound", "rejected_fraction",
+                  "pulls_per_iteration", "fallback_fraction", "models_filter_rejected",
+                  "lipschitz_filter_rejected", "test_accuracy_min")
+
+
+class LiuBeiWorkers(NamedTuple):
+    """What each LiuBei worker keeps between iterations (leaves ``[n, ...]``).
+
+    Attributes:
+      model: its reference: the last model it accepted from a server (or the
+        last gather's MeaMed); the filters compare pulled models with it.
+      age: ``int32[n]`` iterations since the reference was set.
+      local: its locally updated model, ``used - lr * sent`` with ``used``
+        the model it computed its gradient at: the fallback when every pull
+        is rejected.
+      history: ``float32[n, LIPSCHITZ_HISTORY]`` Lipschitz coefficients of
+        its first pulls (a ring, NaN where empty).
+      count: ``int32[n]`` coefficients recorded.
+      start: ``int32[n]`` first server of its round robin (random, fixed).
+    """
+
+    model: Any
+    age: jax.Array
+    local: Any
+    history: jax.Array
+    count: jax.Array
+    start: jax.Array
+
+
+class ServerSimState(NamedTuple):
+    """The carry of the round loop with replicated servers.
+
+    Attributes:
+      params: the correct servers' models, leaves ``[n_ps - f_ps,
+        *param_shape]`` (single Byzantine server: ``[1, ...]``, its own model).
+      batch_stats: empty dict (BatchNorm models are not supported here).
+      opt_state: ``(worker, attack, robust, server)`` states; the robust and
+        server stages have a leading server axis.
+      key: PRNG key.
+      round: int32 scalar.
+      diverged_round: int32 scalar, first round with a non-finite loss or
+        correct-server model, ``-1`` while finite.
+      workers: :class:`LiuBeiWorkers` (LiuBei), else ``()``.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: jax.Array
+    round: jax.Array
+    diverged_round: jax.Array
+    workers: Any
+
+
+# ------------------------------------------------------------------ config
+def server_quorums(config) -> tuple[int, int]:
+    """GuanYu's ``(q_ps, q_wr)`` with 0 resolved to the largest allowed value.
+
+    Example:
+      >>> from byzjax import sim
+      >>> c = sim.get_config()
+      >>> c.num_servers, c.num_byzantine_servers, c.num_byzantine = 7, 1, 3
+      >>> server_quorums(c)
+      (6, 12)
+    """
+    n_ps, f_ps = int(config.num_servers), int(config.num_byzantine_servers)
+    n_wr, f_wr = int(config.num_workers), int(config.num_byzantine)
+    q_ps = int(config.server_quorum) or n_ps - f_ps
+    q_wr = int(config.worker_quorum) or n_wr - f_wr
+    return q_ps, q_wr
+
+
+def check_servers(config) -> None:
+    """The server fields of a config, checked before anything is loaded.
+
+    Raises:
+      ConfigError: one line saying what to change.
+
+    Example:
+      >>> from byzjax import sim
+      >>> c = sim.get_config()
+      >>> c.server_protocol, c.num_servers, c.num_byzantine_servers = "guanyu", 5, 1
+      >>> try:
+      ...     check_servers(c)
+      ... except ConfigError as e:
+      ...     print(e)
+      guanyu needs num_servers >= 3 num_byzantine_servers + 3 = 6, got num_servers=5
+    """
+    if "server_protocol" not in config:  # a config from before these fields
+        return
+    protocol = config.server_protocol
+    if protocol not in SERVER_PROTOCOLS:
+        from byzjax._registry import unknown_name
+
+        raise ConfigError(unknown_name("server_protocol", protocol, SERVER_PROTOCOLS),
+                          field="server_protocol")
+    n_ps, f_ps = int(config.num_servers), int(config.num_byzantine_servers)
+    n_wr, f_wr = int(config.num_workers), int(config.num_byzantine)
+    for key in ("num_byzantine_servers", "server_quorum", "worker_quorum",
+                "num_slow_servers", "num_slow_workers"):
+        if config[key] < 0:
+            raise ConfigError(f"{key} must be an integer >= 0, got {config[key]}",
+                              field=key)
+    if n_ps < 1:
+        raise ConfigError(f"num_servers must be an integer >= 1, got {n_ps}",
+                          field="num_servers")
+    if config.delay_distribution not in servers.DELAY_DISTRIBUTIONS:
+        from byzjax._registry import unknown_name
+
+        raise ConfigError(unknown_name("delay_distribution",
+                                       config.delay_distribution,
+                                       servers.DELAY_DISTRIBUTIONS),
+                          field="delay_distribution")
+    if not (np.isfinite(config.slow_factor) and config.slow_factor >= 1):
+        raise ConfigError(f"slow_factor must be a finite number >= 1, got "
+                          f"{config.slow_factor}", field="slow_factor")
+    if config.scatter_period < 1:
+        raise ConfigError(f"scatter_period must be an integer >= 1, got "
+                          f"{config.scatter_period}", field="scatter_period")
+    if protocol == "single":
+        if n_ps != 1:
+            raise ConfigError(f"server_protocol='single' has one server, got "
+                              f"num_servers={n_ps}; set server_protocol='guanyu' "
+                              "or 'liubei' to replicate it", field="num_servers")
+        if f_ps > 1:
+            raise ConfigError(f"num_byzantine_servers must be 0 or 1 with one "
+                              f"server, got {f_ps}", field="num_byzantine_servers")
+        if f_ps == 0:
+            return
+    if f_ps > 0 or protocol != "single":
+        _check_server_attack(config)
+    if config.optimizer == "mra":
+        raise ConfigError(f"optimizer 'mra' is not supported with server_protocol="
+                          f"{protocol!r}; use dsgd, server_momentum, resam or dra",
+                          field="optimizer")
+    if config.shard == "workers":
+        raise ConfigError("shard='workers' is not supported with replicated or "
+                          "Byzantine servers; use shard='runs' or 'none'",
+                          field="shard")
+    if protocol == "single":
+        return
+    if int(config.num_slow_servers) > n_ps - f_ps:
+        raise ConfigError(f"num_slow_servers must be at most the {n_ps - f_ps} "
+                          f"correct servers, got {config.num_slow_servers}",
+                          field="num_slow_servers")
+    if int(config.num_slow_workers) > n_wr - num_attackers(config):
+        raise ConfigError(f"num_slow_workers must be at most the "
+                          f"{n_wr - num_attackers(config)} correct workers, got "
+                          f"{config.num_slow_workers}", field="num_slow_workers")
+    if protocol == "guanyu":
+        _check_guanyu(config, n_ps, f_ps, n_wr, f_wr)
+    else:
+        _check_liubei(config, n_ps, f_ps, n_wr, f_wr)
+
+
+def _check_server_attack(config) -> None:
+    name = config.server_attack
+    try:
+        entry = attacks.entry(name)
+    except ValueError as e:
+        raise ConfigError(str(e).replace("unknown attack", "unknown server_attack",
+                                         1), field="server_attack") from None
+    if entry.data_level or entry.needs_own or entry.adaptive:
+        raise ConfigError(
+            f"server_attack {entry.name!r} does not apply to models (it is "
+            "data-level, needs the attacker's own rows or targets a worker-side "
+            "rule); use sign_flip, fall_of_empires, a_little_is_enough, inf, "
+            "gaussian, mimic, ...", field="server_attack")
+
+
+def _check_guanyu(config, n_ps, f_ps, n_wr, f_wr) -> None:
+    if n_ps < 3 * f_ps + 3:
+        raise ConfigError(f"guanyu needs num_servers >= 3 num_byzantine_servers + 3 "
+                          f"= {3 * f_ps + 3}, got num_servers={n_ps}",
+                          field="num_servers")
+    if n_wr < 3 * f_wr + 3:
+        raise ConfigError(f"guanyu needs num_workers >= 3 num_byzantine + 3 = "
+                          f"{3 * f_wr + 3}, got num_workers={n_wr}",
+                          field="num_workers")
+    q_ps, q_wr = server_quorums(config)
+    if not 2 * f_ps + 3 <= q_ps <= n_ps - f_ps:
+        raise ConfigError(f"guanyu needs 2 num_byzantine_servers + 3 <= "
+                          f"server_quorum <= num_servers - num_byzantine_servers, "
+                          f"i.e. in [{2 * f_ps + 3}, {n_ps - f_ps}] (0: the "
+                          f"largest), got {config.server_quorum}",
+                          field="server_quorum")
+    if not 2 * f_wr + 3 <= q_wr <= n_wr - f_wr:
+        raise ConfigError(f"guanyu needs 2 num_byzantine + 3 <= worker_quorum <= "
+                          f"num_workers - num_byzantine, i.e. in [{2 * f_wr + 3}, "
+                          f"{n_wr - f_wr}] (0: the largest), got "
+                          f"{config.worker_quorum}", field="worker_quorum")
+    _check_rule_on_quorum(config, q_wr, f_wr)
+
+
+def _check_rule_on_quorum(config, m: int, f: int) -> None:
+    """The robust rule must accept the ``m`` vectors a server aggregates."""
+    if config.preaggregator:
+        aggregators.PREAGGREGATORS.check(config.preaggregator, num_workers=m,
+                                         num_byzantine=f)
+        if aggregators.PREAGGREGATORS.entry(config.preaggregator).name == "bucketing":
+            s = config.preaggregator_kwargs.get("bucket_size", 2)
+            if isinstance(s, int) and s >= 1:
+                m = -(-m // s)
+    try:
+        aggregators.check(config.aggregator, num_workers=m, num_byzantine=f)
+    except ValueError as e:
+        raise ConfigError(f"a server aggregates {m} vectors per round (its worker "
+                          f"quorum): {e}", field="worker_quorum") from None
+
+
+def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
+    if n_ps < 3 * f_ps + 1:
+        raise ConfigError(f"liubei needs num_servers >= 3 num_byzantine_servers + 1 "
+                          f"= {3 * f_ps + 1}, got num_servers={n_ps}",
+                          field="num_servers")
+    if n_wr < 2 * f_wr + 1:
+        raise ConfigError(f"liubei needs num_workers >= 2 num_byzantine + 1 = "
+                          f"{2 * f_wr + 1}, got num_workers={n_wr}",
+                          field="num_workers")
+    for key in ("server_quorum", "worker_quorum"):
+        if int(config[key]) != 0:
+            raise ConfigError(f"{key} is a GuanYu setting; LiuBei is synchronous "
+                              f"(every message arrives): leave {key}=0", field=key)
+    if config.optimizer not in _LIUBEI_OPTIMIZERS:
+        raise ConfigError(f"liubei's models filter bounds a server step by "
+                          f"lr * clip_norm: use optimizer dsgd or resam, got "
+                          f"{config.optimizer!r}", field="optimizer")
+    if not config.clip_norm > 0:
+        raise ConfigError("liubei's models filter needs the workers' vectors "
+                          "bounded: set clip_norm > 0", field="clip_norm")
+    _check_rule_on_quorum(config, n_wr, f_wr)
+
+
+# ------------------------------------------------------------------ program
+def _expand(tree):
+    return jax.tree_util.tree_map(lambda a: a[:, None], tree)
+
+
+def _stack(tree, n: int):
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape),
+                                  tree)
+
+
+def _row(tree, i: int):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _concat(a, b, axis: int = 0):
+    return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y], axis), a, b)
+
+
+def _spread(stack):
+    from byzjax._tree import pairwise_sq_distances
+
+    if jax.tree_util.tree_leaves(stack)[0].shape[0] < 2:
+        return jnp.float32(0.0)
+    d2 = pairwise_sq_distances(stack, clean=False)
+    return jnp.sqrt(jnp.max(d2))
+
+
+def _box_diameter(stack):
+    """Diameter of the coordinate-wise bounding box of the rows of ``stack``.
+
+    GuanYu's guarantee for the model exchange: with at most ``f_ps``
+    Byzantine models among ``q_ps > 2 f_ps``, every coordinate of each
+    median lies between the smallest and largest correct value, so after the
+    exchange the correct models' spread is at most this diameter of the
+    correct models before it.
+    """
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.max(0) - x.min(0)))
+                        for x in jax.tree_util.tree_leaves(stack)))
+
+
+def make_server_program(config, data: SimData, model, *,
+                        worker_sharding=None) -> Program:
+    """The :class:`~byzjax.sim.Program` of a replicated or Byzantine server.
+
+    Args:
+      config: a validated config with ``server_protocol`` ``"guanyu"`` or
+        ``"liubei"``, or ``"single"`` with ``num_byzantine_servers = 1``.
+      data: :class:`~byzjax.sim.SimData`.
+      model: a Flax module without BatchNorm.
+      worker_sharding: must be None (worker sharding is not supported here).
+
+    Returns:
+      A :class:`~byzjax.sim.Program` whose state is a :class:`ServerSimState`
+      and whose chunk metrics add :data:`SERVER_METRICS` (``test_accuracy``
+      is the first correct server's model; ``test_accuracy_min`` the worst
+      correct server's).
+
+    Example (see ``tests/test_servers.py`` for runs)::
+
+        c = sim.get_config(); c.server_protocol = "guanyu"
+        c.num_servers, c.num_byzantine_servers = 6, 1
+        program = sim.make_program(c, data, model)
+        state, metrics = jax.jit(program.train)(jax.random.key(0), hp)
+    """
+    if worker_sharding is not None:
+        raise ConfigError("shard='workers' is not supported with replicated or "
+                          "Byzantine servers; use shard='runs' or 'none'",
+                          field="shard")
+    protocol = config.server_protocol
+    n = int(config.num_workers)
+    f = int(config.num_byzantine)
+    n_att = num_attackers(config)
+    n_honest = n - n_att
+    n_ps = int(config.num_servers)
+    f_ps = int(config.num_byzantine_servers)
+    byzantine_single = protocol == "single"
+    c_ps = 1 if byzantine_single else n_ps - f_ps
+    q_ps, q_wr = server_quorums(config)
+    if protocol != "guanyu":
+        q_wr = n
+    b = int(config.batch_size)
+    eval_every = int(config.eval_every)
+    num_evals = int(config.num_rounds) // eval_every
+    attack_entry = attacks.entry(config.attack)
+    label_flip = attack_entry.name == "label_flip"
+    server_attack = attacks.get(config.server_attack)
+    server_attack_key = attacks.entry(config.server_attack).needs_key
+    num_classes = int(max(np.max(np.asarray(data.test_labels)),
+                          np.max(np.asarray(data.train_labels)))) + 1
+    use_clip = float(config.clip_norm) > 0
+    use_attack_eps = float(config.attack_eps) >= 0
+    dampening = None if float(config.dampening) < 0 else float(config.dampening)
+    eval_size = int(config.eval_size) or int(data.test_labels.shape[0])
+    sample_shape = tuple(data.train_images.shape[1:])
+    period = int(config.scatter_period)
+    delay_kw = dict(distribution=config.delay_distribution,
+                    slow_factor=float(config.slow_factor))
+    slow_servers, slow_workers = int(config.num_slow_servers), int(
+        config.num_slow_workers)
+
+    variables = jax.eval_shape(
+        lambda k: model.init({"params": k, "dropout": k},
+                             jnp.zeros((1,) + sample_shape), train=False),
+        jax.random.key(0))
+    if "batch_stats" in variables:
+        raise ConfigError(f"model {config.model!r} has BatchNorm, which replicated "
+                          "or Byzantine servers do not support yet; use a model "
+                          "without it (mlp, mnist_cnn)", field="model")
+
+    def learning_rate(hp, t):
+        """The server's learning rate at step ``t`` (as ``make_tx``'s sgd)."""
+        lr = jnp.asarray(hp["learning_rate"], jnp.float32)
+        if config.lr_schedule == "step":
+            return lr / (1.0 + jnp.floor(t / float(config.lr_decay_every)))
+        return lr
+
+    # -------------------------------------------- the chain (as in _train)
+    def make_tx(hp, key):
+        worker = []
+        if use_clip:
+            worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
+        opt = config.optimizer
+        if opt == "resam":
+            worker.append(optim.worker_momentum(
+                num_workers=n, beta=hp["beta"], dampening=dampening,
+                nesterov=bool(config.nesterov)))
+        elif opt == "dra":
+            worker.append(optim.worker_adam(num_workers=n, b1=hp["b1"],
+                                            b2=hp["b2"], eps=hp["eps"],
+                                            output="direction"))
+        k_att, k_pre = jax.random.split(key)
+        attack_kwargs = optim.adaptive_attack_defaults(
+            config.attack, dict(config.attack_kwargs), aggregator=config.aggregator,
+            aggregator_kwargs=dict(config.aggregator_kwargs), num_byzantine=f,
+            preaggregator=config.preaggregator or None,
+            preaggregator_kwargs=dict(config.preaggregator_kwargs))
+        if not attack_entry.adaptive and use_attack_eps:
+            attack_kwargs["eps"] = hp["attack_eps"]
+        attack = optim.byzantine_attack(config.attack, num_workers=n,
+                                        num_byzantine=n_att, key=k_att,
+                                        **attack_kwargs)
+        robust = []
+        if config.preaggregator:
+            robust.append(optim.pre_aggregate(
+                config.preaggregator, num_byzantine=f, key=k_pre,
+                **dict(config.preaggregator_kwargs)))
+        robust.append(optim.aggregate(config.aggregator, num_byzantine=f,
+                                      **dict(config.aggregator_kwargs)))
+        server = []
+        if opt == "server_momentum":
+            server.append(optim.server_momentum(momentum=hp["beta"],
+                                                nesterov=bool(config.nesterov)))
+        if config.lr_schedule == "step":
+            every = float(config.lr_decay_every)
+            lr = lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))  # noqa: E731
+        else:
+            lr = hp["learning_rate"]
+        server.append(optax.sgd(lr))
+        return (optax.chain(*worker) if worker else optax.identity(), attack,
+                optax.chain(*robust), optax.chain(*server))
+
+    def loss_fn(params, x, y, dropout_key, weight_decay):
+        logits = model.apply({"params": params}, x, train=True,
+                             rngs={"dropout": dropout_key})
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        l2 = sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
+        return loss + 0.5 * weight_decay * l2, loss
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_strategy = resolve_grad_strategy(
+        config.get("grad_strategy", "auto"), num_workers=n,
+        backend=jax.default_backend(),
+        convolutional=any(leaf.ndim >= 4 for leaf in
+                          jax.tree_util.tree_leaves(variables["params"])))
+
+    def served(params_c, key):
+        """The models the servers send: correct rows, then Byzantine ones."""
+        if byzantine_single:
+            return server_attack(params_c, num_byzantine=1,
+                                 **({"key": key} if server_attack_key else {}))
+        if f_ps == 0:
+            return params_c
+        bad = server_attack(params_c, num_byzantine=f_ps,
+                            **({"key": key} if server_attack_key else {}))
+        bad = jax.tree_util.tree_map(lambda x, p: x.astype(p.dtype), bad, params_c)
+        return _concat(params_c, bad)
+
+    def batch(state_key):
+        key, k_batch, k_drop = jax.random.split(state_key, 3)
+        idx = sample_batch_indices(k_batch, data.worker_indices, data.worker_counts,
+                                   b)
+        x = _normalize(data.train_images[idx], data)
+        y = data.train_labels[idx]
+        if label_flip:
+            y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
+        return key, k_drop, x, y
+
+    # ------------------------------------------------------------- init
+    def init(key, hp):
+        k_model, k_tx, k_run = jax.random.split(key, 3)
+        v = model.init({"params": k_model, "dropout": k_model},
+                       jnp.zeros((1,) + sample_shape), train=False)
+        params = v["params"]
+        wtx, atx, rtx, stx = make_tx(hp, k_tx)
+        opt_state = (wtx.init(params), atx.init(params),
+                     _stack(rtx.init(params), c_ps), _stack(stx.init(params), c_ps))
+        workers = ()
+        if protocol == "liubei":
+            k_start = jax.random.fold_in(k_tx, 17)
+            workers = LiuBeiWorkers(
+                model=_stack(params, n), age=jnp.ones((n,), jnp.int32),
+                local=_stack(params, n),
+                history=jnp.full((n, LIPSCHITZ_HISTORY), jnp.nan, jnp.float32),
+                count=jnp.zeros((n,), jnp.int32),
+                start=jax.random.randint(k_start, (n,), 0, n_ps, jnp.int32))
+        return ServerSimState(_stack(params, c_ps), {}, opt_state, k_run,
+                              jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32),
+                              workers)
+
+    def server_steps(stacks, rs, ss, params_c, robust_tx, server_tx):
+        """Each correct server: F over its stack, then its optimiser step."""
+
+        def one(stack, r, s, p):
+            agg, r = robust_tx.update(stack, r, p)
+            step, s = server_tx.update(agg, s, p)
+            return optax.apply_updates(p, step), agg, r, s
+
+        return jax.vmap(one)(stacks, rs, ss, params_c)
+
+    def finish(state, params_c, opt_state, key, losses, diag, extra, workers=()):
+        train_loss = losses[:n_honest].mean()
+        finite = jnp.isfinite(train_loss) & _tree_all_finite(params_c)
+        t = state.round + 1
+        diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
+                             state.diverged_round)
+        metrics = {"train_loss": train_loss, **diag, **extra}
+        return ServerSimState(params_c, {}, opt_state, key, t, diverged,
+                              workers), metrics
+
+    # ---------------------------------------------------- GuanYu / single
+    def guanyu_round(state: ServerSimState, hp, diagnostics=True):
+        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        key, k_drop, x, y = batch(state.key)
+        drop_keys = jax.random.split(k_drop, n)
+        k_d1, k_d2, k_d3, k_a1, k_a2 = jax.random.split(
+            jax.random.fold_in(k_drop, 1), 5)
+        # (1) servers -> workers: each worker's median of its first q_ps models
+        out = served(state.params, k_a1)
+        if byzantine_single:
+            worker_params = _stack(_row(out, 0), n)
+        else:
+            d1 = servers.sample_delays(k_d1, num_receivers=n, num_senders=n_ps,
+                                       num_byzantine_senders=f_ps,
+                                       num_slow_senders=slow_servers, **delay_kw)
+            worker_params = servers.quorum_median(
+                out, servers.quorum_indices(d1, q_ps), num_byzantine=f_ps)
+        grads, losses = map_workers(
+            lambda a: grad_fn(a[0], a[1], a[2], a[3], hp["weight_decay"]),
+            (worker_params, x, y, drop_keys), strategy=grad_strategy)
+        ws, ats, rs, ss = state.opt_state
+        p0 = _row(state.params, 0)
+        sent, ws = worker_tx.update(grads, ws, p0)
+        attacked, ats = attack_tx.update(sent, ats, p0)
+        # (2) workers -> servers: F over each server's first q_wr vectors
+        if byzantine_single:
+            stacks = _stack(attacked, 1)
+        else:
+            d2 = servers.sample_delays(k_d2, num_receivers=c_ps, num_senders=n,
+                                       num_byzantine_senders=n_att,
+                                       num_slow_senders=slow_workers, **delay_kw)
+            stacks = servers.gather_rows(attacked, servers.quorum_indices(d2, q_wr))
+        new, aggs, rs, ss = server_steps(stacks, rs, ss, state.params, robust_tx,
+                                         server_tx)
+        # (3) correct servers exchange models: median of the first q_ps
+        extra = {"server_spread_bound": _box_diameter(new)}
+        if not byzantine_single:
+            out = served(new, k_a2)
+            d3 = servers.sample_delays(k_d3, num_receivers=c_ps, num_senders=n_ps,
+                                       num_byzantine_senders=f_ps,
+                                       num_slow_senders=slow_servers,
+                                       self_first=True, **delay_kw)
+            new = servers.quorum_median(out, servers.quorum_indices(d3, q_ps),
+                                        num_byzantine=f_ps)
+        diag = (_diagnostics(sent, _row(aggs, 0), n_honest)
+                if diagnostics is not False
+                else dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)))
+        extra["server_spread"] = _spread(new)
+        return finish(state, new, (ws, ats, rs, ss), key, losses, diag, extra)
+
+    # ----------------------------------------------------------- LiuBei
+    num_pulls = f_ps + 1
+
+    def liubei_round(state: ServerSimState, hp, diagnostics=True):
+        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        key, k_drop, x, y = batch(state.key)
+        drop_keys = jax.random.split(k_drop, n)
+        k_a1, k_a2 = jax.random.split(jax.random.fold_in(k_drop, 1))
+        w = state.workers
+        t = state.round
+        s = t % period  # iterations since the last gather
+        # Largest server step since the last gather (non-increasing schedules).
+        lr_bound = learning_rate(hp, jnp.maximum(t - s - 1, 0))
+        threshold = servers.models_filter_threshold(
+            lr_bound, clip_norm=hp["clip_norm"], num_workers=n, num_byzantine=f,
+            steps_since_gather=s, steps_since_reference=w.age)  # [n]
+        out = served(state.params, k_a1)  # [n_ps]
+        order = (w.start[:, None] + t + jnp.arange(num_pulls)[None, :]) % n_ps
+        pulled = servers.gather_rows(out, order)  # [n, K]
+        # Candidates: the K pulled models, the worker's local model (the
+        # fallback), and its reference model (never used: its gradient on the
+        # same mini-batch is the reference of the Lipschitz coefficient).
+        candidates = _concat(_concat(pulled, _expand(w.local), 1), _expand(w.model),
+                             1)  # [n, K+2]
+
+        def worker_grads(a):
+            cand, xb, yb, kb = a
+            return jax.vmap(lambda p: grad_fn(p, xb, yb, kb,
+                                              hp["weight_decay"]))(cand)
+
+        grads_all, losses_all = map_workers(
+            worker_grads, (candidates, x, y, drop_keys), strategy=grad_strategy)
+
+        grads_ref = jax.tree_util.tree_map(lambda a: a[:, num_pulls + 1], grads_all)
+
+        def check(cand, g, model, grad, history, count, bound):
+            k = servers.lipschitz_coefficient(g, grad, cand, model)
+            lips = servers.lipschitz_filter(k, history, count, num_servers=n_ps,
+                                            num_byzantine_servers=f_ps)
+            near = servers.models_filter(cand, model, bound)
+            return near & lips, k, near, lips
+
+        ok, ks, near, lips = jax.vmap(jax.vmap(check, in_axes=(0, 0) + (None,) * 5))(
+            candidates, grads_all, w.model, grads_ref, w.history, w.count,
+            threshold)
+        ok = ok.at[:, num_pulls].set(True)  # the local model: the fallback
+        ok = ok.at[:, num_pulls + 1].set(False)
+        choice = jnp.argmax(ok, axis=1)  # first accepted
+        accepted = choice < num_pulls
+        pulls = jnp.minimum(choice + 1, num_pulls)
+        rejected = pulls - accepted.astype(pulls.dtype)
+
+        def pick(a):
+            return jax.vmap(lambda r, i: r[i])(a, choice)
+
+        chosen = jax.tree_util.tree_map(pick, candidates)
+        grads = jax.tree_util.tree_map(pick, grads_all)
+        losses = pick(losses_all)
+        # Every iteration the coefficient of the first pull is recorded,
+        # accepted or not: over a round-robin cycle at most f_ps of n_ps come
+        # from Byzantine servers, the share the (n_ps - f_ps) / n_ps quantile
+        # leaves out. (Recording accepted pulls only ratchets the quantile
+        # down: it rejected most correct pulls on MNIST.)
+        k_chosen = ks[:, 0]
+        record = (k_chosen > 0) & jnp.isfinite(k_chosen)
+        slot = w.count % LIPSCHITZ_HISTORY
+        history = jnp.where(
+            record[:, None] & (jnp.arange(LIPSCHITZ_HISTORY)[None] == slot[:, None]),
+            k_chosen[:, None], w.history)
+        count = w.count + record.astype(jnp.int32)
+
+        ws, ats, rs, ss = state.opt_state
+        p0 = _row(state.params, 0)
+        sent, ws = worker_tx.update(grads, ws, p0)
+        attacked, ats = attack_tx.update(sent, ats, p0)
+        # Synchronous: every correct server aggregates all n vectors.
+        new, aggs, rs, ss = server_steps(_stack(attacked, c_ps), rs, ss,
+                                         state.params, robust_tx, server_tx)
+        lr_t = learning_rate(hp, t)
+        local = jax.tree_util.tree_map(lambda m, u: m - lr_t * u, chosen, sent)
+        # Gather every `period` iterations: MeaMed of all servers' models.
+        gather = (t + 1) % period == 0
+        med = aggregators.meamed(served(new, k_a2), num_byzantine=f_ps)
+        new = jax.tree_util.tree_map(
+            lambda a, m: jnp.where(gather, jnp.broadcast_to(m, a.shape), a), new, med)
+        # The reference moves to an accepted pull; after a fallback it stays.
+        keep = jax.tree_util.tree_map(
+            lambda c, r: jnp.where(accepted.reshape((-1,) + (1,) * (c.ndim - 1)),
+                                   c, r), chosen, w.model)
+        model = jax.tree_util.tree_map(
+            lambda a, m: jnp.where(gather, jnp.broadcast_to(m, a.shape), a),
+            keep, med)
+        age = jnp.where(gather | accepted, 1, w.age + 1).astype(jnp.int32)
+        local = jax.tree_util.tree_map(
+            lambda a, m: jnp.where(gather, jnp.broadcast_to(m, a.shape), a),
+            local, med)
+        workers = LiuBeiWorkers(model, age, local, history, count, w.start)
+        diag = (_diagnostics(sent, _row(aggs, 0), n_honest)
+                if diagnostics is not False
+                else dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)))
+        h = slice(0, n_honest)
+        made = jnp.arange(num_pulls)[None, :] < pulls[h, None]
+        extra = {
+            "server_spread": _spread(new),
+            "rejected_fraction": rejected[h].sum() / pulls[h].sum(),
+            "pulls_per_iteration": pulls[h].mean().astype(jnp.float32),
+            "fallback_fraction": (~accepted[h]).mean().astype(jnp.float32),
+            # Of the pulls made, the fractions failing each filter.
+            "models_filter_rejected": (~near[h, :num_pulls] & made).sum() / made.sum(),
+            "lipschitz_filter_rejected": (~lips[h, :num_pulls] & made).sum()
+            / made.sum(),
+        }
+        return finish(state, new, (ws, ats, rs, ss), key, losses, diag, extra,
+                      workers)
+
+    round_step = liubei_round if protocol == "liubei" else guanyu_round
+
+    # -------------------------------------------------------- evaluation
+    def evaluate(params, batch_stats=None):
+        del batch_stats
+        xs = data.test_images[:eval_size]
+        ys = data.test_labels[:eval_size]
+        chunk = 1000 if eval_size % 1000 == 0 else eval_size
+        xs = xs.reshape((eval_size // chunk, chunk) + xs.shape[1:])
+        ys = ys.reshape((eval_size // chunk, chunk))
+
+        def one(carry, xy):
+            xb, yb = xy
+            logits = model.apply({"params": params}, _normalize(xb, data),
+                                 train=False)
+            correct = jnp.sum(jnp.argmax(logits, -1) == yb)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).sum()
+            return carry, (correct, loss)
+
+        _, (correct, loss) = jax.lax.scan(one, None, (xs, ys))
+        return correct.sum() / eval_size, loss.sum() / eval_size
+
+    def run_chunk(state, hp):
+        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
+                                 length=eval_every)
+        if byzantine_single:  # what the Byzantine server hands out
+            shown = served(state.params, jax.random.fold_in(state.key, 2))
+        else:
+            shown = state.params
+        accs, test_losses = jax.lax.map(lambda p: evaluate(p), shown)
+        metrics = {k: _nanmean(v) for k, v in rm.items()}
+        metrics.update(test_accuracy=accs[0], test_loss=test_losses[0],
+                       test_accuracy_min=jnp.min(accs), round=state.round,
+                       diverged_round=state.diverged_round)
+        return state, metrics
+
+    def train(key, hp):
+        state = init(key, hp)
+        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
+                            length=num_evals)
+
+    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
