@@ -33,6 +33,7 @@ import optax
 
 from byzjax import attacks, optim
 from byzjax.sim._config import num_attackers, validate
+from byzjax.sim._diagnostics import EXPLAIN, make_explain
 
 __all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
            "sample_batch_indices", "flip_byzantine_labels", "GRAD_STRATEGIES",
@@ -93,9 +94,11 @@ class Program(NamedTuple):
         rounds then one evaluation; ``metrics`` is a dict of scalars.
       train: ``(key, hparams) -> (state, metrics)``; the whole run, metrics
         stacked over evaluations (``[num_evals]`` each).
-      round_step: ``(state, hparams, diagnostics=True) -> (state,
-        round_metrics)``; one round. ``diagnostics`` (a bool, possibly traced)
-        switches the diagnostics (NaN when off).
+      round_step: ``(state, hparams, diagnostics=True, explain=False) ->
+        (state, round_metrics)``; one round. ``diagnostics`` (a bool, possibly
+        traced) switches the diagnostics (NaN when off); ``explain`` (idem)
+        the per-chunk ones of :mod:`byzjax.sim._diagnostics` (``run_chunk``
+        sets it on the chunk's last round only).
       evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
       num_evals: number of evaluations in a run.
     """
@@ -153,6 +156,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         jax.random.key(0),
     )
     has_bn = "batch_stats" in variables
+    explain_fn = make_explain(config, num_honest=n_honest)
 
     # ------------------------------------------------------------------ chain
     def make_tx(hp, key):
@@ -245,7 +249,7 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return SimState(params, batch_stats, opt_state, k_run,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
-    def round_step(state: SimState, hp, diagnostics=True):
+    def round_step(state: SimState, hp, diagnostics=True, explain=False):
         # The factories' keys only seed their states (made in ``init``).
         worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
@@ -288,7 +292,8 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
                 lambda s, a: _diagnostics(s, None, a, n_honest),
                 lambda s, a: dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)),
                 sent, aggregate)
-        metrics = {"train_loss": train_loss, **diag}
+        metrics = {"train_loss": train_loss, **diag,
+                   **_explain(explain, explain_fn, sent, attacked)}
         new_state = SimState(params, batch_stats, (ws, ats, rs, ss), key, t,
                              diverged)
         return new_state, metrics
@@ -315,8 +320,11 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         return correct.sum() / eval_size, loss.sum() / eval_size
 
     def run_chunk(state, hp):
-        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
-                                 length=eval_every)
+        # (the per-chunk diagnostics on the last round: an unbatched flag,
+        # so a real branch even when runs are vmapped)
+        state, rm = jax.lax.scan(
+            lambda s, i: round_step(s, hp, explain=i == eval_every - 1), state,
+            jnp.arange(eval_every))
         acc, test_loss = evaluate(state.params, state.batch_stats)
         metrics = {k: _nanmean(v) for k, v in rm.items()}
         metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
@@ -489,6 +497,16 @@ def _as_direction(stack):
 
 #: The round diagnostics (:func:`_diagnostics`).
 DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
+
+
+def _explain(flag, explain_fn, sent, attacked):
+    """The per-chunk diagnostics when ``flag`` (bool or traced), else NaN."""
+    nan = lambda *_: dict.fromkeys(EXPLAIN, jnp.float32(jnp.nan))  # noqa: E731
+    if flag is True:
+        return explain_fn(sent, attacked)
+    if flag is False:
+        return nan()
+    return jax.lax.cond(flag, explain_fn, nan, sent, attacked)
 
 
 def _diagnostics(sent, attacked, aggregate, n_honest):
