@@ -265,17 +265,20 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(5.5, sum(heights) + 0.8),
                              sharex=True, gridspec_kw={"height_ratios": heights})
     c = run["config"]
-    beta = run.get("hparams", {}).get("beta", c.get("beta"))
-    momentum = (f" (beta {beta:g})" if c["optimizer"] in ("resam", "server_momentum")
-                and beta is not None else "")
-    axes[0].set_title(f"{SHORT.get(c['aggregator'], c['aggregator'])}, "
-                      f"{c['attack']}, n = {c['num_workers']}, f = "
-                      f"{c['num_byzantine']}, {c['optimizer']}{momentum}, "
-                      f"seed {run['seed']}", fontsize=9)
+    beta = (run.get("hparams") or {}).get("beta", c.get("beta"))
+    title = [SHORT.get(c.get("aggregator"), c.get("aggregator")), c.get("attack")]
+    if "num_workers" in c:
+        title.append(f"n = {c['num_workers']}, f = {c.get('num_byzantine')}")
+    momentum = c.get("optimizer") in ("resam", "server_momentum") and beta is not None
+    title.append(f"{c.get('optimizer')}" + (f" (beta {beta:g})" if momentum else ""))
+    title.append(f"seed {run.get('seed')}")
+    axes[0].set_title(", ".join(str(t) for t in title), fontsize=9)
     for ax, panel in zip(axes, panels):
         ax.grid(alpha=0.3)
         if panel == "accuracy":
-            ax.plot(x, _curve(run, "test_accuracy"), "o-", color="k", lw=1.3, ms=3)
+            acc = _curve(run, "test_accuracy")
+            if acc is not None:
+                ax.plot(x, acc, "o-", color="k", lw=1.3, ms=3)
             ax.set_ylim(0, 1)
             ax.set_ylabel("test acc.")
         elif panel == "resilience":

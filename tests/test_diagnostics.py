@@ -3,6 +3,8 @@ honest variance-to-norm ratio; NumPy references on fixed inputs."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,3 +163,29 @@ def test_simulator_records_them_on_each_chunk():
     _, m = jax.jit(program.run_chunk)(program.init(jax.random.key(0), hp), hp)
     assert np.isnan(float(m["byz_selected"])) and np.isnan(float(m["byz_weight"]))
     assert float(m["var_norm_ratio"]) > 0
+
+
+def test_report_draws_a_figure_per_run(tmp_path):
+    from byzjax import report
+    from byzjax.sim import _store
+
+    nan = float("nan")
+    metrics = {"round": [50, 100], "test_accuracy": [0.5, 0.6],
+               "resilience": [0.3, 0.2], "cosine": [0.9, 0.8],
+               "byz_selected": [0.2, 0.0], "byz_weight": [0.2, 0.0],
+               "var_norm_ratio": [3.0, 200.0]}
+    base = {"config": {"optimizer": "resam", "attack": "alie", "aggregator": "krum",
+                       "num_workers": 15, "num_byzantine": 5},
+            "seed": 0, "hparams": {"beta": 0.9}, "final_accuracy": 0.6,
+            "max_accuracy": 0.6, "diverged": False, "diverged_round": -1}
+    (tmp_path / "runs").mkdir()
+    _store.write_record(str(tmp_path / "runs" / "a.json"),
+                        {**base, "run_id": "a", "metrics": metrics})
+    # An older record without the new diagnostics, one with NaN accuracy.
+    _store.write_record(str(tmp_path / "runs" / "b.json"), {
+        **base, "run_id": "b", "metrics": {"round": [50, 100],
+                                           "test_accuracy": [nan, nan]}})
+    runs = report.load_runs(str(tmp_path))
+    paths = report.write_run_figures(runs, str(tmp_path / "figs"))
+    assert sorted(os.path.basename(p) for p in paths) == ["a.png", "b.png"]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
