@@ -39,11 +39,12 @@ def get_sweep():
     s.name = "attacks_accuracy"
     s.base = base
     base.optimizer = "resam"
+    # (attack first: a stopped sweep has every rule under the first attacks)
     s.grid = {
+        "attack": ["optimized", "alie", "foe", "none", "adaptive_alie",
+                   "adaptive_foe"],
         "aggregator": ["trimmed_mean", "coordinate_median", "krum", "mda",
                        "centered_clipping"],
-        "attack": ["none", "alie", "foe", "adaptive_alie", "adaptive_foe",
-                   "optimized"],
     }
     s.hparams = {"beta": [0.0, 0.99]}
     s.seeds = [0, 1]
