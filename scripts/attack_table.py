@@ -17,9 +17,13 @@ Appends one JSON line per (rule, n, f) to ``--out`` (resumable), then prints
 the markdown tables of ``docs/ATTACKS.md``. ``--cost`` instead times one call
 of each attack (the per-round cost in the simulator) at the MLP's size.
 
+``--accuracy DIR`` prints the training table of ``docs/ATTACKS.md`` from the
+records of ``experiments/attacks_accuracy.py``.
+
 Usage:
   python scripts/attack_table.py --out results/attack_table.jsonl
   python scripts/attack_table.py --cost --rules trimmed_mean krum mda
+  python scripts/attack_table.py --accuracy results/attacks_accuracy
 """
 
 from __future__ import annotations
@@ -126,7 +130,12 @@ def run_table(args):
 
 
 def print_table(path):
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    rows = {}
+    for line in open(path):
+        if line.strip():
+            r = json.loads(line)
+            rows[(r["rule"], r["n"], r["f"])] = r  # (two processes may repeat one)
+    rows = list(rows.values())
     head = " | ".join(f"{LABELS[a]} dev / cos" for a in ATTACKS)
     print(f"| rule | n | f | {head} |")
     print("|---|---|---|" + "---|" * len(ATTACKS))
@@ -172,6 +181,50 @@ def run_cost(args):
             flush=True)
 
 
+def _last(values):
+    finite = [v for v in values or [] if v is not None and np.isfinite(v)]
+    return finite[-1] if finite else None
+
+
+def print_accuracy(outdir):
+    """Final accuracy (mean over seeds) per rule x attack x momentum, with the
+    last chunk's Byzantine weight (selection rules) and variance-to-norm ratio."""
+    from byzjax import report
+
+    cells = {}
+    for r in report.load_runs(outdir):
+        c = r["config"]
+        beta = r["hparams"].get("beta", c["beta"])
+        key = (c["aggregator"], c["attack"], beta)
+        cells.setdefault(key, []).append(r)
+    attacks_order = ["none", "alie", "foe", "adaptive_alie", "adaptive_foe",
+                     "optimized"]
+    rules = [r for r in FIRST if any(k[0] == r for k in cells)]
+    betas = sorted({k[2] for k in cells})
+    print("| rule | attack | " + " | ".join(
+        f"acc. beta={b:g} | Byz. weight | var/norm^2" for b in betas) + " |")
+    print("|---|---|" + "---|---|---|" * len(betas))
+    for rule in rules:
+        for att in attacks_order:
+            if not any((rule, att, b) in cells for b in betas):
+                continue
+            row = []
+            for b in betas:
+                rs = cells.get((rule, att, b), [])
+                if not rs:
+                    row += ["not run", "", ""]
+                    continue
+                acc = [r["final_accuracy"] or 0.0 for r in rs]
+                row.append(f"{np.mean(acc):.3f} ({', '.join(f'{a:.3f}' for a in acc)})")
+                w = [_last(r["metrics"].get("byz_weight")) for r in rs]
+                w = [v for v in w if v is not None]
+                row.append(f"{np.mean(w):.2f}" if w else "-")
+                v = [_last(r["metrics"].get("var_norm_ratio")) for r in rs]
+                v = [x for x in v if x is not None]
+                row.append(f"{np.mean(v):.1f}" if v else "-")
+            print(f"| {rule} | {att} | " + " | ".join(row) + " |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[15, 51])
@@ -185,8 +238,11 @@ def main():
     p.add_argument("--cost", action="store_true")
     p.add_argument("--cost-dim", type=int, default=79510)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--accuracy", metavar="DIR", default=None)
     args = p.parse_args()
-    if args.cost:
+    if args.accuracy:
+        print_accuracy(args.accuracy)
+    elif args.cost:
         run_cost(args)
     elif args.table_only:
         print_table(args.out)

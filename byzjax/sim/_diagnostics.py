@@ -25,10 +25,11 @@ Both selection entries are ``NaN`` for a rule without a selection, with no
 Byzantine rows, or after a random pre-aggregation (bucketing: the groups
 cannot be replayed here). For MRA's moment pairs the first moments are used.
 
-Cost: one evaluation per chunk (the last round of each chunk, a ``lax.cond``
-on the round index inside the chunk's scan): one Gram matrix of the honest
-rows' deviations is not needed, only ``O(n d)`` for the ratio, plus a replay
-of the rule's selection (a Gram matmul, ``O(n^2 d)``) for selection rules.
+Cost: computed once per evaluation chunk, on its last round (a ``lax.cond``
+on the round's index within the chunk's scan, which stays a branch when runs
+are vmapped, the index being the same for all of them): ``O(n d)`` for the
+ratio, plus, for selection rules, a replay of the rule's selection (one Gram
+matmul, ``O(n^2 d)``, and the rule's work on the ``[n, n]`` distances).
 """
 
 from __future__ import annotations
