@@ -9,7 +9,9 @@
   over seeds, with the number of diverged runs;
 * ``heatmaps.png``: accuracy per aggregator x attack, one panel per optimizer;
 * ``curves.png``: test-accuracy curves, rows = attacks, columns = optimizers,
-  one line per aggregator (the thesis's Figures 4.3-4.6).
+  one line per aggregator (the thesis's Figures 4.3-4.6);
+* ``run_figures/<run_id>.png``: per run, the accuracy curve above the
+  diagnostics that explain it (:func:`plot_run_diagnostics`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 from byzjax.optim import optimizer_names
 
 __all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps",
-           "plot_curves", "write_report", "SHORT"]
+           "plot_curves", "write_report", "SHORT", "plot_run_diagnostics",
+           "write_run_figures"]
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -225,4 +228,100 @@ def write_report(outdir: str, *, metric: str = "final_accuracy",
         paths["curves"] = os.path.join(outdir, "curves.png")
         plot_heatmaps(runs, paths["heatmaps"], metric=metric)
         plot_curves(runs, paths["curves"])
+        paths["runs"] = os.path.join(outdir, "run_figures")
+        write_run_figures(runs, paths["runs"])
+    return paths
+
+
+def _curve(run, key):
+    values = run["metrics"].get(key)
+    if values is None:
+        return None
+    y = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return y if np.isfinite(y).any() else None
+
+
+def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
+    """One run: test accuracy above the diagnostics recorded per evaluation.
+
+    Panels (shared round axis): test accuracy; ``||F - mean_H|| / spread``
+    (the empirical lambda, left axis) and the cosine of the aggregate with
+    the honest mean (right axis); for selection rules the fraction of
+    Byzantine rows selected and their weight in the aggregate; the honest
+    variance-to-norm ratio (log scale when it spans decades). See
+    :mod:`byzjax.sim._diagnostics`. A diagnostic the run did not record is
+    left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(run["metrics"]["round"])
+    panels = ["accuracy", "resilience"]
+    if _curve(run, "byz_selected") is not None or _curve(run, "byz_weight") is not None:
+        panels.append("selection")
+    if _curve(run, "var_norm_ratio") is not None:
+        panels.append("variance")
+    heights = [2.0] + [1.2] * (len(panels) - 1)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(5.5, sum(heights) + 0.8),
+                             sharex=True, gridspec_kw={"height_ratios": heights})
+    c = run["config"]
+    beta = (run.get("hparams") or {}).get("beta", c.get("beta"))
+    title = [SHORT.get(c.get("aggregator"), c.get("aggregator")), c.get("attack")]
+    if "num_workers" in c:
+        title.append(f"n = {c['num_workers']}, f = {c.get('num_byzantine')}")
+    momentum = c.get("optimizer") in ("resam", "server_momentum") and beta is not None
+    title.append(f"{c.get('optimizer')}" + (f" (beta {beta:g})" if momentum else ""))
+    title.append(f"seed {run.get('seed')}")
+    axes[0].set_title(", ".join(str(t) for t in title), fontsize=9)
+    for ax, panel in zip(axes, panels):
+        ax.grid(alpha=0.3)
+        if panel == "accuracy":
+            acc = _curve(run, "test_accuracy")
+            if acc is not None:
+                ax.plot(x, acc, "o-", color="k", lw=1.3, ms=3)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("test acc.")
+        elif panel == "resilience":
+            lam = _curve(run, "resilience")
+            if lam is not None:
+                ax.plot(x, lam, "o-", color="C3", ms=3, label="dist / spread")
+            ax.set_ylabel("||F - mean_H||\n/ spread", color="C3", fontsize=8)
+            cos = _curve(run, "cosine")
+            if cos is not None:
+                twin = ax.twinx()
+                twin.plot(x, cos, "s--", color="C0", ms=3)
+                twin.set_ylim(-1.05, 1.05)
+                twin.set_ylabel("cosine", color="C0", fontsize=8)
+        elif panel == "selection":
+            for key, style, label in (("byz_selected", "o-", "Byz. rows selected"),
+                                      ("byz_weight", "s--", "Byz. weight")):
+                y = _curve(run, key)
+                if y is not None:
+                    ax.plot(x, y, style, ms=3, label=label)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_ylabel("fraction", fontsize=8)
+            ax.legend(fontsize=7, loc="best")
+        else:
+            y = _curve(run, "var_norm_ratio")
+            ax.plot(x, y, "o-", color="C2", ms=3)
+            positive = y[np.isfinite(y) & (y > 0)]
+            if positive.size and positive.max() > 20 * positive.min():
+                ax.set_yscale("log")  # spans decades: labelled major ticks
+            ax.set_ylabel("honest var.\n/ ||mean||^2", fontsize=8)
+    axes[-1].set_xlabel("round")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_run_figures(runs: Iterable[dict], folder: str) -> list[str]:
+    """:func:`plot_run_diagnostics` for every run, as ``folder/<run_id>.png``."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for run in runs:
+        path = os.path.join(folder, f"{run['run_id']}.png")
+        plot_run_diagnostics(run, path)
+        paths.append(path)
     return paths

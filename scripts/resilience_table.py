@@ -84,15 +84,16 @@ def main():
                         print(f"{rule} n={n} f={f} d={d}: {value:.4f} "
                               f"(bound {row['bound']}, {row['seconds']} s)", flush=True)
     print("| rule | n | f | d | estimated lambda | stated bound | f/(n-f) | "
-          "exceeds bound | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "exceeds bound | restarts x steps | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key in sorted(done, key=lambda k: (k[0], k[3], k[1], k[2])):
         r = done[key]
         bound = "-" if r["bound"] is None else f"{r['bound']:.3f}"
         over = "-" if r["bound"] is None else (
             "**yes**" if r["estimate"] > r["bound"] + 1e-5 else "no")
         print(f"| {r['rule']} | {r['n']} | {r['f']} | {r['d']} | {r['estimate']:.3f} | "
-              f"{bound} | {r['lower']:.3f} | {over} | {r['seconds']} |")
+              f"{bound} | {r['lower']:.3f} | {over} | "
+              f"{r['restarts']} x {r['steps']} | {r['seconds']} |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from byzjax.aggregators import (
     _mda,
     _nnm,
     _preagg,
+    _selection,
 )
 from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import *  # noqa: F403
@@ -35,6 +36,7 @@ from byzjax.aggregators._mda import *  # noqa: F403
 from byzjax.aggregators._mean import mean
 from byzjax.aggregators._nnm import *  # noqa: F403
 from byzjax.aggregators._preagg import *  # noqa: F403
+from byzjax.aggregators._selection import *  # noqa: F403
 
 __all__ = [
     "AGGREGATORS",
@@ -50,7 +52,7 @@ __all__ = [
     "mean",
 ]
 for _module in (_bulyan, _centered_clipping, _coordinate, _geomed, _krum, _mda,
-                _nnm, _preagg):
+                _nnm, _preagg, _selection):
     __all__ += list(_module.__all__)
 del _module
 

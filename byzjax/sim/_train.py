@@ -36,6 +36,7 @@ from byzjax import aggregators, attacks, optim
 from byzjax import data as bdata
 from byzjax._tree import pairwise_sq_distances
 from byzjax.sim._config import RunSpec, resolve
+from byzjax.sim._diagnostics import EXPLAIN, make_explain
 
 __all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
            "sample_batch_indices", "flip_byzantine_labels", "GRAD_STRATEGIES",
@@ -99,9 +100,11 @@ class Program(NamedTuple):
         rounds then one evaluation; ``metrics`` is a dict of scalars.
       train: ``(key, hparams) -> (state, metrics)``; the whole run, metrics
         stacked over evaluations (``[num_evals]`` each).
-      round_step: ``(state, hparams, diagnostics=True) -> (state,
-        round_metrics)``; one round. ``diagnostics`` (a bool, possibly traced)
-        switches the diagnostics (NaN when off).
+      round_step: ``(state, hparams, diagnostics=True, explain=False) ->
+        (state, round_metrics)``; one round. ``diagnostics`` (a bool, possibly
+        traced) switches the diagnostics (NaN when off); ``explain`` (idem)
+        the per-chunk ones of :mod:`byzjax.sim._diagnostics` (``run_chunk``
+        sets it on the chunk's last round only).
       evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
       num_evals: number of evaluations in a run.
     """
@@ -163,6 +166,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
         jax.random.key(0),
     )
     has_bn = "batch_stats" in variables
+    explain_fn = make_explain(spec, num_honest=n_honest)
 
     # ------------------------------------------------------------------ chain
     attack_adaptive = attacks.entry(spec.attack).adaptive
@@ -230,7 +234,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
         return SimState(params, batch_stats, opt_state, k_run,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
-    def round_step(state: SimState, hp, diagnostics=True):
+    def round_step(state: SimState, hp, diagnostics=True, explain=False):
         # The factories' keys only seed their states (made in ``init``).
         worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
@@ -273,7 +277,8 @@ def make_program(config: RunSpec, data: SimData, model, *,
                 lambda s, a: _diagnostics(s, a, n_honest),
                 lambda s, a: dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan)),
                 sent, aggregate)
-        metrics = {"train_loss": train_loss, **diag}
+        metrics = {"train_loss": train_loss, **diag,
+                   **_explain(explain, explain_fn, sent, attacked)}
         new_state = SimState(params, batch_stats, (ws, ats, rs, ss), key, t,
                              diverged)
         return new_state, metrics
@@ -300,8 +305,11 @@ def make_program(config: RunSpec, data: SimData, model, *,
         return correct.sum() / eval_size, loss.sum() / eval_size
 
     def run_chunk(state, hp):
-        state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
-                                 length=eval_every)
+        # (the per-chunk diagnostics on the last round: an unbatched flag,
+        # so a real branch even when runs are vmapped)
+        state, rm = jax.lax.scan(
+            lambda s, i: round_step(s, hp, explain=i == eval_every - 1), state,
+            jnp.arange(eval_every))
         acc, test_loss = evaluate(state.params, state.batch_stats)
         metrics = {k: _nanmean(v) for k, v in rm.items()}
         metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
@@ -481,6 +489,16 @@ def _as_direction(stack):
 
 #: The round diagnostics (:func:`_diagnostics`).
 DIAGNOSTICS = ("agg_dist", "honest_spread", "resilience", "cosine")
+
+
+def _explain(flag, explain_fn, sent, attacked):
+    """The per-chunk diagnostics when ``flag`` (bool or traced), else NaN."""
+    nan = lambda *_: dict.fromkeys(EXPLAIN, jnp.float32(jnp.nan))  # noqa: E731
+    if flag is True:
+        return explain_fn(sent, attacked)
+    if flag is False:
+        return nan()
+    return jax.lax.cond(flag, explain_fn, nan, sent, attacked)
 
 
 def _diagnostics(sent, aggregate, n_honest):
