@@ -24,8 +24,10 @@ Example:
   >>> log = ChunkLogger(lambda name: writers.setdefault(name, Memory()))
   >>> log({"optimizer": "dsgd"}, 20, {"test_accuracy": [0.5, 0.7],
   ...     "round": [20, 20]}, [{"seed": 0, "hparams": {}}, {"seed": 1, "hparams": {}}])
-  >>> sorted(writers), writers["seed=1"].rows
-  (['seed=0', 'seed=1'], [(20, {'eval/test_accuracy': 0.7})])
+  >>> sorted(writers)
+  ['optimizer=dsgd,seed=0', 'optimizer=dsgd,seed=1']
+  >>> writers["optimizer=dsgd,seed=1"].rows
+  [(20, {'eval/test_accuracy': 0.7})]
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -296,14 +297,20 @@ def plot_heatmaps(runs, path: str, *, metric="final_accuracy", dpi: int = 110
     panels share the aggregator labels (printed once, on the left).
     """
     plt = _pyplot()
+    fig = _heatmap_figure(runs, metric)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def _heatmap_figure(runs, metric):
+    plt = _pyplot()
     from matplotlib.patches import Patch
 
     stats = cell_stats(runs, metric=metric)
     opts = _order({k[0] for k in stats}, OPT_ORDER)
     atts = _order({k[1] for k in stats}, ATTACK_ORDER)
     aggs = _order({k[2] for k in stats}, AGG_ORDER)
-    cmap = plt.get_cmap(CMAP).copy()
-    cmap.set_bad("#ececec")
+    cmap = plt.get_cmap(CMAP).with_extremes(bad="#ececec")
     cell_w, cell_h = 0.95, 0.42
     width = 1.8 + len(opts) * (0.35 + cell_w * len(atts)) + 1.0
     height = max(2.6, 1.6 + cell_h * len(aggs))
@@ -354,8 +361,7 @@ def plot_heatmaps(runs, path: str, *, metric="final_accuracy", dpi: int = 110
         fig.legend(handles=[Patch(facecolor="#ececec", hatch="///",
                                   edgecolor="#b0b0b0", label="combination not run")],
                    loc="outside lower left", fontsize=8, frameon=False)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    return fig
 
 
 def _curve(rs, name="test_accuracy"):
@@ -452,12 +458,14 @@ def plot_cell_curves(rs: list[dict], path: str, *, title: str = "",
             if x is None:
                 continue
             st = _style(i)
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(y, 0) if np.isfinite(y).any() else y[0]
+            with warnings.catch_warnings():  # all-NaN rounds stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(y, 0)
             ax.plot(x, mean, lw=1.2, markersize=3, markevery=max(1, len(x) // 5),
                     label=display_name("aggregator", g), **st)
             if y.shape[0] > 1 and np.isfinite(y).any():
-                with np.errstate(all="ignore"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     lo, hi = np.nanmin(y, 0), np.nanmax(y, 0)
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
         if name in ("test_loss", "train_loss", "agg_dist", "honest_spread"):
@@ -996,9 +1004,12 @@ def _config_rows(runs, info) -> tuple[list[dict], list[dict]]:
         if info.get("seeds") is not None:
             grid.append({"field": "seeds", "value": ", ".join(
                 map(str, info["seeds"]))})
-        for k in ("overrides", "exclude", "extra"):
-            if info.get(k):
-                grid.append({"field": k, "value": json.dumps(info[k])})
+        for match, changes in info.get("overrides") or []:
+            grid.append({"field": "override", "value": "where " + _assign(match)
+                         + ": " + _assign(changes)})
+        for k in ("exclude", "extra"):
+            for item in info.get(k) or []:
+                grid.append({"field": k, "value": _assign(item)})
     else:
         for k in sorted(differs):
             vals = sorted({json.dumps(_flatten(dict(r.get("config") or {})).get(k),
@@ -1007,3 +1018,8 @@ def _config_rows(runs, info) -> tuple[list[dict], list[dict]]:
         grid.append({"field": "seeds", "value": ", ".join(
             str(s) for s in sorted({r.get("seed") for r in runs}, key=str))})
     return base, grid
+
+
+def _assign(d) -> str:
+    """``{"a": 1, "b": "x"}`` as ``a=1, b=x``."""
+    return ", ".join(f"{k}={v}" for k, v in dict(d).items())
