@@ -225,7 +225,7 @@ def _report(args) -> int:
         small = args.small_images
         paths["html"] = report.write_html(
             args.outdir, out=args.html_dir, sweep=args.sweep, metric=args.metric,
-            dpi=64 if small else 80, palette=64 if small else None)
+            dpi=72 if small else 90, palette=64 if small else None)
     print(open(paths["best"]).read())
     print("wrote " + ", ".join(paths.values()))
     return 0
@@ -432,8 +432,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--html-dir", metavar="DIR",
                    help="folder of the web page (default: RESULTS/report)")
     r.add_argument("--small-images", action="store_true",
-                   help="web page images at 64 dpi with 64 colours, for a report "
-                        "kept in a repository (default: 80 dpi, full colour)")
+                   help="web page images at 72 dpi with 64 colours, for a report "
+                        "kept in a repository (default: 90 dpi, full colour)")
     r.add_argument("--sweep", metavar="SWEEP_FILE",
                    help="the sweep file, for the page's configuration and "
                         "published values (default: RESULTS/sweep.json, written "

@@ -330,22 +330,22 @@ def _heatmap_figure(runs, metric):
         ax.set_xticks(range(len(atts)),
                       [_wrap(display_name("attack", a), 12) for a in atts],
                       rotation=0 if len(atts) <= 3 else 40,
-                      ha="center" if len(atts) <= 3 else "right", fontsize=8)
+                      ha="center" if len(atts) <= 3 else "right", fontsize=9)
         ax.set_yticks(range(len(aggs)), [display_name("aggregator", g)
-                                          for g in aggs], fontsize=8)
+                                          for g in aggs], fontsize=9)
         ax.tick_params(length=0)
         for i in range(len(aggs)):
             for j in range(len(atts)):
                 if np.isfinite(m[i, j]):
                     ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
-                            fontsize=8, color=_text_color(cmap(m[i, j])))
+                            fontsize=9, color=_text_color(cmap(m[i, j])))
                 else:
                     missing = True
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1,
                                                fill=False, hatch="///",
                                                edgecolor="#b0b0b0", lw=0))
                     ax.text(j, i, "not run", ha="center", va="center",
-                            fontsize=8, color="#333333")
+                            fontsize=9, color="#333333")
         ax.set_xticks(np.arange(len(atts) + 1) - 0.5, minor=True)
         ax.set_yticks(np.arange(len(aggs) + 1) - 0.5, minor=True)
         ax.grid(which="minor", color="white", linewidth=1.5)
@@ -355,12 +355,12 @@ def _heatmap_figure(runs, metric):
     bar = fig.colorbar(im, ax=axes[0].tolist(), shrink=1.0, aspect=20,
                        fraction=0.04)
     bar.set_label(_wrap(METRIC_NAMES.get(metric, metric) + ", mean over seeds", 24),
-                  fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+                  fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     if missing:
         fig.legend(handles=[Patch(facecolor="#ececec", hatch="///",
                                   edgecolor="#b0b0b0", label="combination not run")],
-                   loc="outside lower left", fontsize=8, frameon=False)
+                   loc="outside lower left", fontsize=9, frameon=False)
     return fig
 
 
@@ -418,17 +418,17 @@ def plot_curves(runs, path: str, *, dpi: int = 110) -> None:
                 ax.set_title(_wrap(display_name("optimizer", o), 28), fontsize=9)
             if j == 0:
                 ax.set_ylabel(_wrap(display_name("attack", a), 18)
-                              + "\ntest accuracy", fontsize=8)
+                              + "\ntest accuracy", fontsize=9)
             if i == len(atts) - 1:
-                ax.set_xlabel("round", fontsize=8)
-            ax.tick_params(labelsize=7)
+                ax.set_xlabel("round", fontsize=9)
+            ax.tick_params(labelsize=8)
     legend = {}
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(lab, h)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="outside upper center",
-                   ncol=min(len(legend), 4), fontsize=8, frameon=False)
+                   ncol=min(len(legend), 4), fontsize=9, frameon=False)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
@@ -472,17 +472,17 @@ def plot_cell_curves(rs: list[dict], path: str, *, title: str = "",
             _log_if_wide(ax)
         if name == "test_accuracy":
             ax.set_ylim(0, 1)
-        ax.set_title(METRIC_NAMES.get(name, name), fontsize=8)
-        ax.set_xlabel("round", fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.set_title(METRIC_NAMES.get(name, name), fontsize=9)
+        ax.set_xlabel("round", fontsize=8)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside upper center",
-                   ncol=min(len(labels), 5), fontsize=8, frameon=False,
-                   title=title or None, title_fontsize=9)
+                   ncol=min(len(labels), 5), fontsize=9, frameon=False,
+                   title=title or None, title_fontsize=10)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return names
@@ -543,18 +543,18 @@ def plot_boxplots(runs, path: str, *, metric="final_accuracy", dpi: int = 80
                                    marker="x", color="black", zorder=3)
             else:
                 ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center",
-                        va="center", color="#555555", fontsize=8)
+                        va="center", color="#555555", fontsize=9)
             ax.set_xticks(range(len(aggs)), [SHORT.get(g, g) for g in aggs],
-                          rotation=90, fontsize=7)
+                          rotation=90, fontsize=8)
             ax.set_xlim(-0.6, len(aggs) - 0.4)
             ax.set_ylim(-0.03, 1.03)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=8)
             ax.grid(axis="y", alpha=0.3)
             if i == 0:
-                ax.set_title(_wrap(display_name("attack", a), 16), fontsize=8)
+                ax.set_title(_wrap(display_name("attack", a), 16), fontsize=9)
             if j == 0:
-                ax.set_ylabel(_wrap(display_name("optimizer", o), 18), fontsize=8)
-    fig.supylabel(METRIC_NAMES.get(metric, metric) + " per seed", fontsize=8)
+                ax.set_ylabel(_wrap(display_name("optimizer", o), 18), fontsize=9)
+    fig.supylabel(METRIC_NAMES.get(metric, metric) + " per seed", fontsize=9)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
@@ -594,13 +594,13 @@ def plot_times(runs, path: str, *, dpi: int = 80) -> None:
         ax.scatter((i + jitter)[ok], first[ok], s=14, marker="x", color="#D55E00",
                    label="compilation + first chunk" if i == 0 else None)
     ax.set_xticks(range(len(aggs)), [_wrap(display_name("aggregator", g), 12)
-                                     for g in aggs], fontsize=7)
-    ax.set_ylabel("seconds per program", fontsize=8)
+                                     for g in aggs], fontsize=8)
+    ax.set_ylabel("seconds per program", fontsize=9)
     ax.set_ylim(bottom=0)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     if progs:
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=8, frameon=False)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
@@ -975,6 +975,10 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
             {k[i] for k in stats}, _ORDERS[ax])] for i, ax in enumerate(AXES)},
         figures=figures, cell_figs=cell_figs, config_rows=cfg_rows,
         grid_rows=grid_rows, varying=_varying(runs),
+        abbreviations=", ".join(
+            f"{SHORT[g]} = {display_name('aggregator', g)}" for g in _order(
+                {k[2] for k in stats} | {p[1] for p in pub.values() if p[1]},
+                AGG_ORDER) if g in SHORT),
         sweep_json=json.dumps(info, indent=1, default=str) if info else "")
     path = os.path.join(out, "index.html")
     with open(path, "w") as fh:
