@@ -827,14 +827,19 @@ def _varying(runs) -> list[str]:
     return sorted(k for k, v in vals.items() if len(v) > 1 and k not in AXES)
 
 
-def _save_png(fig_fn, path, *, palette: int | None, **kw):
-    fig_fn(path=path, **kw)
-    if palette:
-        from PIL import Image
+def _save_png(fig_fn, path, *, palette: int | None, dpi: int, **kw) -> int:
+    """Draws ``fig_fn`` to ``path``; returns its width in CSS pixels (the
+    figure's size in inches at 96 pixels an inch: every image is shown at
+    the size it was drawn for, whatever its dpi)."""
+    from PIL import Image
 
-        with Image.open(path) as im:
-            small = im.convert("RGB").quantize(colors=palette, dither=Image.NONE)
-        small.save(path, optimize=True)
+    fig_fn(path=path, dpi=dpi, **kw)
+    with Image.open(path) as im:
+        width = im.size[0]
+        if palette:
+            im = im.convert("RGB").quantize(colors=palette, dither=Image.NONE)
+            im.save(path, optimize=True)
+    return round(width * 96 / dpi)
 
 
 def write_html(outdir: str, *, out: str | None = None, sweep=None,
@@ -929,14 +934,12 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
 
     # Figures.
     figures = {}
-    _save_png(plot_heatmaps, os.path.join(img, "heatmaps.png"), runs=runs,
-              metric=metric, **save)
-    figures["heatmaps"] = "img/heatmaps.png"
-    _save_png(plot_boxplots, os.path.join(img, "boxplots.png"), runs=runs,
-              metric=metric, **save)
-    figures["boxplots"] = "img/boxplots.png"
-    _save_png(plot_times, os.path.join(img, "times.png"), runs=runs, **save)
-    figures["times"] = "img/times.png"
+    for name, fn, kw in (("heatmaps", plot_heatmaps, {"metric": metric}),
+                         ("boxplots", plot_boxplots, {"metric": metric}),
+                         ("times", plot_times, {})):
+        width = _save_png(fn, os.path.join(img, name + ".png"), runs=runs, **kw,
+                          **save)
+        figures[name] = {"src": f"img/{name}.png", "width": width}
     groups: dict[tuple, list] = defaultdict(list)
     for r in runs:
         groups[_key(r, AXES[:2])].append(r)
@@ -950,9 +953,10 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         def fig_fn(path, dpi, rs=groups[(o, a)], title=title):
             drawn.extend(plot_cell_curves(rs, path, title=title, dpi=dpi))
 
-        _save_png(fig_fn, os.path.join(img, name), **save)
+        width = _save_png(fig_fn, os.path.join(img, name), **save)
         best = _best(stats, o, a)
-        cell_figs.append({"src": "img/" + name, "title": title, "optimizer": o,
+        cell_figs.append({"src": "img/" + name, "width": width, "title": title,
+                          "optimizer": o,
                           "attack": a, "runs": len(groups[(o, a)]),
                           "best": f"{best[0]:.4f} {display_name('aggregator', best[1])}"
                           if best else "", "metrics": [METRIC_NAMES.get(m, m)
