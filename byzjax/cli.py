@@ -35,29 +35,34 @@ _FLAGS = {
     # flag: (config field, type, help; the default is read from get_config())
     "dataset": ("dataset", str, "dataset name: mnist, fashion_mnist, cifar10, "
                 "cifar100, digits or synthetic"),
-    "data_source": ("data_source", str, "where the data comes from: offline, tfds "
-                    "or auto"),
+    "data_source": ("data_source", str, "where the data comes from: offline "
+                    "(files fetched by scripts/fetch_data.sh), tfds "
+                    "(tensorflow-datasets) or auto (offline, else tfds)"),
     "split": ("split", str, "how the training set is divided over workers: "
               "homogeneous, dirichlet or label_sorted"),
     "model": ("model", str, "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet"),
-    "num_workers": ("num_workers", int, "number of workers n"),
+    "num_workers": ("num_workers", int, "number of workers n, honest and "
+                    "Byzantine together"),
     "num_byzantine": ("num_byzantine", int, "declared number of Byzantine workers "
                       "f, given to the aggregator (0 <= f < n/2)"),
-    "num_attackers": ("num_attackers", int, "real number of attacking workers; -1: "
-                      "= num_byzantine"),
+    "num_attackers": ("num_attackers", int, "real number of attacking workers "
+                      "(-1: as many as --num-byzantine)"),
     "aggregator": ("aggregator", str, "robust aggregation rule, e.g. trimmed_mean, "
                    "krum, mda, geometric_median"),
-    "preaggregator": ("preaggregator", str, "pre-aggregation: nnm, bucketing, "
-                      "static_clipping, or '' for none"),
+    "preaggregator": ("preaggregator", str, "pre-aggregation applied before the "
+                      "aggregator: nnm, bucketing, static_clipping, or '' for "
+                      "none"),
     "attack": ("attack", str, "attack of the Byzantine workers, e.g. alie, foe, "
                "sign_flip, label_flip, none"),
     "optimizer": ("optimizer", str, ", ".join(optimizer_names()[:-1]) + " or "
                   + optimizer_names()[-1]),
-    "beta": ("beta", float, "momentum coefficient in [0, 1) (worker momentum for "
-             "resam, server momentum for server_momentum)"),
-    "lr": ("learning_rate", float, "learning rate (> 0)"),
-    "rounds": ("num_rounds", int, "training rounds (a multiple of --eval-every)"),
-    "eval_every": ("eval_every", int, "rounds between test-set evaluations"),
+    "beta": ("beta", float, "momentum coefficient in [0, 1), no unit (worker "
+             "momentum for resam, server momentum for server_momentum)"),
+    "lr": ("learning_rate", float, "learning rate, step size per round (> 0)"),
+    "rounds": ("num_rounds", int, "training rounds, one aggregated step each (a "
+               "multiple of --eval-every)"),
+    "eval_every": ("eval_every", int, "rounds between test-set evaluations (one "
+                   "evaluation chunk; progress, checkpoints and --log follow it)"),
     "batch_size": ("batch_size", int, "examples per worker per round"),
 }
 
@@ -146,14 +151,17 @@ def _train(args) -> int:
     _store.check_outdir(args.outdir)
     _store.clean_orphans(os.path.join(args.outdir, "runs"))
     group = SweepGroup(config, [{}], args.seeds, {})
+    logger = _chunk_logger(args, args.outdir)
     while True:
         taken, records, _ = run_missing(group, args.outdir,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, on_chunk=logger)
         if taken:
             break
         print("another process is computing these runs; waiting for it",
               file=sys.stderr)
         time.sleep(5.0)
+    if logger is not None:
+        logger.close()
     if not distributed.is_main_process():  # process 0 reports
         return 0
     for r in records:
@@ -190,8 +198,11 @@ def _sweep(args) -> int:
         raise _sweep.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
+    logger = _chunk_logger(args, outdir)
     summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
-                               shard=args.shard)
+                               shard=args.shard, on_chunk=logger)
+    if logger is not None:
+        logger.close()
     if not distributed.is_main_process():  # process 0 reports
         return 0
     print(json.dumps(summary))
@@ -205,8 +216,17 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from byzjax import report
 
+    if args.html:
+        report._jinja()  # a missing Jinja2 fails before any work
     paths = report.write_report(args.outdir, metric=args.metric,
                                 figures=not args.no_plot)
+    if args.csv:
+        paths.update(report.write_tidy(args.outdir))
+    if args.html:
+        small = args.small_images
+        paths["html"] = report.write_html(
+            args.outdir, out=args.html_dir, sweep=args.sweep, metric=args.metric,
+            dpi=72 if small else 90, palette=64 if small else None)
     print(open(paths["best"]).read())
     print("wrote " + ", ".join(paths.values()))
     return 0
@@ -219,6 +239,104 @@ def _user_errors():
     return (_CliError, ValueError, OSError, DatasetNotFoundError, DataIntegrityError)
 
 
+_TRAIN_DESCRIPTION = """\
+Train one configuration of the simulator for several seeds. The seeds run
+together in one compiled program (vmapped); every round is one jitted step
+and the rounds between two evaluations run under lax.scan.
+
+The configuration is byzjax.sim.get_config() (Fabris 2023's MNIST setting
+with an MLP), or the one of --config FILE; the options below override it, and
+--set overrides any field. A bad value stops the command before any data is
+loaded, with one line saying what to change.
+
+Results go to OUTDIR: runs/<run_id>.json (one checked record per seed: the
+config, the metric curves, final and best accuracy, divergence), curves.png,
+and checkpoints/ while a run is in progress. Re-running the same command
+resumes it: finished seeds are read back, a killed run continues from its
+last checkpoint."""
+
+
+#: What the config fields without a named option mean (units in words).
+_FIELD_HELP = {
+    "aggregator_kwargs": "keyword arguments of the aggregator",
+    "attack_eps": "attack strength (ALIE's z, FoE's eps); < 0: the attack's "
+                  "default",
+    "attack_kwargs": "keyword arguments of the attack",
+    "b1": "decay rate of Adam's first moment (DRA, MRA)",
+    "b2": "decay rate of Adam's second moment (DRA, MRA)",
+    "checkpoint_every": "evaluation chunks between orbax checkpoints; 0: never",
+    "clip_norm": "per-worker gradient clipping, maximum L2 norm; <= 0: off",
+    "dampening": "momentum dampening; < 0: EMA form (dampening = beta); 0: "
+                 "m <- beta m + g",
+    "dirichlet_alpha": "concentration of the dirichlet split (smaller: more "
+                       "heterogeneous workers)",
+    "eps": "Adam's epsilon (DRA, MRA)",
+    "eval_size": "test examples per evaluation; 0: the whole test set",
+    "grad_strategy": "per-worker gradients: auto, vmap, unrolled, map or "
+                     "chunked:<c>",
+    "lr_decay_every": "rounds per step of the step schedule",
+    "lr_schedule": "constant, or step: lr / (1 + round // lr_decay_every)",
+    "preaggregator_kwargs": "keyword arguments of the pre-aggregation",
+    "mra_safeguard": "'' (faithful: NaN on a negative second moment) or clamp",
+    "nesterov": "Nesterov momentum (True / False)",
+    "num_devices": "devices used; 0: every visible device",
+    "run_batching": "how a group's runs share one program: auto, vmap or map",
+    "shard": "device sharding: none, runs (seeds x points) or workers",
+    "split_seed": "seed of the division of the training set over workers",
+    "weight_decay": "L2 regularisation coefficient",
+}
+
+
+def _train_epilog(defaults) -> str:
+    import textwrap
+
+    flag_help = {field: text for field, _, text in _FLAGS.values()}
+    lines = ["config fields (--set FIELD=VALUE; default in parentheses):"]
+    for k in sorted(defaults.keys()):
+        value = defaults[k]
+        shown = "{}" if hasattr(value, "keys") and not len(value) else repr(value)
+        text = _FIELD_HELP.get(k) or flag_help.get(k, "")
+        lines += textwrap.wrap(f"{k} ({shown}): {text}", 78, initial_indent="  ",
+                               subsequent_indent="      ")
+    lines += [
+        "  Float fields are numbers, int fields integers; *_kwargs are the chosen",
+        "  rule's keyword arguments (e.g. --set aggregator_kwargs.radius=10).",
+        "",
+        "examples:",
+        "  byzjax train --aggregator trimmed_mean --attack alie --optimizer resam \\",
+        "      --rounds 500 --seeds 0,1,2 --outdir runs/demo",
+        "  byzjax train --config experiments/configs/mnist_resam.py \\",
+        "      --set num_byzantine=3 --log tensorboard",
+        "  tensorboard --logdir runs/demo/tensorboard   # watch it train",
+        "",
+        "exit status:",
+        "  0 on success; 2 for a usage or configuration error (one line on",
+        "  stderr; --debug shows the traceback).",
+    ]
+    return "\n".join(lines)
+
+
+def _add_log_arguments(p) -> None:
+    from byzjax.metric_writers import KINDS
+
+    p.add_argument("--log", default="none", choices=KINDS,
+                   help="stream every run's metrics after each evaluation chunk "
+                        "(every --eval-every rounds): tensorboard writes "
+                        "TensorBoard event files (pip install "
+                        "'byzjax[tensorboard]'), clu the CLU metric writers "
+                        "(needs clu and TensorFlow) (default: none)")
+    p.add_argument("--log-dir", metavar="DIR",
+                   help="folder of the metric writers, one sub-folder per run "
+                        "(default: OUTDIR/tensorboard)")
+
+
+def _chunk_logger(args, outdir):
+    from byzjax.metric_writers import make_chunk_logger
+
+    return make_chunk_logger(args.log, args.log_dir
+                             or os.path.join(outdir, "tensorboard"))
+
+
 def _parser() -> argparse.ArgumentParser:
     from byzjax.sim import get_config
 
@@ -228,18 +346,15 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: "
-                             "BYZJAX_DEBUG=1)")
+                             "BYZJAX_DEBUG=1; default: one line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fields = ", ".join(f"{k}={defaults[k]!r}" for k in sorted(defaults.keys()))
     t = sub.add_parser("train", help="train one configuration for several seeds",
-                       parents=[common],
-                       epilog=f"config fields for --set (with their defaults): "
-                       f"{fields}. Float fields are numbers, int fields integers; "
-                       "*_kwargs are the chosen rule's keyword arguments.",
-                       description="Train one configuration for several seeds (one "
-                       "compiled program; the seeds run together). Options override "
-                       "the config; re-running the same command resumes it.")
+                       parents=[common], epilog=_train_epilog(defaults),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="byzjax train [--config FILE] [options] "
+                             "[--set FIELD=VALUE ...]",
+                       description=_TRAIN_DESCRIPTION)
     t.add_argument("--config", metavar="FILE",
                    help="Python file with get_config() returning a run config "
                         "(default: byzjax.sim.get_config())")
@@ -257,8 +372,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--outdir", default="runs/train", metavar="DIR",
                    help="results folder: runs/<run_id>.json, checkpoints/, "
                         "curves.png (default: runs/train)")
-    t.add_argument("--no-plot", action="store_true", help="do not write curves.png")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-plot", action="store_true",
+                   help="do not write curves.png (default: write it)")
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: a bar on stderr)")
+    _add_log_arguments(t)
     t.set_defaults(func=_train)
     distributed.add_arguments(t)
 
@@ -268,7 +386,9 @@ def _parser() -> argparse.ArgumentParser:
                        "Resumable: finished runs are skipped, killed runs continue "
                        "from their checkpoint; several processes on one --outdir "
                        "share the work.")
-    s.add_argument("sweep", help="Python file with get_sweep()")
+    s.add_argument("sweep", metavar="SWEEP_FILE",
+                   help="Python file with get_sweep() (e.g. "
+                        "experiments/table_4_1.py)")
     s.add_argument("--outdir", metavar="DIR",
                    help="results folder (default: results/<sweep name>)")
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
@@ -278,23 +398,52 @@ def _parser() -> argparse.ArgumentParser:
                    choices=["final_accuracy", "max_accuracy"],
                    help="metric of the report tables (default: final_accuracy)")
     s.add_argument("--no-report", action="store_true",
-                   help="do not write tables and figures at the end")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="do not write tables and figures at the end (default: "
+                        "write them, as byzjax report does)")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bars (default: bars on stderr)")
     s.add_argument("--shard", metavar="I/K",
                    help="run only the i-th of k disjoint parts of the sweep "
                         "(independent jobs, e.g. a Slurm array; see "
                         "docs/SCALING.md; default: all)")
+    _add_log_arguments(s)
     s.set_defaults(func=_sweep)
     distributed.add_arguments(s)
 
     r = sub.add_parser("report", help="tables and figures of a results folder",
-                       parents=[common])
-    r.add_argument("outdir", help="a results folder of byzjax train or sweep")
+                       parents=[common],
+                       description="Write the tables (table_best.md, table_full.md) "
+                       "and figures (heatmaps.png, curves.png) of a results folder; "
+                       "with --html a static web page, with --csv tidy data.")
+    r.add_argument("outdir", metavar="RESULTS",
+                   help="a results folder of byzjax train or sweep (its runs/ "
+                        "holds one JSON record per run)")
     r.add_argument("--metric", default="final_accuracy",
                    choices=["final_accuracy", "max_accuracy"],
-                   help="metric of the tables (default: final_accuracy)")
+                   help="metric of the tables: test accuracy after the last round "
+                        "or the best over evaluations, a fraction in [0, 1] "
+                        "(default: final_accuracy)")
     r.add_argument("--no-plot", action="store_true",
-                   help="tables only, no heatmaps.png / curves.png")
+                   help="tables only, no heatmaps.png / curves.png (default: "
+                        "write them)")
+    r.add_argument("--html", action="store_true",
+                   help="also write a static web page, RESULTS/report/index.html "
+                        "plus img/ (open it in a browser; nothing is fetched). "
+                        "Needs Jinja2: pip install 'byzjax[report]' (default: off)")
+    r.add_argument("--html-dir", metavar="DIR",
+                   help="folder of the web page (default: RESULTS/report)")
+    r.add_argument("--small-images", action="store_true",
+                   help="web page images at 72 dpi with 64 colours, for a report "
+                        "kept in a repository (default: 90 dpi, full colour)")
+    r.add_argument("--sweep", metavar="SWEEP_FILE",
+                   help="the sweep file, for the page's configuration and "
+                        "published values (default: RESULTS/sweep.json, written "
+                        "by byzjax sweep)")
+    r.add_argument("--csv", action="store_true",
+                   help="also write RESULTS/runs.csv, one row per (run, "
+                        "evaluation) with every config field as a column, and "
+                        "RESULTS/runs.parquet when pyarrow is installed "
+                        "(default: off)")
     r.set_defaults(func=_report)
     distributed.add_launch_parser(sub)
     return parser

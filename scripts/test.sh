@@ -3,6 +3,6 @@
 # Usage: bash scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="[test]" source scripts/_venv.sh
+EXTRAS="${EXTRAS:-[test,report,tensorboard,browser]}" source scripts/_venv.sh
 export JAX_PLATFORMS=cpu
 exec "$VENV/bin/python" -m pytest -q -n 2 "$@"

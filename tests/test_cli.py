@@ -72,8 +72,18 @@ def test_every_option_says_what_it_is_and_its_default(capsys):
             positional = not action.option_strings
             assert flag or positional or action.required or "default" in action.help, (
                 f"{name} {action.option_strings}: no default in its help")
+            if name in ("train", "sweep", "report") and not positional:
+                assert "default" in action.help, (
+                    f"{name} {action.option_strings}: no default in its help")
     help_text = sub.choices["train"].format_help()
-    assert "num_rounds=1000" in help_text and "checkpoint_every=10" in help_text
+    assert "num_rounds (1000)" in help_text and "checkpoint_every (10)" in help_text
+    # Every config field is listed with its default and what it means.
+    from byzjax.sim import get_config
+
+    for field in get_config().keys():
+        line = next((x for x in help_text.splitlines()
+                     if x.startswith(f"  {field} (")), "")
+        assert line.partition("): ")[2].strip(), f"config field {field}: no text"
 
 
 def test_dsgd_without_clipping_has_no_worker_stage_and_trains(tmp_path):

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +158,7 @@ def run_group(
     desc: str = "",
     mesh=None,
     checkpoint_dir: str | None = None,
+    on_chunk: Callable[[int, dict, list[dict]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs one static configuration for every (hyper-parameter point, seed).
 
@@ -183,6 +184,11 @@ def run_group(
         ``checkpoint_every`` evaluation chunks; a call with the same runs
         resumes from the last checkpoint (bit-identical to an uninterrupted
         run) and the folder is deleted when the runs are done.
+      on_chunk: if given, called after every evaluation chunk as
+        ``on_chunk(round, metrics, runs)``: the round reached, the chunk's
+        metrics (host arrays ``[len(runs)]``) and one dict per run (``run_id``,
+        ``seed``, ``hparams``), e.g. a
+        :class:`byzjax.metric_writers.ChunkLogger` (process 0 only).
 
     Returns:
       The run records (dicts with the config, seed, hyper-parameters, the
@@ -253,6 +259,11 @@ def run_group(
         if compile_s is None:
             compile_s = time.perf_counter() - t0
         history.append(metrics)
+        if on_chunk is not None and distributed.is_main_process():
+            on_chunk(done * int(config.eval_every),
+                     {k: np.asarray(v)[:len(runs)] for k, v in metrics.items()},
+                     [{"run_id": run_id(config, s, p), "seed": int(s),
+                       "hparams": p} for p, s in runs])
         if ckpt is not None and done % every == 0 and done < program.num_evals:
             ckpt.save(done, state, history)
         if bar is not None:

@@ -17,7 +17,14 @@ A sweep file is a Python file with ``get_sweep()`` returning a ``ConfigDict``
   those fields set), e.g. an unattacked reference run;
 * ``overrides`` (optional): list of ``(match, changes)`` pairs; a group whose
   grid values contain every ``match`` item gets ``changes`` applied (e.g. per
-  optimiser learning rates, as Fabris 2023 uses).
+  optimiser learning rates, as Fabris 2023 uses);
+* ``published`` (optional): the source's values, shown beside the measured
+  ones by ``byzjax report --html``: ``{"source": ..., "metric":
+  "final_accuracy", "cells": [{"optimizer": ..., "attack": ...,
+  "aggregator": ..., "value": ...}, ...]}`` (a cell's keys are grid axes).
+
+``run_sweep`` writes the sweep as run to ``<outdir>/sweep.json`` (the report
+reads its grid and published values from there).
 
 Every finished run is written atomically as ``<outdir>/runs/<run_id>.json``; a
 re-run skips runs whose record is present and valid, so a killed sweep resumes
@@ -31,6 +38,7 @@ mid-run. See :mod:`byzjax.sim._store`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -59,11 +67,12 @@ from byzjax.sim._config import (
 from byzjax.sim._run import load_sim_data, run_group, run_id
 
 __all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup", "SWEEP_FIELDS",
-           "set_sweep_field", "run_missing", "file_error", "import_file"]
+           "set_sweep_field", "run_missing", "file_error", "import_file",
+           "save_sweep"]
 
 #: The fields a sweep may have.
 SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
-                "overrides")
+                "overrides", "published")
 
 
 class SweepGroup:
@@ -323,7 +332,7 @@ def _with_point(config, point):
 
 
 def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = True,
-                desc: str = "") -> tuple[bool, list[dict], int]:
+                desc: str = "", on_chunk=None) -> tuple[bool, list[dict], int]:
     """Computes the runs of ``group`` that have no valid record under ``outdir``.
 
     Takes the group's lock first (not under multi-process JAX, where all
@@ -339,6 +348,9 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
       data: pre-loaded :class:`~byzjax.sim.SimData` (default: loaded here).
       progress: show progress bars.
       desc: progress-bar label.
+      on_chunk: per-chunk callback ``on_chunk(labels, round, metrics, runs)``
+        (``labels``: the group's grid values), e.g. a
+        :class:`byzjax.metric_writers.ChunkLogger`.
 
     Returns:
       ``(taken, records, computed)``: whether the lock was taken, the records
@@ -378,7 +390,9 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
                 for rec in run_group(group.spec, seeds=seeds, hparam_points=points,
                                      outdir=runs_dir, data=data, progress=progress,
                                      desc=desc, checkpoint_dir=os.path.join(
-                                         ckpt_root, part.group_id())):
+                                         ckpt_root, part.group_id()),
+                                     on_chunk=None if on_chunk is None else
+                                     functools.partial(on_chunk, group.labels)):
                     done[rec["run_id"]] = rec
             with contextlib.suppress(OSError):
                 os.rmdir(ckpt_root)  # only if no other group left one there
@@ -400,7 +414,8 @@ def _restrict(group: SweepGroup, keep: set[str]) -> list[SweepGroup]:
 
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
               max_groups: int | None = None, log=print,
-              poll_s: float = 2.0, shard: str | None = None) -> dict[str, Any]:
+              poll_s: float = 2.0, shard: str | None = None,
+              on_chunk=None) -> dict[str, Any]:
     """Runs every missing run of ``sweep``; returns counts and wall time.
 
     Groups whose runs all have valid records are skipped; in a partially
@@ -410,6 +425,8 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     over the group of a process that died), so it returns with the sweep
     complete. ``shard="i/k"`` keeps only the i-th of k disjoint parts of the
     run list (:func:`byzjax.distributed.sweep_part`), for independent jobs.
+    ``on_chunk`` is given to :func:`run_missing` (metric writers). The sweep
+    is written to ``outdir/sweep.json`` for the report.
     """
     runs_dir = os.path.join(outdir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
@@ -428,6 +445,8 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
         groups = [part for g in groups for part in _restrict(g, mine)]
     if not distributed.is_main_process():
         progress, log = False, distributed.quiet
+    else:
+        save_sweep(sweep, outdir)
     done = _store.load_records(runs_dir, warn=False)
     todo = [g for g in groups if any(rid not in done for _, _, rid in g.run_ids())]
     distributed.barrier("sweep listed")  # every process lists before any writes
@@ -462,7 +481,7 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
             taken, _, computed = run_missing(
                 g, outdir, data=data if data is not None else _LazyData(
                     c, dkey, data_cache),
-                progress=progress, desc=label)
+                progress=progress, desc=label, on_chunk=on_chunk)
             if not taken:
                 left.append(g)
                 continue
@@ -483,6 +502,23 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     wall = time.perf_counter() - t0
     return {"programs": programs, "runs": ran, "wall_time_s": wall,
             "total_runs": total_runs}
+
+
+def save_sweep(sweep, outdir: str) -> str:
+    """Writes ``sweep`` as standard JSON to ``outdir/sweep.json`` (atomically);
+    returns the path."""
+    import json
+
+    body = sweep.to_dict() if hasattr(sweep, "to_dict") else dict(sweep)
+    path = os.path.join(outdir, "sweep.json")
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(_store.sanitize(json.loads(json.dumps(
+            body, default=lambda x: x.to_dict() if hasattr(x, "to_dict")
+            else list(x) if isinstance(x, (tuple, set)) else str(x)))),
+            fh, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+    return path
 
 
 class _LazyData:
