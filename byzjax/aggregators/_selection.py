@@ -7,7 +7,7 @@ say how much each input row counts, so a run can report which rows the server
 actually used (for example the fraction of Byzantine rows that got through).
 The weights are computed by the rules' own selection code
 (:func:`krum_scores`, :func:`minimum_diameter_subset`,
-:func:`bulyan_selection`, :func:`nearest_neighbor_weights`), so they select
+:func:`bulyan_selection`, :func:`nearest_neighbour_weights`), so they select
 exactly the rows the rule does, ties included.
 
 * ``"krum"``: one-hot on the selected row;
@@ -36,7 +36,7 @@ from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import bulyan_selection
 from byzjax.aggregators._krum import first_argmin, krum_scores
 from byzjax.aggregators._mda import minimum_diameter_subset
-from byzjax.aggregators._nnm import nearest_neighbor_weights
+from byzjax.aggregators._nnm import nearest_neighbour_weights
 
 __all__ = ["selection_weights", "has_selection", "SELECTION_RULES"]
 
@@ -96,7 +96,7 @@ def _bulyan(updates, *, num_byzantine, selection="krum", squared=True,
 
 
 def _nnm(updates, *, num_byzantine):
-    return nearest_neighbor_weights(updates, num_byzantine=num_byzantine)
+    return nearest_neighbour_weights(updates, num_byzantine=num_byzantine)
 
 
 #: Rule name -> ``fn(updates, *, num_byzantine, **rule_kwargs)`` giving its
