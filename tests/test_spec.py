@@ -145,3 +145,29 @@ def test_gamma_similarity_split_reaches_the_simulator():
     c.similarity_gamma = 1.5
     with pytest.raises(sim.ConfigError, match="similarity_gamma must be in"):
         sim.resolve(c)
+
+
+def test_config_files_import_siblings_without_changing_sys_path(tmp_path):
+    import sys
+
+    from byzjax.sim import _sweep
+
+    (tmp_path / "cfg.py").write_text(
+        "from byzjax.sim import get_config as default\n"
+        "def get_config():\n    c = default()\n    c.num_workers = 5\n"
+        "    c.num_byzantine = 1\n    return c\n")
+    (tmp_path / "sweep.py").write_text(
+        "import ml_collections\nfrom cfg import get_config\n"
+        "def get_sweep():\n    s = ml_collections.ConfigDict()\n"
+        "    s.name = 'x'\n    s.base = get_config()\n    return s\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "other.py").write_text(
+        "from byzjax.sim import import_file\n"
+        "get_config = import_file('../cfg.py', relative_to=__file__).get_config\n")
+    before = list(sys.path)
+    assert _sweep.load_sweep(str(tmp_path / "sweep.py")).base.num_workers == 5
+    other = sim.import_file(str(sub / "other.py"))
+    assert other.get_config().num_workers == 5
+    assert sim.import_file(str(sub / "other.py")) is other  # imported once
+    assert sys.path == before

@@ -133,6 +133,21 @@ def file_error(path: str, err: ConfigError) -> ConfigError:
     return ConfigError(f"{where}: {err}", field=err.field)
 
 
+@contextlib.contextmanager
+def _folder_importable(path: str):
+    """While a config or sweep file is imported, its folder is importable (as
+    for ``python file.py``): ``from cfg import get_config`` finds a sibling."""
+    folder = os.path.dirname(os.path.abspath(path))
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
 def import_file(path: str, *, relative_to: str | None = None):
     """The Python file ``path`` imported as a module (once; later calls reuse it).
 
@@ -162,7 +177,8 @@ def import_file(path: str, *, relative_to: str | None = None):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _folder_importable(path):
+            spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise
@@ -171,7 +187,9 @@ def import_file(path: str, *, relative_to: str | None = None):
 
 def call_file_function(path: str, name: str):
     """Imports the Python file ``path`` and returns ``name()`` (``get_config`` /
-    ``get_sweep``); the file imports its siblings with :func:`import_file`.
+    ``get_sweep``). While it is imported its folder is importable, as for
+    ``python file.py`` (``from cfg import get_config``); files in other
+    folders are imported by path with :func:`import_file`.
 
     Raises:
       ConfigError: one line naming the file (and line): missing file, syntax
@@ -184,7 +202,8 @@ def call_file_function(path: str, name: str):
         raise ConfigError(f"{path}: cannot import it (not a Python file?)")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        with _folder_importable(path):
+            spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"{e.filename or path}:{e.lineno}: syntax error: "
                           f"{e.msg}") from e
