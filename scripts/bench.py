@@ -153,6 +153,8 @@ def section1(args, results):
             fl = min(time_alternating(floor_fns(x), args.reps))
             floors[(n, f)] = fl
             for name, fn in rule_fns(n, f):
+                if args.rules and name not in args.rules:
+                    continue
                 t_rule, _ = time_alternating(
                     [lambda fn=fn, x=x: fn(x), floor_fns(x)[1]], args.reps)
                 rows.setdefault(name, {})[(n, f)] = (t_rule, t_rule / fl)
@@ -161,7 +163,8 @@ def section1(args, results):
                     t_rule, t_plain, t_blocked = time_alternating(
                         [lambda fn=fn, x=x: fn(x), *gram_fns(x)], args.reps)
                     grams.setdefault((n, f), []).append((t_plain, t_blocked))
-                    rows.setdefault("gram:" + name, {})[(n, f)] = t_rule
+                    rows.setdefault("gram:" + name, {})[(n, f)] = (
+                        t_rule, t_rule / min(t_plain, t_blocked))
         print("| *floor (ms)* | " + " | ".join(f"{floors[c] * 1e3:.2f}"
                                                for c in args.grid) + " |")
         for name in sorted(rows):
@@ -182,22 +185,21 @@ def section1(args, results):
 
 def _gram_table(args, d, rows, grams):
     """Distance rules against one Gram matmul of the same shape, each rule
-    timed alternately with the Gram (single and blocked matmul); the
-    reference is the median over the rules' runs of the faster Gram."""
+    timed alternately with the Gram (single and blocked matmul); the ratio is
+    the rule over the faster Gram of its own run, the Gram row the medians
+    over the rules' runs."""
     print(f"\nDistance rules vs one Gram matmul `[n, d] @ [d, n]` (d = {d:,}; "
           "ms; ratio = rule / the faster of the single and the blocked "
-          "matmul, timed alternately with each rule):\n")
+          "matmul, both timed alternately with the rule in its own run):\n")
     print("| rule | " + " | ".join(f"n={n} f={f}" for n, f in args.grid) + " |")
     print("|---" * (len(args.grid) + 1) + "|")
-    ref = {}
+    label = {}
     for c, ts in grams.items():
         plain = statistics.median(t[0] for t in ts)
         blocked = statistics.median(t[1] for t in ts)
-        ref[c] = min(plain, blocked)
-        print_cell = f"{plain * 1e3:.2f} / {blocked * 1e3:.2f}"
-        ref.setdefault(("label", c), print_cell)
+        label[c] = f"{plain * 1e3:.2f} / {blocked * 1e3:.2f}"
     print("| *Gram: single / blocked (ms)* | " + " | ".join(
-        ref.get(("label", c), "n/a") for c in args.grid) + " |")
+        label.get(c, "n/a") for c in args.grid) + " |")
     for name in DISTANCE_RULES:
         if "gram:" + name not in rows:
             continue
@@ -205,7 +207,7 @@ def _gram_table(args, d, rows, grams):
         for c in args.grid:
             t = rows["gram:" + name].get(c)
             cells.append("n/a" if t is None else
-                         f"{t * 1e3:.2f} ({t / ref[c]:.2f}x)")
+                         f"{t[0] * 1e3:.2f} ({t[1]:.2f}x)")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
@@ -652,6 +654,9 @@ def main(argv=None):
     p.add_argument("--dims", dest="dims_arg", default=None,
                    help="comma-separated parameter counts for sections 1-2 "
                         "(default 79510,1310922; --quick: 79510)")
+    p.add_argument("--rules", default="",
+                   help="comma-separated rule names for section 1 (default all; "
+                        "pre-aggregators as pre:name)")
     p.add_argument("--no-hugepages", action="store_true",
                    help="do not re-run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     args = p.parse_args(argv)
@@ -669,6 +674,7 @@ def main(argv=None):
         args.reps = 3
         args.dims = (79_510,)
         args.seeds = (1, 4)
+    args.rules = tuple(r for r in args.rules.split(",") if r)
     if args.dims_arg is not None:
         args.dims = tuple(int(v) for v in args.dims_arg.split(","))
     sections = {int(s) for s in args.sections.split(",")}

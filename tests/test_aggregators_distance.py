@@ -697,8 +697,11 @@ def test_weighted_rows_keep_vector_and_matrix_paths():
     mat = jax.jit(lambda t, w, k, p: weighted_rows(t, w, keep=k, nan_rows=p))
     np.testing.assert_allclose(flat1(vec(tree, w, keep)), (w * keep) @ x, rtol=1e-5,
                                atol=1e-6)
-    np.testing.assert_allclose(flat(mat(tree, wm, keep, np.zeros(3, bool))), wm @ x,
-                               rtol=1e-5, atol=1e-6)
+    # Rows outside keep count as zeros even when finite; all kept: the matmul.
+    np.testing.assert_allclose(flat(mat(tree, wm, keep, np.zeros(3, bool))),
+                               (wm * keep) @ x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat(mat(tree, wm, np.ones(6, bool), np.zeros(3, bool))),
+                               wm @ x, rtol=1e-5, atol=1e-6)
     bad = corrupt(tree, rows=[2, 5], kinds=["inf", "nan"])
     wz, wmz = w * keep, wm * keep
     np.testing.assert_allclose(flat1(vec(bad, wz, keep)), wz @ x, rtol=1e-5, atol=1e-6)
