@@ -110,8 +110,9 @@ def report(outdir: str, labelled) -> None:
 
     by_id = _store.load_records(outdir)
     rows = ["| setting | final acc. | min over correct servers | max spread of "
-            "correct servers | rejected pulls | pulls / iteration |",
-            "|---|---|---|---|---|---|"]
+            "correct servers | rejected pulls | by Lipschitz filter | by models "
+            "filter | pulls / iteration | workers on own model |",
+            "|---|---|---|---|---|---|---|---|---|"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for label, config, seeds in labelled:
         recs = [by_id.get(sim.run_id(config, s, sim.hparams_of(config)))
@@ -121,16 +122,20 @@ def report(outdir: str, labelled) -> None:
             continue
         acc = np.mean([_last(r, "test_accuracy") for r in recs])
         acc_min = np.mean([_last(r, "test_accuracy_min") for r in recs])
-        spread = np.nanmax([np.nanmax(np.asarray(r["metrics"].get(
-            "server_spread", [np.nan]), np.float64)) for r in recs])
+        spread = max(float(np.max(r["metrics"]["server_spread"], initial=0.0))
+                     if "server_spread" in r["metrics"] else np.nan for r in recs)
         rej = np.mean([_mean(r, "rejected_fraction") for r in recs])
         pulls = np.mean([_mean(r, "pulls_per_iteration") for r in recs])
+        lips = np.mean([_mean(r, "lipschitz_filter_rejected") for r in recs])
+        near = np.mean([_mean(r, "models_filter_rejected") for r in recs])
+        own = np.mean([_mean(r, "fallback_fraction") for r in recs])
 
         def fmt(x, spec=".3f"):
             return "n/a" if not np.isfinite(x) else format(x, spec)
 
         rows.append(f"| {label} | {fmt(acc)} | {fmt(acc_min)} | {fmt(spread, '.2e')}"
-                    f" | {fmt(rej)} | {fmt(pulls, '.2f')} |")
+                    f" | {fmt(rej)} | {fmt(lips)} | {fmt(near)} | {fmt(pulls, '.2f')}"
+                    f" | {fmt(own)} |")
         curve = np.mean([np.asarray(r["metrics"]["test_accuracy"], np.float64)
                          for r in recs], axis=0)
         rounds = np.asarray(recs[0]["metrics"]["round"])
