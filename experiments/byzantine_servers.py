@@ -113,7 +113,7 @@ def report(outdir: str, labelled) -> None:
             "correct servers | rejected pulls | by Lipschitz filter | by models "
             "filter | pulls / iteration | workers on own model |",
             "|---|---|---|---|---|---|---|---|---|"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for label, config, seeds in labelled:
         recs = [by_id.get(sim.run_id(config, s, sim.hparams_of(config)))
                 for s in seeds]
@@ -141,17 +141,24 @@ def report(outdir: str, labelled) -> None:
         rounds = np.asarray(recs[0]["metrics"]["round"])
         style = "--" if "a_little" in label else "-"
         axes[0].plot(rounds, curve, style, label=label)
-        if "server_spread" in recs[0]["metrics"] and "single" not in label:
+        if label.startswith("guanyu"):
             sp = np.asarray(recs[0]["metrics"]["server_spread"], np.float64)
-            axes[1].plot(rounds, np.maximum(sp, 1e-8), style, label=label)
+            axes[1].plot(rounds, sp, style, label=label)
+        if label.startswith("liubei"):
+            rj = np.asarray(recs[0]["metrics"]["rejected_fraction"], np.float64)
+            axes[2].plot(rounds, rj, style, label=label)
     axes[0].set_xlabel("round")
     axes[0].set_ylabel("test accuracy (first correct server)")
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=6)
     axes[1].set_xlabel("round")
-    axes[1].set_ylabel("spread of correct servers (mean over the chunk)")
-    axes[1].set_yscale("log")
+    axes[1].set_ylabel("GuanYu: spread of correct servers (chunk mean)")
+    axes[1].set_ylim(bottom=0)
     axes[1].legend(fontsize=6)
+    axes[2].set_xlabel("round")
+    axes[2].set_ylabel("LiuBei: fraction of pulls rejected (chunk mean)")
+    axes[2].set_ylim(0, 1)
+    axes[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, "servers.png"), dpi=110)
     with open(os.path.join(outdir, "table.md"), "w") as fh:
