@@ -107,9 +107,10 @@ def report(outdir: str, labelled) -> None:
 
     by_id = _store.load_records(outdir)
     rows = ["| setting | final acc. | min over correct servers | max spread of "
-            "correct servers | rejected pulls | pulls / iteration |",
-            "|---|---|---|---|---|---|"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+            "correct servers | rejected pulls | by Lipschitz filter | by models "
+            "filter | pulls / iteration | workers on own model |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for label, config, seeds in labelled:
         recs = [by_id.get(sim.run_id(config, s, sim.hparams_of(config)))
                 for s in seeds]
@@ -118,32 +119,43 @@ def report(outdir: str, labelled) -> None:
             continue
         acc = np.mean([_last(r, "test_accuracy") for r in recs])
         acc_min = np.mean([_last(r, "test_accuracy_min") for r in recs])
-        spread = np.nanmax([np.nanmax(np.asarray(r["metrics"].get(
-            "server_spread", [np.nan]), np.float64)) for r in recs])
+        spread = max(float(np.max(r["metrics"]["server_spread"], initial=0.0))
+                     if "server_spread" in r["metrics"] else np.nan for r in recs)
         rej = np.mean([_mean(r, "rejected_fraction") for r in recs])
         pulls = np.mean([_mean(r, "pulls_per_iteration") for r in recs])
+        lips = np.mean([_mean(r, "lipschitz_filter_rejected") for r in recs])
+        near = np.mean([_mean(r, "models_filter_rejected") for r in recs])
+        own = np.mean([_mean(r, "fallback_fraction") for r in recs])
 
         def fmt(x, spec=".3f"):
             return "n/a" if not np.isfinite(x) else format(x, spec)
 
         rows.append(f"| {label} | {fmt(acc)} | {fmt(acc_min)} | {fmt(spread, '.2e')}"
-                    f" | {fmt(rej)} | {fmt(pulls, '.2f')} |")
+                    f" | {fmt(rej)} | {fmt(lips)} | {fmt(near)} | {fmt(pulls, '.2f')}"
+                    f" | {fmt(own)} |")
         curve = np.mean([np.asarray(r["metrics"]["test_accuracy"], np.float64)
                          for r in recs], axis=0)
         rounds = np.asarray(recs[0]["metrics"]["round"])
         style = "--" if "a_little" in label else "-"
         axes[0].plot(rounds, curve, style, label=label)
-        if "server_spread" in recs[0]["metrics"] and "single" not in label:
+        if label.startswith("guanyu"):
             sp = np.asarray(recs[0]["metrics"]["server_spread"], np.float64)
-            axes[1].plot(rounds, np.maximum(sp, 1e-8), style, label=label)
+            axes[1].plot(rounds, sp, style, label=label)
+        if label.startswith("liubei"):
+            rj = np.asarray(recs[0]["metrics"]["rejected_fraction"], np.float64)
+            axes[2].plot(rounds, rj, style, label=label)
     axes[0].set_xlabel("round")
     axes[0].set_ylabel("test accuracy (first correct server)")
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=6)
     axes[1].set_xlabel("round")
-    axes[1].set_ylabel("spread of correct servers (mean over the chunk)")
-    axes[1].set_yscale("log")
+    axes[1].set_ylabel("GuanYu: spread of correct servers (chunk mean)")
+    axes[1].set_ylim(bottom=0)
     axes[1].legend(fontsize=6)
+    axes[2].set_xlabel("round")
+    axes[2].set_ylabel("LiuBei: fraction of pulls rejected (chunk mean)")
+    axes[2].set_ylim(0, 1)
+    axes[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, "servers.png"), dpi=110)
     with open(os.path.join(outdir, "table.md"), "w") as fh:

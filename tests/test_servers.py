@@ -337,3 +337,20 @@ def test_server_fields_at_their_defaults_keep_run_ids():
     assert _run.static_key(old) == ids[1]
     c.server_protocol, c.num_servers = "guanyu", 6
     assert sim.run_id(c, 0, sim.hparams_of(c)) != ids[0]
+
+
+@pytest.mark.parametrize("distribution", ["exponential", "uniform"])
+def test_delays_slow_machines_byzantine_first_and_own_copy(distribution):
+    key = jax.random.key(3)
+    kw = dict(num_receivers=5, num_senders=7, num_byzantine_senders=2,
+              distribution=distribution)
+    base = np.asarray(servers.sample_delays(key, **kw))
+    slow = np.asarray(servers.sample_delays(key, num_slow_senders=2, slow_factor=10.0,
+                                            **kw))
+    np.testing.assert_allclose(slow[:, :2], 10.0 * base[:, :2], rtol=1e-6)
+    np.testing.assert_array_equal(slow[:, 2:], base[:, 2:])
+    assert np.all(base[:, 5:] == -1.0) and np.all(base[:, :5] >= 0)
+    own = np.asarray(servers.sample_delays(key, self_first=True, **kw))
+    assert np.all(np.diag(own[:, :5]) == -2.0)
+    idx = np.asarray(servers.quorum_indices(jnp.asarray(slow), 4))
+    np.testing.assert_array_equal(idx, np.argsort(slow, axis=1, kind="stable")[:, :4])
