@@ -127,7 +127,7 @@ class ChunkLogger:
 
     Args:
       factory: ``name -> writer``; ``name`` is the run's label
-        (``optimizer=dsgd,attack=alie,aggregator=mean,seed=0`` in a sweep,
+        (``aggregator=mean,attack=alie,optimizer=dsgd,seed=0`` in a sweep,
         ``seed=0`` for ``train``).
     """
 

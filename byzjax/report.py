@@ -1083,7 +1083,8 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         abbreviations=", ".join(
             f"{SHORT[g]} = {display_name('aggregator', g)}" for g in _order(
                 {k[2] for k in stats} | {p[1] for p in pub.values() if p[1]},
-                AGG_ORDER) if g in SHORT),
+                AGG_ORDER) if g in SHORT
+            and SHORT[g].lower() != display_name("aggregator", g).lower()),
         sweep_json=json.dumps(info, indent=1, default=str) if info else "")
     path = os.path.join(out, "index.html")
     with open(path, "w") as fh:

@@ -318,8 +318,36 @@ def test_report_of_a_real_sweep_in_headless_chromium(tmp_path):
         base.learning_rate = 0.1
         sweep = ml_collections.ConfigDict(dict(TINY_SWEEP, base=base))
         outdir = str(tmp_path / "results")
-        _sweep.run_sweep(sweep, outdir, progress=False, log=lambda *_: None)
+        from byzjax.metric_writers import ChunkLogger
+
+        class Memory:  # a writer with CLU's MetricWriter interface
+            def __init__(self):
+                self.steps = []
+
+            def write_scalars(self, step, scalars):
+                self.steps.append((step, scalars["eval/test_accuracy"]))
+
+            def flush(self):
+                pass
+
+            def close(self):
+                pass
+
+        writers = {}
+        _sweep.run_sweep(sweep, outdir, progress=False, log=lambda *_: None,
+                         on_chunk=ChunkLogger(lambda n: writers.setdefault(
+                             n, Memory())))
         assert json.load(open(os.path.join(outdir, "sweep.json")))["published"]
+        # The sweep streamed every chunk of every run, named by its grid values.
+        assert len(writers) == 8
+        for rec in report.load_runs(outdir):
+            c = rec["config"]
+            name = ",".join(f"{k}={c[k]}" for k in sorted(TINY_SWEEP["grid"]))
+            name += f",seed={rec['seed']}"
+            steps = writers[name].steps
+            assert [s for s, _ in steps] == rec["metrics"]["round"] == [2, 4, 6]
+            np.testing.assert_allclose([v for _, v in steps],
+                                       rec["metrics"]["test_accuracy"], rtol=1e-6)
         page = report.write_html(outdir, dpi=50, page_size=3)
 
         driver.get("file://" + os.path.abspath(page))
