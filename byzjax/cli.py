@@ -189,6 +189,12 @@ def _sweep(args) -> int:
         raise _sweep.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
+    published = _sweep.published_of(sweep)
+    if published is not None and distributed.is_main_process():
+        # What ``byzjax report --json`` puts beside each measured cell.
+        os.makedirs(outdir, exist_ok=True)
+        with open(os.path.join(outdir, "published.json"), "w") as fh:
+            json.dump(published, fh, indent=1)
     summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
                                shard=args.shard)
     if not distributed.is_main_process():  # process 0 reports
@@ -204,7 +210,32 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from byzjax import report
 
-    paths = report.write_report(args.outdir, metric=args.metric,
+    if args.boxes:
+        data = report.plot_momentum_boxes(report.load_runs(args.outdir), args.boxes,
+                                          metric=args.metric or "max_accuracy")
+        print(f"wrote {args.boxes} ({len(data['panels'])} panels)")
+        if not args.json:
+            return 0
+    if args.json:
+        published = None
+        if args.published:
+            from byzjax.sim import _sweep
+
+            sweep = _sweep.load_sweep(args.published)
+            try:
+                published = _sweep.published_of(sweep)
+            except ValueError as e:
+                raise _sweep.file_error(args.published, e) from None
+            if published is None:
+                raise _CliError(f"{args.published} declares no 'published' values "
+                                "(a sweep field); drop --published")
+        cells = report.write_json(args.outdir, args.json, published=published,
+                                  metric=args.metric)
+        print(f"wrote {args.json} ({len(cells)} cells, "
+              f"{sum(c['published'] is not None for c in cells)} with a "
+              "published value)")
+        return 0
+    paths = report.write_report(args.outdir, metric=args.metric or "final_accuracy",
                                 figures=not args.no_plot)
     print(open(paths["best"]).read())
     print("wrote " + ", ".join(paths.values()))
@@ -289,11 +320,25 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="tables and figures of a results folder",
                        parents=[common])
     r.add_argument("outdir", help="a results folder of byzjax train or sweep")
-    r.add_argument("--metric", default="final_accuracy",
+    r.add_argument("--metric", default=None,
                    choices=["final_accuracy", "max_accuracy"],
-                   help="metric of the tables (default: final_accuracy)")
+                   help="metric of the tables (default: final_accuracy; with "
+                        "--json, the published values' metric)")
     r.add_argument("--no-plot", action="store_true",
                    help="tables only, no heatmaps.png / curves.png")
+    r.add_argument("--json", metavar="FILE",
+                   help="write the cells as JSON to FILE instead of the tables: "
+                        "{optimizer, attack, aggregator, model, rounds, seeds, mean, "
+                        "std, diverged, published} each (default: no JSON)")
+    r.add_argument("--boxes", metavar="FILE",
+                   help="draw El Mhamdi et al.'s momentum box plots (a grid over "
+                        "attack, num_byzantine, nesterov and server_momentum / "
+                        "resam) to FILE instead of the tables (metric default: "
+                        "max_accuracy)")
+    r.add_argument("--published", metavar="SWEEP",
+                   help="with --json: take the published values from this sweep "
+                        "file's 'published' field (default: OUTDIR/published.json "
+                        "if byzjax sweep wrote it, else none)")
     r.set_defaults(func=_report)
     distributed.add_launch_parser(sub)
     return parser
