@@ -24,6 +24,7 @@ import numpy as np
 from byzjax.sim import _store
 from byzjax.sim._config import (
     FLOAT_HPARAMS,
+    ID_OMITTED_AT_DEFAULT,
     RESULT_NEUTRAL,
     ConfigError,
     hparams_of,
@@ -108,16 +109,23 @@ def make_model(config, num_classes: int):
     return models.get(config.model, num_classes=num_classes)
 
 
+def _identifying(config) -> dict:
+    """The fields of ``config`` that identify its results (see
+    :data:`~byzjax.sim._config.ID_OMITTED_AT_DEFAULT`)."""
+    return {k: v for k, v in _plain(config).items()
+            if k not in RESULT_NEUTRAL and not (
+                k in ID_OMITTED_AT_DEFAULT and v == ID_OMITTED_AT_DEFAULT[k])}
+
+
 def static_key(config) -> str:
     """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _plain(config).items()
-         if k not in FLOAT_HPARAMS and k not in RESULT_NEUTRAL}
+    d = {k: v for k, v in _identifying(config).items() if k not in FLOAT_HPARAMS}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(config, seed: int, hparams: dict[str, float]) -> str:
     """A stable identifier of one run: static config, seed and float values."""
-    d = {k: v for k, v in _plain(config).items() if k not in RESULT_NEUTRAL}
+    d = _identifying(config)
     d.update({k: float(v) for k, v in hparams.items()})
     d["seed"] = int(seed)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -158,13 +158,18 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
     def make_tx(hp, key):
         """The optimiser chain, split where the simulator reads diagnostics."""
         worker = []
-        if use_clip:
+        clip_sent = config.get("clip_point", "gradient") == "sent"
+        if use_clip and not clip_sent:
             worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
+        attack_at = len(worker)  # where attack_point="gradient" puts the attack
         opt = config.optimizer
         if opt == "resam":
             worker.append(optim.worker_momentum(
                 num_workers=n, beta=hp["beta"], dampening=dampening,
-                nesterov=bool(config.nesterov)))
+                nesterov=bool(config.nesterov),
+                initial_momentum=float(config.get("momentum_init", 0.0)),
+                bias_correction=bool(config.get("momentum_bias_correction",
+                                                False))))
         elif opt in ("dra", "mra"):
             worker.append(optim.worker_adam(
                 num_workers=n, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"],
@@ -181,6 +186,12 @@ def make_program(config, data: SimData, model, *, worker_sharding=None) -> Progr
         attack = optim.byzantine_attack(
             config.attack, num_workers=n, num_byzantine=n_att, key=k_att,
             **attack_kwargs)
+        if use_clip and clip_sent:
+            worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
+        if config.get("attack_point", "sent") == "gradient":
+            # The Byzantine workers craft gradients and then follow the protocol.
+            worker.insert(attack_at, attack)
+            attack = optax.identity()
         robust = []
         if config.preaggregator:
             robust.append(optim.pre_aggregate(
