@@ -230,6 +230,8 @@ def write_report(outdir: str, *, metric: str = "final_accuracy",
 #: Config fields that name a cell in :func:`cells_json` (``rounds`` is
 #: ``num_rounds``), beside any other field that varies inside such a cell.
 JSON_AXES = ("optimizer", "attack", "aggregator", "model", "num_rounds")
+_JSON_ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "sign_flip_own",
+                      "label_flip", "inf", "neg_inf", "nan")
 _NOT_AXES = ("seed", "checkpoint_every", "grad_strategy", "run_batching", "shard",
              "num_devices")
 
@@ -327,7 +329,8 @@ def cells_json(runs, *, published: dict | None = None,
             out.append(cell)
 
     def order(c):
-        return (_rank(c["optimizer"], OPT_ORDER), _rank(c["attack"], ATTACK_ORDER),
+        return (_rank(c["optimizer"], OPT_ORDER),
+                _rank(c["attack"], _JSON_ATTACK_ORDER),
                 str(c["aggregator"]), tuple(str(c.get(k)) for k in extra))
 
     return sorted(out, key=order)
@@ -349,11 +352,18 @@ def write_json(outdir: str, path: str, *, published: dict | None = None,
             with open(saved) as fh:
                 published = json.load(fh)
     cells = cells_json(runs, published=published, metric=metric)
+    write_json_cells(cells, path)
+    return cells
+
+
+def write_json_cells(cells: list[dict], path: str) -> None:
+    """Writes :func:`cells_json` output to ``path`` (standard JSON, one cell a line)."""
+    import json
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(cells, fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    return cells
+        fh.write("[\n" + ",\n".join(json.dumps(c, allow_nan=False) for c in cells)
+                 + "\n]\n")
 
 
 # ------------------------------------- momentum box plots (El Mhamdi et al. 2021)
