@@ -45,6 +45,9 @@ def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
     _write(cnn, 3, "resam", "alie", "mean", "mnist_cnn", 0, 0.96)
     mlp = str(results / "table_4_1_mlp_meamed")
     _write(mlp, 4, "resam", "neg_inf", "meamed", "mlp", 0, 0.95)  # published 0.956
+    # The same run in a second folder counts once.
+    _write(str(results / "table_4_1_mlp"), 4, "resam", "neg_inf", "meamed", "mlp",
+           0, 0.95)
     assert _script().main([str(results), "--docs", str(docs)]) == 0
     text = (docs / "REPRODUCTION.md").read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n")
@@ -61,6 +64,8 @@ def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
                       "aggregator": "trimmed_mean", "model": "mnist_cnn",
                       "rounds": 500, "seeds": [0], "mean": 0.94, "std": 0.0,
                       "diverged": 0, "published": 0.777}]
+    neg_inf, = [c for c in cells if c["attack"] == "neg_inf" and c["seeds"]]
+    assert neg_inf["seeds"] == [0]
     # Run again: the blocks are replaced, not duplicated.
     assert _script().main([str(results), "--docs", str(docs)]) == 0
     again = (docs / "REPRODUCTION.md").read_text()
