@@ -11,6 +11,11 @@ test accuracy of its single run) and, for no attack, the numbers of its
 §4.1.2.1 text; ``byzjax report DIR --json FILE`` puts them beside the
 measured cells.
 
+Clipping: per-worker gradient clipping at 2 follows the thesis's text; the
+public code of the setting it copies passes 2 as the centered-clipping radius
+and leaves per-worker clipping off, and under Little it decides the RESAM cell
+(``docs/REPRODUCTION.md``): ``--set base.clip_norm=0`` runs unclipped.
+
 Stated cut for a 2-core CPU: the thesis trains the MNIST CNN (176,050
 parameters, about 3 rounds/s here); this file uses the MLP (79,510) by default.
 A GPU user runs the faithful table with::
