@@ -199,6 +199,12 @@ def _sweep(args) -> int:
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
     logger = _chunk_logger(args, outdir)
+    published = _sweep.published_of(sweep)
+    if published is not None and distributed.is_main_process():
+        # What ``byzjax report --json`` puts beside each measured cell.
+        os.makedirs(outdir, exist_ok=True)
+        with open(os.path.join(outdir, "published.json"), "w") as fh:
+            json.dump(published, fh, indent=1)
     summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
                                shard=args.shard, on_chunk=logger)
     if logger is not None:
@@ -216,16 +222,42 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from byzjax import report
 
+    if args.boxes:
+        data = report.plot_momentum_boxes(report.load_runs(args.outdir), args.boxes,
+                                          metric=args.metric or "max_accuracy")
+        print(f"wrote {args.boxes} ({len(data['panels'])} panels)")
+        if not args.json:
+            return 0
+    if args.json:
+        published = None
+        if args.published:
+            from byzjax.sim import _sweep
+
+            sweep = _sweep.load_sweep(args.published)
+            try:
+                published = _sweep.published_of(sweep)
+            except ValueError as e:
+                raise _sweep.file_error(args.published, e) from None
+            if published is None:
+                raise _CliError(f"{args.published} declares no 'published' values "
+                                "(a sweep field); drop --published")
+        cells = report.write_json(args.outdir, args.json, published=published,
+                                  metric=args.metric)
+        print(f"wrote {args.json} ({len(cells)} cells, "
+              f"{sum(c['published'] is not None for c in cells)} with a "
+              "published value)")
+        return 0
     if args.html:
         report._jinja()  # a missing Jinja2 fails before any work
-    paths = report.write_report(args.outdir, metric=args.metric,
+    paths = report.write_report(args.outdir, metric=args.metric or "final_accuracy",
                                 figures=not args.no_plot)
     if args.csv:
         paths.update(report.write_tidy(args.outdir))
     if args.html:
         small = args.small_images
         paths["html"] = report.write_html(
-            args.outdir, out=args.html_dir, sweep=args.sweep, metric=args.metric,
+            args.outdir, out=args.html_dir, sweep=args.sweep,
+            metric=args.metric or "final_accuracy",
             dpi=72 if small else 90, palette=64 if small else None)
     print(open(paths["best"]).read())
     print("wrote " + ", ".join(paths.values()))
@@ -418,11 +450,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("outdir", metavar="RESULTS",
                    help="a results folder of byzjax train or sweep (its runs/ "
                         "holds one JSON record per run)")
-    r.add_argument("--metric", default="final_accuracy",
+    r.add_argument("--metric", default=None,
                    choices=["final_accuracy", "max_accuracy"],
                    help="metric of the tables: test accuracy after the last round "
                         "or the best over evaluations, a fraction in [0, 1] "
-                        "(default: final_accuracy)")
+                        "(default: final_accuracy; with --json, the published "
+                        "values' metric; with --boxes, max_accuracy)")
     r.add_argument("--no-plot", action="store_true",
                    help="tables only, no heatmaps.png / curves.png (default: "
                         "write them)")
@@ -444,6 +477,19 @@ def _parser() -> argparse.ArgumentParser:
                         "evaluation) with every config field as a column, and "
                         "RESULTS/runs.parquet when pyarrow is installed "
                         "(default: off)")
+    r.add_argument("--json", metavar="FILE",
+                   help="write the cells as JSON to FILE instead of the tables: "
+                        "{optimizer, attack, aggregator, model, rounds, seeds, mean, "
+                        "std, diverged, published} each (default: no JSON)")
+    r.add_argument("--boxes", metavar="FILE",
+                   help="draw El Mhamdi et al.'s momentum box plots (a grid over "
+                        "attack, num_byzantine, nesterov and server_momentum / "
+                        "resam) to FILE instead of the tables (metric default: "
+                        "max_accuracy)")
+    r.add_argument("--published", metavar="SWEEP",
+                   help="with --json: take the published values from this sweep "
+                        "file's 'published' field (default: OUTDIR/published.json "
+                        "if byzjax sweep wrote it, else none)")
     r.set_defaults(func=_report)
     distributed.add_launch_parser(sub)
     return parser

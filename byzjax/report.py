@@ -52,7 +52,8 @@ __all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps
            "plot_curves", "plot_cell_curves", "plot_boxplots", "plot_times",
            "write_report", "write_html", "tidy_rows", "write_tidy", "load",
            "display_name", "SHORT", "NAMES", "METRIC_NAMES", "plot_run_diagnostics",
-           "write_run_figures"]
+           "write_run_figures", "cells_json", "write_json", "momentum_boxes",
+           "plot_momentum_boxes"]
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -1133,3 +1134,276 @@ def _config_rows(runs, info) -> tuple[list[dict], list[dict]]:
 def _assign(d) -> str:
     """``{"a": 1, "b": "x"}`` as ``a=1, b=x``."""
     return ", ".join(f"{k}={v}" for k, v in dict(d).items())
+
+
+# ----------------------------------------------- machine-readable cells (--json)
+#: Config fields that name a cell in :func:`cells_json` (``rounds`` is
+#: ``num_rounds``), beside any other field that varies inside such a cell.
+JSON_AXES = ("optimizer", "attack", "aggregator", "model", "num_rounds")
+_JSON_ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "sign_flip_own",
+                      "label_flip", "inf", "neg_inf", "nan")
+_NOT_AXES = ("seed", "checkpoint_every", "grad_strategy", "run_batching", "shard",
+             "num_devices")
+
+
+def cells_json(runs, *, published: dict | None = None,
+               metric: str | None = None) -> list[dict[str, Any]]:
+    """One dict per measured cell, with the published value where declared.
+
+    A cell is the runs (seeds) sharing ``optimizer``, ``attack``,
+    ``aggregator``, ``model`` and ``num_rounds``, plus every other config
+    field or float hyper-parameter that differs between runs sharing those
+    (``num_byzantine``, ``nesterov``, ``learning_rate`` in a momentum grid),
+    which then appears in the cell under its config name. Each cell:
+    ``{optimizer, attack, aggregator, model, rounds, seeds, mean, std,
+    diverged, published}``: ``seeds`` the sorted seeds, ``mean`` / ``std``
+    over them of ``metric`` (a non-finite value counts as 0), ``diverged``
+    how many runs diverged, ``published`` the value of the first declared
+    cell whose keys all match (else None). Declared cells no run matches
+    are listed too, with ``seeds = []`` and ``mean = std = None``.
+
+    Args:
+      runs: run records (:func:`load_runs`).
+      published: a sweep's ``published`` declaration
+        (:func:`byzjax.sim._sweep.published_of`), or None.
+      metric: record field to summarise; default the declaration's metric,
+        else ``"final_accuracy"``.
+
+    Returns:
+      A list of JSON-ready dicts, ordered by optimizer, attack, aggregator.
+
+    Example:
+      >>> run = {"config": {"optimizer": "dsgd", "attack": "alie",
+      ...        "aggregator": "trimmed_mean", "model": "mlp", "num_rounds": 10},
+      ...        "hparams": {}, "seed": 0, "final_accuracy": 0.5, "diverged": False}
+      >>> pub = {"source": "x", "metric": "final_accuracy", "cells": [
+      ...        {"optimizer": "dsgd", "attack": "alie",
+      ...         "aggregator": "trimmed_mean", "value": 0.38}]}
+      >>> cell, = cells_json([run, dict(run, seed=1, final_accuracy=0.7)],
+      ...                    published=pub)
+      >>> cell["seeds"], round(cell["mean"], 3), cell["published"]
+      ([0, 1], 0.6, 0.38)
+    """
+    metric = metric or (published or {}).get("metric") or "final_accuracy"
+    declared = [dict(c) for c in (published or {}).get("cells", [])]
+
+    def fields(r):
+        d = {k: v for k, v in r["config"].items() if k not in _NOT_AXES
+             and not isinstance(v, (dict, list))}
+        d.update(r.get("hparams", {}) or {})
+        return d
+
+    base: dict[tuple, list] = defaultdict(list)
+    for r in runs:
+        base[tuple(r["config"][a] for a in JSON_AXES)].append(r)
+    extra = set()
+    for rs in base.values():
+        fs = [fields(r) for r in rs]
+        for k in fs[0]:
+            if k not in JSON_AXES and len({repr(f.get(k)) for f in fs}) > 1:
+                extra.add(k)
+    extra = sorted(extra)
+    cells: dict[tuple, list] = defaultdict(list)
+    for r in runs:
+        f = fields(r)
+        cells[tuple(f.get(a) for a in JSON_AXES + tuple(extra))].append(r)
+
+    def match(cell):
+        for d in declared:
+            if all(cell.get(k) == v for k, v in d.items() if k != "value"):
+                return d
+        return None
+
+    out, used = [], set()
+    for key, rs in cells.items():
+        cell = dict(zip(("optimizer", "attack", "aggregator", "model", "rounds"),
+                        key[:5]))
+        cell.update(zip(extra, key[5:]))
+        vals = np.asarray([r[metric] for r in rs], np.float64)
+        vals = np.where(np.isfinite(vals), vals, 0.0)
+        d = match({**cell, "num_rounds": cell["rounds"]})
+        if d is not None:
+            used.add(id(d))
+        cell.update(seeds=sorted(int(r["seed"]) for r in rs),
+                    mean=float(vals.mean()), std=float(vals.std()),
+                    diverged=sum(bool(r["diverged"]) for r in rs),
+                    published=None if d is None else float(d["value"]))
+        out.append(cell)
+    for d in declared:
+        if id(d) not in used:
+            cell = {"optimizer": None, "attack": None, "aggregator": None,
+                    "model": None, "rounds": None}
+            cell.update({k: v for k, v in d.items() if k != "value"})
+            cell.update(seeds=[], mean=None, std=None, diverged=0,
+                        published=float(d["value"]))
+            out.append(cell)
+
+    def order(c):
+        return (_rank(c["optimizer"], OPT_ORDER),
+                _rank(c["attack"], _JSON_ATTACK_ORDER),
+                str(c["aggregator"]), tuple(str(c.get(k)) for k in extra))
+
+    return sorted(out, key=order)
+
+
+def write_json(outdir: str, path: str, *, published: dict | None = None,
+               metric: str | None = None) -> list[dict[str, Any]]:
+    """Writes :func:`cells_json` of the records under ``outdir`` to ``path``.
+
+    ``published`` defaults to ``outdir/published.json`` when that file exists
+    (``byzjax sweep`` writes it for a sweep that declares ``published``).
+    """
+    import json
+
+    runs = load_runs(outdir)
+    if published is None:
+        saved = os.path.join(outdir, "published.json")
+        if os.path.isfile(saved):
+            with open(saved) as fh:
+                published = json.load(fh)
+    cells = cells_json(runs, published=published, metric=metric)
+    write_json_cells(cells, path)
+    return cells
+
+
+def write_json_cells(cells: list[dict], path: str) -> None:
+    """Writes :func:`cells_json` output to ``path`` (standard JSON, one cell a line)."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("[\n" + ",\n".join(json.dumps(c, allow_nan=False) for c in cells)
+                 + "\n]\n")
+
+
+# ------------------------------------- momentum box plots (El Mhamdi et al. 2021)
+_PLACEMENT = {"server_momentum": "at the server", "resam": "at the workers"}
+
+
+def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
+    """The data of El Mhamdi et al.'s (ICLR 2021) box plots, from a momentum grid.
+
+    One panel per (attack, ``num_byzantine``, momentum kind = ``nesterov``,
+    and ``learning_rate`` when it varies); in each, one box per placement
+    (``server_momentum``: at the server, ``resam``: at the workers) holding
+    ``metric`` of every attacked run (every rule x seed: 6 x 5 = 30 points in
+    the paper); the panel's reference is the median of ``metric`` over the
+    unattacked runs (``attack="none"``) with the same momentum kind and
+    learning rate. Non-finite values count as 0.
+
+    Returns:
+      ``{"panels": [{"attack", "num_byzantine", "num_workers", "nesterov",
+      "learning_rate", "boxes": {placement: [values]}, "rules": {placement:
+      [rules]}, "reference": median or None}], "excluded": {(attack,
+      num_byzantine): [rules of the grid missing there]}}``.
+    """
+    def val(r):
+        v = r.get(metric)
+        return float(v) if v is not None and np.isfinite(v) else 0.0
+
+    def lr(r):
+        return (r.get("hparams") or {}).get("learning_rate",
+                                            r["config"].get("learning_rate"))
+
+    attacked = [r for r in runs if r["config"]["attack"] != "none"]
+    reference = [r for r in runs if r["config"]["attack"] == "none"]
+    rules = sorted({r["config"]["aggregator"] for r in attacked})
+    panels: dict[tuple, dict] = {}
+    for r in attacked:
+        c = r["config"]
+        key = (c["attack"], c["num_byzantine"], bool(c.get("nesterov")), lr(r))
+        p = panels.setdefault(key, {
+            "attack": c["attack"], "num_byzantine": c["num_byzantine"],
+            "num_workers": c["num_workers"], "nesterov": key[2],
+            "learning_rate": key[3], "boxes": defaultdict(list),
+            "rules": defaultdict(set)})
+        p["boxes"][c["optimizer"]].append(val(r))
+        p["rules"][c["optimizer"]].add(c["aggregator"])
+    out, excluded = [], {}
+    for key in sorted(panels, key=lambda k: (_rank(k[0], ATTACK_ORDER), k[1],
+                                             k[2], -(k[3] or 0))):
+        p = panels[key]
+        ref = [val(r) for r in reference
+               if bool(r["config"].get("nesterov")) == p["nesterov"]
+               and lr(r) == p["learning_rate"]]
+        p["reference"] = float(np.median(ref)) if ref else None
+        p["boxes"] = dict(p["boxes"])
+        p["rules"] = {k: sorted(v) for k, v in p["rules"].items()}
+        seen = set().union(*p["rules"].values())
+        missing = [g for g in rules if g not in seen]
+        if missing:
+            excluded[(p["attack"], p["num_byzantine"])] = missing
+        out.append(p)
+    return {"panels": out, "excluded": excluded}
+
+
+def plot_momentum_boxes(runs, path: str, *, metric: str = "max_accuracy"
+                        ) -> dict[str, Any]:
+    """Draws :func:`momentum_boxes` as the paper's figure; returns its data.
+
+    Columns: (fraction of Byzantine workers, attack); rows: momentum kind
+    (classical, Nesterov; and learning rate when it varies). In each panel
+    the box of momentum at the server and the box at the workers, every run
+    drawn as a point over its box, and the median of the unattacked runs as
+    a dotted line. Rules missing in a column (e.g. Bulyan, which needs
+    ``n >= 4f + 3``) are named in its title.
+
+    Example (a results folder of ``experiments/momentum_fmnist.py``)::
+
+        report.plot_momentum_boxes(report.load_runs("results/momentum_fmnist"),
+                                   "momentum_fmnist.png")
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = momentum_boxes(runs, metric=metric)
+    panels = data["panels"]
+    if not panels:
+        raise ValueError("no attacked runs to draw (a momentum grid has attacks "
+                         "and optimizers server_momentum / resam)")
+    cols = sorted({(p["num_byzantine"], p["attack"]) for p in panels},
+                  key=lambda k: (-k[0], _rank(k[1], ATTACK_ORDER)))
+    rows = sorted({(p["nesterov"], p["learning_rate"]) for p in panels},
+                  key=lambda k: (k[0], -(k[1] or 0)))
+    many_lr = len({r[1] for r in rows}) > 1
+    names = {"alie": "Little", "foe": "Empire"}
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False, sharey=True,
+                             figsize=(2.3 * len(cols) + 0.6, 2.4 * len(rows) + 0.4))
+    rng = np.random.default_rng(0)
+    for p in panels:
+        i = rows.index((p["nesterov"], p["learning_rate"]))
+        j = cols.index((p["num_byzantine"], p["attack"]))
+        ax = axes[i][j]
+        kinds = [k for k in ("server_momentum", "resam") if k in p["boxes"]]
+        kinds += sorted(k for k in p["boxes"] if k not in kinds)
+        values = [p["boxes"][k] for k in kinds]
+        ax.boxplot(values, widths=0.5, showfliers=False)
+        for x, v in enumerate(values, start=1):
+            ax.scatter(x + rng.uniform(-0.12, 0.12, len(v)), v, s=6, alpha=0.6,
+                       color="tab:red", zorder=3)
+        if p["reference"] is not None:
+            ax.axhline(p["reference"], ls=":", color="tab:blue", lw=1.5)
+        ax.set_xticks(range(1, len(kinds) + 1),
+                      [_PLACEMENT.get(k, k).replace("at the ", "") for k in kinds])
+        ax.grid(axis="y", alpha=0.3)
+        if i == 0:
+            n, f = p["num_workers"], p["num_byzantine"]
+            title = f"{names.get(p['attack'], p['attack'])}, f = {f} of {n}"
+            missing = data["excluded"].get((p["attack"], f))
+            if missing:
+                title += "\n(no " + ", ".join(SHORT.get(g, g) for g in missing) + ")"
+            ax.set_title(title, fontsize=9)
+        if j == 0:
+            label = "Nesterov" if p["nesterov"] else "classical"
+            if many_lr:
+                label += f", lr {p['learning_rate']:g}"
+            ax.set_ylabel(f"{label}\nmax top-1 acc." if metric == "max_accuracy"
+                          else f"{label}\n{metric}")
+    fig.suptitle("momentum at the server vs at the workers; dotted: median "
+                 "without attack", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return data

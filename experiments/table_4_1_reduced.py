@@ -10,7 +10,9 @@ are declared as ``published`` so the web report shows them beside ours::
     byzjax report results/t41_reduced --html --small-images
 """
 
-from experiments.table_4_1 import get_sweep as _table_4_1
+from byzjax.sim import import_file
+
+_table_4_1 = import_file("table_4_1.py", relative_to=__file__).get_sweep
 
 #: Fabris (2023), Table 4.1 (CNN): best aggregator per cell and its accuracy.
 _TABLE = {

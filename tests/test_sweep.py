@@ -156,7 +156,7 @@ def test_run_group_writes_one_record_per_run(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["main_job", "table_4_1", "table_4_2", "table_4_3",
-                                  "seed001_grid", "table_4_1_reduced"])
+                                  "momentum_fmnist", "table_4_1_reduced"])
 def test_shipped_sweeps_are_valid(name):
     root = os.path.join(os.path.dirname(__file__), "..", "experiments")
     groups = _sweep.expand_sweep(_sweep.load_sweep(os.path.join(root, name + ".py")))

@@ -94,6 +94,8 @@ class PipelineOptions(TypedDict, total=False):
     attack: str | Callable | None
     num_attackers: int | None
     attack_kwargs: dict | None
+    clip_point: Literal["gradient", "sent"]
+    attack_point: Literal["sent", "gradient"]
     key: jax.Array | None
 
 
@@ -114,6 +116,12 @@ _PIPELINE_ARGS = """
       attack_kwargs: the attack's hyper-parameters. An adaptive attack defaults
         to this pipeline's aggregator, its kwargs, the declared
         ``num_byzantine`` and pre-aggregator.
+      clip_point: where per-worker clipping acts: ``"gradient"`` (default,
+        before the worker stage) or ``"sent"`` (on what each worker sends,
+        after momentum); ``docs/CONVENTIONS.md``.
+      attack_point: what the attack replaces: ``"sent"`` (default, the vectors
+        workers send) or ``"gradient"`` (the clipped gradients; the Byzantine
+        workers then run the worker stage on their crafted gradients).
       key: PRNG key for random stages (split between the attack and the
         pre-aggregator).
 """
@@ -207,11 +215,16 @@ def _server_momentum(*, num_workers: int, beta: float = 0.9,
     return None, (server_momentum(momentum=beta, nesterov=nesterov),)
 
 
-@register_optimizer("resam", config_fields=("beta", "dampening", "nesterov"))
+@register_optimizer("resam", config_fields={
+    "beta": "beta", "dampening": "dampening", "nesterov": "nesterov",
+    "initial_momentum": "momentum_init",
+    "bias_correction": "momentum_bias_correction"})
 def _resam(*, num_workers: int, beta: float = 0.99, dampening: float | None = None,
-           nesterov: bool = False):
+           nesterov: bool = False, initial_momentum: float = 0.0,
+           bias_correction: bool = False):
     return worker_momentum(num_workers=num_workers, beta=beta, dampening=dampening,
-                           nesterov=nesterov), ()
+                           nesterov=nesterov, initial_momentum=initial_momentum,
+                           bias_correction=bias_correction), ()
 
 
 @register_optimizer("dra", config_fields=("b1", "b2", "eps"))
@@ -303,6 +316,8 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
            preaggregator: str | Callable | None = None, preaggregator_kwargs=None,
            clip_norm=None, attack: str | Callable | None = None,
            num_attackers: int | None = None, attack_kwargs=None,
+           clip_point: Literal["gradient", "sent"] = "gradient",
+           attack_point: Literal["sent", "gradient"] = "sent",
            key: jax.Array | None = None, learning_rate=None,
            **hparams) -> Stages:
     """The whole pipeline of ``optimizer`` as four transforms (:class:`Stages`).
@@ -339,10 +354,19 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
         # trace time, after any pre-aggregation changed the row count).
         aggregators.check(aggregator, num_workers=num_workers,
                           num_byzantine=num_byzantine)
+    if clip_point not in ("gradient", "sent"):
+        raise ValueError(f"clip_point must be 'gradient' or 'sent', got {clip_point!r}")
+    if attack_point not in ("sent", "gradient"):
+        raise ValueError(f"attack_point must be 'sent' or 'gradient', got "
+                         f"{attack_point!r}")
     worker, server = entry.build(num_workers=num_workers, **hparams)
-    worker_parts = [] if clip_norm is None else [clip_by_worker_norm(clip_norm)]
+    clip = [] if clip_norm is None else [clip_by_worker_norm(clip_norm)]
+    worker_parts = list(clip) if clip_point == "gradient" else []
+    attack_at = len(worker_parts)  # where attack_point="gradient" puts the attack
     if worker is not None:
         worker_parts.append(worker)
+    if clip_point == "sent":
+        worker_parts.extend(clip)
     key_attack = key_pre = None
     if key is not None:
         key_attack, key_pre = jax.random.split(key)
@@ -357,6 +381,10 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
         attack_tx = byzantine_attack(attack, num_workers=num_workers,
                                      num_byzantine=f_real, key=key_attack,
                                      **att_kwargs)
+        if attack_point == "gradient":
+            # The Byzantine workers craft gradients, then follow the protocol.
+            worker_parts.insert(attack_at, attack_tx)
+            attack_tx = optax.identity()
     robust = []
     if preaggregator is not None:
         robust.append(pre_aggregate(preaggregator, num_byzantine=num_byzantine,

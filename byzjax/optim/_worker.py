@@ -49,6 +49,7 @@ class WorkerMomentumState(NamedTuple):
     """State of :func:`worker_momentum`."""
 
     momentum: PyTree  # leaves [n, *param_shape]
+    count: jax.Array  # int32 [], rounds seen (for bias_correction)
 
 
 class WorkerAdamState(NamedTuple):
@@ -128,7 +129,8 @@ def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
 
 def worker_momentum(*, num_workers: int, beta: float,
                     dampening: float | None = None,
-                    nesterov: bool = False) -> optax.GradientTransformation:
+                    nesterov: bool = False, initial_momentum: float = 0.0,
+                    bias_correction: bool = False) -> optax.GradientTransformation:
     """Per-worker momentum: ``m_i <- beta m_i + (1 - dampening) g_i``, ``m_0 = 0``.
 
     * Default ``dampening = beta``: the EMA form of RESAM (Farhadkhani et al.
@@ -141,11 +143,23 @@ def worker_momentum(*, num_workers: int, beta: float,
     that the buffer starts at 0 (``m_0 = 0``, see ``docs/CONVENTIONS.md``) where
     torch sets it to ``g_1`` on the first step; the two agree whenever ``dampening=0``.
 
+    Two variants for reproducing published runs (defaults keep the above):
+
+    * ``initial_momentum=c``: every coordinate of every worker's buffer starts
+      at ``c`` (``m_0 = c``). Fabris's thesis prints ``m_0 = 1`` in the
+      requirements of its RESAM pseudo-code (Alg. 2 / Alg. 11).
+    * ``bias_correction=True``: each worker sends ``m_i / (1 - beta^t)`` at
+      round ``t`` (Adam's first-moment correction; the buffer itself is
+      unchanged). Meant for the EMA form (``dampening = beta``), where it
+      removes the ``(1 - beta^t)`` shrinkage of the first rounds.
+
     Args:
       num_workers: static ``n`` (the state has leaves ``[n, *param_shape]``).
       beta: momentum coefficient, float or traced scalar.
       dampening: float or traced scalar; ``None`` means ``beta``.
       nesterov: static bool.
+      initial_momentum: ``m_0``, float or traced scalar (default 0).
+      bias_correction: static bool (default False).
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`WorkerMomentumState`.
@@ -165,7 +179,11 @@ def worker_momentum(*, num_workers: int, beta: float,
     damp = beta if dampening is None else dampening
 
     def init_fn(params):
-        return WorkerMomentumState(momentum=_stacked_zeros(params, num_workers))
+        zeros = _stacked_zeros(params, num_workers)
+        momentum = jax.tree_util.tree_map(
+            lambda z: (z + initial_momentum).astype(z.dtype), zeros)
+        return WorkerMomentumState(momentum=momentum,
+                                   count=jnp.zeros((), jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
@@ -173,13 +191,20 @@ def worker_momentum(*, num_workers: int, beta: float,
         momentum = jax.tree_util.tree_map(
             lambda g, m: (beta * m + (1.0 - damp) * g).astype(m.dtype),
             updates, state.momentum)
+        count = optax.safe_int32_increment(state.count)
+        sent = momentum
+        if bias_correction:
+            c = 1.0 - jnp.power(jnp.asarray(beta, jnp.float32),
+                                count.astype(jnp.float32))
+            sent = jax.tree_util.tree_map(lambda m: (m / c).astype(m.dtype),
+                                          momentum)
         if nesterov:
             out = jax.tree_util.tree_map(
-                lambda g, m: (g + beta * m).astype(g.dtype), updates, momentum)
+                lambda g, m: (g + beta * m).astype(g.dtype), updates, sent)
         else:
             out = jax.tree_util.tree_map(lambda g, m: m.astype(g.dtype), updates,
-                                         momentum)
-        return out, WorkerMomentumState(momentum=momentum)
+                                         sent)
+        return out, WorkerMomentumState(momentum=momentum, count=count)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

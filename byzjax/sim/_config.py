@@ -54,13 +54,21 @@ SPLIT_FIELDS = {"dirichlet": {"alpha": "dirichlet_alpha"},
 #: Fields added after results existed, with their defaults: left out of run
 #: identifiers while at the default, so records made before they existed stay
 #: valid (a new field that can change results goes here with its default).
-ID_DEFAULTS = {"similarity_gamma": 0.5}
+ID_DEFAULTS = {
+    "similarity_gamma": 0.5,
+    "momentum_init": 0.0,
+    "momentum_bias_correction": False,
+    "clip_point": "gradient",
+    "attack_point": "sent",
+}
 
 DATA_SOURCES = ("auto", "offline", "tfds")
 LR_SCHEDULES = ("constant", "step")
 SHARDS = ("none", "runs", "workers")
 RUN_BATCHINGS = ("auto", "vmap", "map")
 MRA_SAFEGUARDS = ("", "clamp")
+CLIP_POINTS = ("gradient", "sent")
+ATTACK_POINTS = ("sent", "gradient")
 
 
 class ConfigError(ValueError):
@@ -115,6 +123,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.beta = 0.99  # worker momentum (RESAM) or server momentum
     c.dampening = -1.0  # < 0: EMA form (dampening = beta); 0: m <- beta m + g
     c.nesterov = False
+    # Worker momentum variants (byzjax.optim.worker_momentum): m_0 for every
+    # coordinate (Fabris 2023 prints m_0 = 1 for RESAM), and Adam's bias
+    # correction m / (1 - beta^t) of what a worker sends.
+    c.momentum_init = 0.0
+    c.momentum_bias_correction = False
+    # Where per-worker clipping acts: "gradient" (before the worker transform,
+    # RESAM) or "sent" (on the vector each worker sends, after momentum).
+    c.clip_point = "gradient"
+    # What the attack sees and replaces: "sent" (the vectors workers send, after
+    # momentum) or "gradient" (the clipped honest gradients; the Byzantine
+    # workers then run the worker transform on their crafted gradients).
+    c.attack_point = "sent"
     c.b1 = 0.99
     c.b2 = 0.999
     c.eps = 1e-8
@@ -491,6 +511,8 @@ def _check_names(config) -> None:
     _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _choice("shard", config.shard, SHARDS)
     _choice("run_batching", config.run_batching, RUN_BATCHINGS)
+    _choice("clip_point", config.clip_point, CLIP_POINTS)
+    _choice("attack_point", config.attack_point, ATTACK_POINTS)
     if "grad_strategy" in config:
         from byzjax.sim._train import resolve_grad_strategy  # (_train imports this)
 
@@ -561,7 +583,7 @@ def _check_ranges(config) -> None:
     if config.lr_schedule == "step":
         need(config.lr_decay_every >= 1, "lr_decay_every", "an integer >= 1")
     finite = {k: math.isfinite(config[k]) for k in FLOAT_HPARAMS + (
-        "dirichlet_alpha", "similarity_gamma", "dampening")}
+        "dirichlet_alpha", "similarity_gamma", "dampening", "momentum_init")}
     for key, ok in finite.items():
         need(ok, key, "a finite number")
     need(config.dirichlet_alpha > 0, "dirichlet_alpha", "a number > 0")
@@ -577,6 +599,9 @@ def _check_ranges(config) -> None:
          "a clipping radius >= 0 (0: no clipping)")
     need(config.attack_eps >= 0 or config.attack_eps == -1.0, "attack_eps",
          "a number >= 0, or -1 for the attack's default strength")
+    if config.optimizer == "mra":
+        need(config.clip_point == "gradient", "clip_point",
+             "'gradient' for mra (its workers send moment pairs)")
 
 
 def _check_workers(config) -> None:

@@ -18,10 +18,14 @@ A sweep file is a Python file with ``get_sweep()`` returning a ``ConfigDict``
 * ``overrides`` (optional): list of ``(match, changes)`` pairs; a group whose
   grid values contain every ``match`` item gets ``changes`` applied (e.g. per
   optimiser learning rates, as Fabris 2023 uses);
-* ``published`` (optional): the source's values, shown beside the measured
-  ones by ``byzjax report --html``: ``{"source": ..., "metric":
-  "final_accuracy", "cells": [{"optimizer": ..., "attack": ...,
-  "aggregator": ..., "value": ...}, ...]}`` (a cell's keys are grid axes).
+* ``published`` (optional): the source's numbers for the cells it prints,
+  ``{"source": "Fabris (2023), Table 4.1", "metric": "final_accuracy",
+  "cells": [{"optimizer": "dsgd", "attack": "alie", "aggregator":
+  "trimmed_mean", "value": 0.3825}, ...]}``; a cell's keys other than
+  ``value`` are grid axes and identify the cell (where a source prints only
+  the best aggregator of a row, the cell names that aggregator). Read by
+  ``byzjax report --json`` and shown beside the measured values by
+  ``byzjax report --html`` (:func:`published_of`, :func:`check_published`).
 
 ``run_sweep`` writes the sweep as run to ``<outdir>/sweep.json`` (the report
 reads its grid and published values from there).
@@ -68,11 +72,14 @@ from byzjax.sim._run import load_sim_data, run_group, run_id
 
 __all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup", "SWEEP_FIELDS",
            "set_sweep_field", "run_missing", "file_error", "import_file",
-           "save_sweep"]
+           "save_sweep", "check_published", "published_of"]
 
 #: The fields a sweep may have.
 SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
                 "overrides", "published")
+
+#: Metrics a ``published`` declaration may name (the records' fields).
+PUBLISHED_METRICS = ("final_accuracy", "max_accuracy")
 
 
 class SweepGroup:
@@ -333,6 +340,7 @@ def validate_sweep(sweep) -> list[SweepGroup]:
       ConfigError: the first bad group, named by its grid values.
     """
     groups = expand_sweep(sweep)
+    check_published(sweep)
     for g in groups:
         try:
             _ = g.spec  # resolving validates
@@ -341,6 +349,86 @@ def validate_sweep(sweep) -> list[SweepGroup]:
         except ConfigError as e:
             raise ConfigError(f"group {_label(g.labels)}: {e}", field=e.field) from None
     return groups
+
+
+def published_of(sweep) -> dict | None:
+    """The sweep's ``published`` declaration as plain Python (checked), or None.
+
+    Example:
+      >>> published_of({"grid": {"attack": ["alie"]}, "published": {
+      ...     "source": "Fabris (2023), Table 4.1", "metric": "final_accuracy",
+      ...     "cells": [{"attack": "alie", "value": 0.777}]}})["cells"]
+      [{'attack': 'alie', 'value': 0.777}]
+    """
+    check_published(sweep)
+    pub = sweep.get("published", None)
+    if pub is None:
+        return None
+    if isinstance(pub, ml_collections.ConfigDict):
+        pub = pub.to_dict()
+    return {"source": pub["source"], "metric": pub["metric"],
+            "cells": [dict(c) for c in pub["cells"]]}
+
+
+def check_published(sweep) -> None:
+    """Checks a sweep's optional ``published`` field (see the module docstring).
+
+    ``source`` a non-empty string, ``metric`` one of :data:`PUBLISHED_METRICS`,
+    ``cells`` a non-empty list of dicts, each with a finite number ``value``
+    and at least one other key, every other key a grid axis of the sweep with
+    a string, number or bool value; no two cells with the same keys.
+
+    Raises:
+      ConfigError: one line saying what is wrong.
+    """
+    pub = sweep.get("published", None)
+    if pub is None:
+        return
+    if isinstance(pub, ml_collections.ConfigDict):
+        pub = pub.to_dict()
+
+    def bad(what):
+        return ConfigError(f"published: {what}", field="published")
+
+    if not isinstance(pub, dict):
+        raise bad(f"must be a dict with source, metric and cells, got "
+                  f"{type(pub).__name__}")
+    extra = sorted(set(pub) - {"source", "metric", "cells"})
+    if extra:
+        raise bad(f"unknown key {extra[0]!r}; the keys are source, metric, cells")
+    if not isinstance(pub.get("source"), str) or not pub["source"].strip():
+        raise bad("source must be a non-empty string naming the table, e.g. "
+                  "'Fabris (2023), Table 4.1'")
+    if pub.get("metric") not in PUBLISHED_METRICS:
+        raise bad(f"metric must be one of {', '.join(PUBLISHED_METRICS)}, got "
+                  f"{pub.get('metric')!r}")
+    cells = pub.get("cells")
+    if not isinstance(cells, (list, tuple)) or not cells:
+        raise bad("cells must be a non-empty list of dicts")
+    axes = set(dict(sweep.get("grid", {}) or {}))
+    seen = set()
+    for i, cell in enumerate(cells):
+        if isinstance(cell, ml_collections.ConfigDict):
+            cell = cell.to_dict()
+        if not isinstance(cell, dict):
+            raise bad(f"cell {i} must be a dict, got {type(cell).__name__}")
+        value = cell.get("value")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not value == value or value in (float("inf"), float("-inf"))):
+            raise bad(f"cell {i} needs a finite number 'value', got {value!r}")
+        keys = sorted(k for k in cell if k != "value")
+        if not keys:
+            raise bad(f"cell {i} names no grid axis (e.g. 'optimizer')")
+        for k in keys:
+            if k not in axes:
+                raise bad(f"cell {i}: {unknown_name('grid axis', k, sorted(axes))}")
+            if not isinstance(cell[k], (str, int, float, bool)):
+                raise bad(f"cell {i}: {k} must be a string or number, got "
+                          f"{cell[k]!r}")
+        ident = tuple((k, cell[k]) for k in keys)
+        if ident in seen:
+            raise bad(f"cell {i} repeats {dict(ident)}")
+        seen.add(ident)
 
 
 def _with_point(config, point):

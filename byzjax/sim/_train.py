@@ -194,6 +194,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
             preaggregator_kwargs=dict(spec.preaggregator_kwargs),
             clip_norm=None if spec.clip_norm is None else hp["clip_norm"],
             attack=spec.attack, num_attackers=n_att, attack_kwargs=attack_kwargs,
+            clip_point=spec.clip_point, attack_point=spec.attack_point,
             key=key, learning_rate=lr, **opt_kwargs)
 
     # ------------------------------------------------------------- gradients

@@ -1,0 +1,203 @@
+"""Regenerates the measured-vs-published parts of docs/REPRODUCTION.md.
+
+Usage: python scripts/reproduction_docs.py RESULTS [--docs DOCS]
+
+``RESULTS`` holds results folders of ``byzjax sweep``; every folder whose name
+starts with ``table_4_1``, ``table_4_2``, ``momentum_fmnist`` or ``main_job``
+is read (e.g. ``table_4_1_cnn_alie`` and ``table_4_1_mlp_meamed`` together
+make Table 4.1; the model is part of each cell). Writes
+
+* ``DOCS/reproduction/table_4_1.json``, ``table_4_2.json``,
+  ``momentum_fmnist.json``: :func:`byzjax.report.cells_json` of those runs
+  with the published values declared in ``experiments/table_4_*.py``;
+* ``DOCS/figures/momentum_fmnist.png``: the momentum box plots;
+* the blocks between ``<!-- BEGIN generated: NAME -->`` and
+  ``<!-- END generated: NAME -->`` in ``DOCS/REPRODUCTION.md``: one row per
+  published cell (measured mean +- std and model beside published, the gap,
+  the explanation of gaps over 3 points) and the count of published cells
+  within 3 points, by column.
+
+Run it again when more runs have finished: nothing else in the document changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+
+from byzjax import report
+from byzjax.sim import _sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_ORDER = ("mnist_cnn", "mlp")
+ATTACK_NAMES = {"none": "no attack", "alie": "Little", "foe": "Empire",
+                "sign_flip_own": "Sign flip", "label_flip": "Label flip",
+                "inf": "Inf", "neg_inf": "-Inf"}
+OPT_NAMES = {"dsgd": "SGD", "resam": "RESAM", "dra": "DRA", "mra": "MRA"}
+TOLERANCE = 0.03
+
+#: Measured explanations of gaps over 3 points: (table, optimizer, attack,
+#: aggregator, model) -> text. Any other gap over 3 points is "unexplained".
+EXPLANATIONS = {
+    ("table_4_1", "resam", "alie", "trimmed_mean", "mnist_cnn"):
+        "isolated (runs below): per-worker clipping decides it (clipped 0.94, "
+        "unclipped 0.10); 0.777 itself unexplained",
+}
+
+
+def _runs(results: str, prefix: str) -> tuple[list[dict], list[str]]:
+    """The runs of every folder ``results/prefix*``; a run (its id) in several
+    folders counts once."""
+    runs, folders = {}, []
+    for d in sorted(glob.glob(os.path.join(results, prefix + "*"))):
+        if os.path.isdir(d) and glob.glob(os.path.join(d, "runs", "*.json")):
+            for r in report.load_runs(d):
+                runs.setdefault(r["run_id"], r)
+            folders.append(os.path.basename(d))
+    return list(runs.values()), folders
+
+
+def _pct(x) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def published_rows(name: str, cells: list[dict]) -> tuple[str, dict]:
+    """Markdown rows, one per published cell, and the per-column counts."""
+    measured = [c for c in cells if c["seeds"]]
+    lines = ["| optimizer | attack | published | measured (same rule) | model | "
+             "seeds | best rule measured | gap (points) | gap > 3: why |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    counts: dict[str, list[int]] = {}
+    declared = [c for c in cells if c["published"] is not None]
+    seen = set()
+    for c in declared:
+        key = (c["optimizer"], c["attack"], c["aggregator"])
+        if key in seen:
+            continue
+        seen.add(key)
+        same = [m for m in measured if (m["optimizer"], m["attack"],
+                                        m["aggregator"]) == key]
+        same.sort(key=lambda m: MODEL_ORDER.index(m["model"])
+                  if m["model"] in MODEL_ORDER else len(MODEL_ORDER))
+        col = counts.setdefault(c["attack"], [0, 0, 0])  # within, measured, all
+        col[2] += 1
+        pub = f"{c['published']:.4f} {report.SHORT.get(key[2], key[2])}"
+        if not same:
+            lines.append(f"| {OPT_NAMES.get(key[0], key[0])} | "
+                         f"{ATTACK_NAMES.get(key[1], key[1])} | {pub} | pending | "
+                         "| | | | |")
+            continue
+        col[1] += 1
+        for i, m in enumerate(same):
+            rivals = [r for r in measured if (r["optimizer"], r["attack"],
+                                              r["model"]) == (key[0], key[1],
+                                                              m["model"])]
+            best = max(rivals, key=lambda r: r["mean"])
+            gap = m["mean"] - c["published"]
+            if i == 0 and abs(gap) <= TOLERANCE:
+                col[0] += 1
+            why = ""
+            if abs(gap) > TOLERANCE:
+                why = EXPLANATIONS.get((name, key[0], key[1], key[2], m["model"]),
+                                       "unexplained")
+            div = f", {m['diverged']} diverged" if m["diverged"] else ""
+            lines.append(
+                f"| {OPT_NAMES.get(key[0], key[0])} | "
+                f"{ATTACK_NAMES.get(key[1], key[1])} | {pub if i == 0 else ''} | "
+                f"{m['mean']:.4f} +- {m['std']:.4f}{div} | {m['model']} | "
+                f"{len(m['seeds'])} | {best['mean']:.4f} "
+                f"{report.SHORT.get(best['aggregator'], best['aggregator'])} | "
+                f"{_pct(gap)} | {why} |")
+    return "\n".join(lines), counts
+
+
+def count_lines(counts: dict) -> str:
+    order = [a for a in ATTACK_NAMES if a in counts]
+    lines = ["| column | published cells | measured | within 3 points |",
+             "|---|---|---|---|"]
+    tot = [0, 0, 0]
+    for a in order:
+        w, m, n = counts[a]
+        tot = [tot[0] + w, tot[1] + m, tot[2] + n]
+        lines.append(f"| {ATTACK_NAMES[a]} | {n} | {m} | {w} of {m} |")
+    lines.append(f"| all | {tot[2]} | {tot[1]} | {tot[0]} of {tot[1]} |")
+    return "\n".join(lines)
+
+
+def momentum_lines(runs: list[dict]) -> str:
+    data = report.momentum_boxes(runs)
+    lines = ["| attack | f of n | momentum | lr | median at the server | "
+             "median at the workers | unattacked median |",
+             "|---|---|---|---|---|---|---|"]
+    import numpy as np
+
+    for p in data["panels"]:
+        med = {k: (f"{np.median(v):.4f} ({len(v)} runs)" if v else "")
+               for k, v in p["boxes"].items()}
+        ref = "pending" if p["reference"] is None else f"{p['reference']:.4f}"
+        lines.append(f"| {ATTACK_NAMES.get(p['attack'], p['attack'])} | "
+                     f"{p['num_byzantine']} of {p['num_workers']} | "
+                     f"{'Nesterov' if p['nesterov'] else 'classical'} | "
+                     f"{p['learning_rate']:g} | {med.get('server_momentum', '')} | "
+                     f"{med.get('resam', '')} | {ref} |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN generated: {re.escape(name)} -->\n)"
+                         rf"(?:.*?\n)?(<!-- END generated: {re.escape(name)} -->)",
+                         re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"REPRODUCTION.md has no generated block {name!r}")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="folder holding the sweeps' results folders")
+    parser.add_argument("--docs", default=os.path.join(ROOT, "docs"))
+    args = parser.parse_args(argv)
+    doc_path = os.path.join(args.docs, "REPRODUCTION.md")
+    text = open(doc_path).read()
+    os.makedirs(os.path.join(args.docs, "reproduction"), exist_ok=True)
+    for name in ("table_4_1", "table_4_2"):
+        runs, folders = _runs(args.results, name)
+        sweep = _sweep.load_sweep(os.path.join(ROOT, "experiments", f"{name}.py"))
+        published = _sweep.published_of(sweep)
+        cells = report.cells_json(runs, published=published)
+        path = os.path.join(args.docs, "reproduction", f"{name}.json")
+        report.write_json_cells(cells, path)
+        rows, counts = published_rows(name, cells)
+        src = ", ".join(f"`{f}`" for f in folders) or "(none yet)"
+        body = (f"Generated by `scripts/reproduction_docs.py` from the results "
+                f"folders {src}, {len(runs)} runs; cells: "
+                f"`docs/reproduction/{name}.json`. Gap = measured (same rule, "
+                "first model listed) minus published.\n\n" + rows
+                + "\n\nPublished cells within 3 points, by column:\n\n"
+                + count_lines(counts))
+        text = replace_block(text, name, body)
+        print(f"{name}: {len(runs)} runs from {src}; wrote {path}")
+    runs, folders = _runs(args.results, "momentum_fmnist")
+    if runs:
+        path = os.path.join(args.docs, "reproduction", "momentum_fmnist.json")
+        report.write_json_cells(report.cells_json(runs, metric="max_accuracy"), path)
+        report.plot_momentum_boxes(runs, os.path.join(args.docs, "figures",
+                                                      "momentum_fmnist.png"))
+        body = (f"Generated from `{folders[0]}` ({len(runs)} runs of 900): "
+                "max top-1 accuracy, medians of each box.\n\n" + momentum_lines(runs)
+                + "\n\n![momentum box plots](figures/momentum_fmnist.png)")
+        print(f"momentum_fmnist: {len(runs)} runs; wrote {path}")
+    else:
+        body = "Pending: no `momentum_fmnist` results yet."
+    text = replace_block(text, "momentum_fmnist", body)
+    with open(doc_path, "w") as fh:
+        fh.write(text)
+    print(f"updated {doc_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""El Mhamdi et al.'s momentum box plots (``byzjax report --boxes``), synthetic runs."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+
+from byzjax import cli, report
+from byzjax.sim import _store
+
+RULES = ["krum", "coordinate_median", "trimmed_mean", "phocas", "meamed", "bulyan"]
+
+
+def _records():
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, (f, attack, rule, opt, nesterov, seed) in enumerate(itertools.product(
+            [12, 24], ["alie", "foe"], RULES, ["server_momentum", "resam"],
+            [False, True], range(5))):
+        if f == 24 and rule == "bulyan":
+            continue
+        recs.append(_rec(i, f, attack, rule, opt, nesterov, seed,
+                         float(rng.uniform(0.3, 0.8))))
+    for j, (nesterov, seed) in enumerate(itertools.product([False, True], range(5))):
+        recs.append(_rec(10_000 + j, 12, "none", "mean", "resam", nesterov, seed,
+                         0.85 + 0.01 * seed + 0.05 * nesterov))
+    # One diverged run (max accuracy NaN -> null in the record) counts as 0.
+    recs[0]["max_accuracy"] = float("nan")
+    return recs
+
+
+def _rec(i, f, attack, rule, opt, nesterov, seed, acc):
+    return {"run_id": f"r{i}", "seed": seed, "hparams": {"learning_rate": 0.5},
+            "config": {"optimizer": opt, "attack": attack, "aggregator": rule,
+                       "model": "mlp", "num_rounds": 300, "num_byzantine": f,
+                       "num_workers": 51, "nesterov": nesterov},
+            "final_accuracy": acc, "max_accuracy": acc, "diverged": False,
+            "diverged_round": -1, "metrics": {"round": [300],
+                                              "test_accuracy": [acc]}}
+
+
+def test_boxes_hold_every_rule_and_seed_and_the_unattacked_median():
+    recs = _records()
+    data = report.momentum_boxes(recs)
+    panels = data["panels"]
+    assert len(panels) == 2 * 2 * 2  # attack x fraction x momentum kind
+    for p in panels:
+        rules = 6 if p["num_byzantine"] == 12 else 5
+        for opt in ("server_momentum", "resam"):
+            want = [0.0 if (r is recs[0]) else r["max_accuracy"] for r in recs
+                    if r["config"]["attack"] == p["attack"]
+                    and r["config"]["num_byzantine"] == p["num_byzantine"]
+                    and r["config"]["nesterov"] == p["nesterov"]
+                    and r["config"]["optimizer"] == opt]
+            assert len(p["boxes"][opt]) == rules * 5
+            np.testing.assert_allclose(sorted(p["boxes"][opt]), sorted(want))
+        ref = [0.85 + 0.01 * s + 0.05 * p["nesterov"] for s in range(5)]
+        np.testing.assert_allclose(p["reference"], np.median(ref))
+    assert data["excluded"] == {("alie", 24): ["bulyan"], ("foe", 24): ["bulyan"]}
+
+
+def test_report_boxes_cli_draws_the_figure(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for rec in _records():
+        _store.write_record(str(runs / f"{rec['run_id']}.json"), rec)
+    out = str(tmp_path / "boxes.png")
+    assert cli.main(["report", str(tmp_path), "--boxes", out]) == 0
+    assert "8 panels" in capsys.readouterr().out
+    assert os.path.getsize(out) > 10_000

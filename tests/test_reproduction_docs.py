@@ -1,0 +1,73 @@
+"""scripts/reproduction_docs.py on synthetic results folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+from byzjax.sim import _store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCKS = ("table_4_1", "table_4_2", "momentum_fmnist")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "reproduction_docs", os.path.join(ROOT, "scripts", "reproduction_docs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(folder, i, optimizer, attack, aggregator, model, seed, acc):
+    os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
+    rec = {"run_id": f"r{i}", "seed": seed, "hparams": {},
+           "config": {"optimizer": optimizer, "attack": attack,
+                      "aggregator": aggregator, "model": model, "num_rounds": 500},
+           "final_accuracy": acc, "max_accuracy": acc, "diverged": False,
+           "diverged_round": -1, "metrics": {"round": [500], "test_accuracy": [acc]}}
+    _store.write_record(os.path.join(folder, "runs", f"r{i}.json"), rec)
+
+
+def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    docs.mkdir()
+    doc = "intro\n" + "".join(
+        f"<!-- BEGIN generated: {b} -->\nold\n<!-- END generated: {b} -->\n"
+        for b in BLOCKS) + "outro\n"
+    (docs / "REPRODUCTION.md").write_text(doc)
+    cnn = str(results / "table_4_1_cnn_alie")
+    # Published: SGD/Little/CWTM 0.3825, RESAM/Little/CWTM 0.777.
+    _write(cnn, 0, "dsgd", "alie", "trimmed_mean", "mnist_cnn", 0, 0.40)
+    _write(cnn, 1, "dsgd", "alie", "trimmed_mean", "mnist_cnn", 1, 0.38)
+    _write(cnn, 2, "resam", "alie", "trimmed_mean", "mnist_cnn", 0, 0.94)
+    _write(cnn, 3, "resam", "alie", "mean", "mnist_cnn", 0, 0.96)
+    mlp = str(results / "table_4_1_mlp_meamed")
+    _write(mlp, 4, "resam", "neg_inf", "meamed", "mlp", 0, 0.95)  # published 0.956
+    # The same run in a second folder counts once.
+    _write(str(results / "table_4_1_mlp"), 4, "resam", "neg_inf", "meamed", "mlp",
+           0, 0.95)
+    assert _script().main([str(results), "--docs", str(docs)]) == 0
+    text = (docs / "REPRODUCTION.md").read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "\nold\n" not in text
+    assert "| Little | 4 | 2 | 1 of 2 |" in text      # SGD within, RESAM not
+    assert "| -Inf | 4 | 1 | 1 of 1 |" in text
+    assert "| all | 28 | 3 | 2 of 3 |" in text
+    assert "0.9600 AVG" in text                         # best rule measured
+    assert "Pending: no `momentum_fmnist` results yet." in text
+    cells = json.load(open(docs / "reproduction" / "table_4_1.json"))
+    resam = [c for c in cells if (c["optimizer"], c["attack"], c["aggregator"])
+             == ("resam", "alie", "trimmed_mean")]
+    assert resam == [{"optimizer": "resam", "attack": "alie",
+                      "aggregator": "trimmed_mean", "model": "mnist_cnn",
+                      "rounds": 500, "seeds": [0], "mean": 0.94, "std": 0.0,
+                      "diverged": 0, "published": 0.777}]
+    neg_inf, = [c for c in cells if c["attack"] == "neg_inf" and c["seeds"]]
+    assert neg_inf["seeds"] == [0]
+    # Run again: the blocks are replaced, not duplicated.
+    assert _script().main([str(results), "--docs", str(docs)]) == 0
+    again = (docs / "REPRODUCTION.md").read_text()
+    assert again.count("<!-- BEGIN generated: table_4_1 -->") == 1
+    assert again == text
