@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from byzjax import optim, sim
-from byzjax.sim._config import ID_OMITTED_AT_DEFAULT
+from byzjax.sim._config import ID_DEFAULTS
 from byzjax.sim._train import sample_batch_indices
 from tests.test_sim import TinyMLP, _flat, make_data, tiny_config
 
@@ -164,7 +164,7 @@ def test_new_fields_at_default_keep_run_ids():
     """Records written before these fields existed keep their identifiers."""
     config = tiny_config()
     old = config.copy_and_resolve_references()
-    for key in ID_OMITTED_AT_DEFAULT:
+    for key in ID_DEFAULTS:
         del old[key]
     hp = sim.hparams_of(config)
     assert sim.run_id(config, 0, hp) == sim.run_id(old, 0, hp)
