@@ -316,6 +316,28 @@ _FIELD_HELP = {
     "shard": "device sharding: none, runs (seeds x points) or workers",
     "split_seed": "seed of the division of the training set over workers",
     "weight_decay": "L2 regularisation coefficient",
+    "similarity_gamma": "fraction of each worker's data drawn uniformly in the "
+                        "gamma_similarity split (1: homogeneous, 0: sorted)",
+    "momentum_init": "initial value of every worker momentum coordinate (m_0)",
+    "momentum_bias_correction": "send m / (1 - beta^t) (True / False)",
+    "clip_point": "where per-worker clipping acts: gradient (before the worker "
+                  "stage) or sent (after it)",
+    "attack_point": "what the attack replaces: sent (the vectors workers send) "
+                    "or gradient (the clipped gradients)",
+    "server_protocol": "parameter servers: single, guanyu or liubei "
+                       "(docs/SERVERS.md)",
+    "num_servers": "number of parameter-server replicas",
+    "num_byzantine_servers": "number of Byzantine server replicas",
+    "server_quorum": "GuanYu's server quorum q_ps; 0: the largest, "
+                     "num_servers - num_byzantine_servers",
+    "worker_quorum": "GuanYu's worker quorum q_wr; 0: the largest, "
+                     "num_workers - num_byzantine",
+    "server_attack": "what Byzantine servers send (an attack applied to models)",
+    "scatter_period": "LiuBei's T: iterations between two gather steps",
+    "delay_distribution": "per-message delays: exponential, uniform or zero",
+    "num_slow_servers": "correct servers that are slow machines",
+    "num_slow_workers": "correct workers that are slow machines",
+    "slow_factor": "delay multiplier of the slow machines (>= 1)",
 }
 
 

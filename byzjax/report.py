@@ -631,7 +631,7 @@ def write_report(outdir: str, *, metric: str = "final_accuracy",
     return paths
 
 
-def _curve(run, key):
+def _run_curve(run, key):
     values = run["metrics"].get(key)
     if values is None:
         return None
@@ -657,9 +657,10 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
 
     x = np.asarray(run["metrics"]["round"])
     panels = ["accuracy", "resilience"]
-    if _curve(run, "byz_selected") is not None or _curve(run, "byz_weight") is not None:
+    if (_run_curve(run, "byz_selected") is not None
+            or _run_curve(run, "byz_weight") is not None):
         panels.append("selection")
-    if _curve(run, "var_norm_ratio") is not None:
+    if _run_curve(run, "var_norm_ratio") is not None:
         panels.append("variance")
     heights = [2.0] + [1.2] * (len(panels) - 1)
     fig, axes = plt.subplots(len(panels), 1, figsize=(5.5, sum(heights) + 0.8),
@@ -676,17 +677,17 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
     for ax, panel in zip(axes, panels):
         ax.grid(alpha=0.3)
         if panel == "accuracy":
-            acc = _curve(run, "test_accuracy")
+            acc = _run_curve(run, "test_accuracy")
             if acc is not None:
                 ax.plot(x, acc, "o-", color="k", lw=1.3, ms=3)
             ax.set_ylim(0, 1)
             ax.set_ylabel("test acc.")
         elif panel == "resilience":
-            lam = _curve(run, "resilience")
+            lam = _run_curve(run, "resilience")
             if lam is not None:
                 ax.plot(x, lam, "o-", color="C3", ms=3, label="dist / spread")
             ax.set_ylabel("||F - mean_H||\n/ spread", color="C3", fontsize=8)
-            cos = _curve(run, "cosine")
+            cos = _run_curve(run, "cosine")
             if cos is not None:
                 twin = ax.twinx()
                 twin.plot(x, cos, "s--", color="C0", ms=3)
@@ -695,14 +696,14 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
         elif panel == "selection":
             for key, style, label in (("byz_selected", "o-", "Byz. rows selected"),
                                       ("byz_weight", "s--", "Byz. weight")):
-                y = _curve(run, key)
+                y = _run_curve(run, key)
                 if y is not None:
                     ax.plot(x, y, style, ms=3, label=label)
             ax.set_ylim(-0.05, 1.05)
             ax.set_ylabel("fraction", fontsize=8)
             ax.legend(fontsize=7, loc="best")
         else:
-            y = _curve(run, "var_norm_ratio")
+            y = _run_curve(run, "var_norm_ratio")
             ax.plot(x, y, "o-", color="C2", ms=3)
             positive = y[np.isfinite(y) & (y > 0)]
             if positive.size and positive.max() > 20 * positive.min():
