@@ -199,12 +199,6 @@ def _sweep(args) -> int:
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     _store.check_outdir(outdir)
     logger = _chunk_logger(args, outdir)
-    published = _sweep.published_of(sweep)
-    if published is not None and distributed.is_main_process():
-        # What ``byzjax report --json`` puts beside each measured cell.
-        os.makedirs(outdir, exist_ok=True)
-        with open(os.path.join(outdir, "published.json"), "w") as fh:
-            json.dump(published, fh, indent=1)
     summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
                                shard=args.shard, on_chunk=logger)
     if logger is not None:
@@ -229,19 +223,16 @@ def _report(args) -> int:
         if not args.json:
             return 0
     if args.json:
-        published = None
-        if args.published:
+        if args.sweep:
             from byzjax.sim import _sweep
 
-            sweep = _sweep.load_sweep(args.published)
             try:
-                published = _sweep.published_of(sweep)
+                if _sweep.published_of(_sweep.load_sweep(args.sweep)) is None:
+                    raise _CliError(f"{args.sweep} declares no 'published' values "
+                                    "(a sweep field)")
             except ValueError as e:
-                raise _sweep.file_error(args.published, e) from None
-            if published is None:
-                raise _CliError(f"{args.published} declares no 'published' values "
-                                "(a sweep field); drop --published")
-        cells = report.write_json(args.outdir, args.json, published=published,
+                raise _sweep.file_error(args.sweep, e) from None
+        cells = report.write_json(args.outdir, args.json, sweep=args.sweep,
                                   metric=args.metric)
         print(f"wrote {args.json} ({len(cells)} cells, "
               f"{sum(c['published'] is not None for c in cells)} with a "
@@ -491,9 +482,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="web page images at 72 dpi with 64 colours, for a report "
                         "kept in a repository (default: 90 dpi, full colour)")
     r.add_argument("--sweep", metavar="SWEEP_FILE",
-                   help="the sweep file, for the page's configuration and "
-                        "published values (default: RESULTS/sweep.json, written "
-                        "by byzjax sweep)")
+                   help="the sweep file, for the page's configuration and the "
+                        "published values of --html and --json (default: "
+                        "RESULTS/sweep.json, written by byzjax sweep)")
     r.add_argument("--csv", action="store_true",
                    help="also write RESULTS/runs.csv, one row per (run, "
                         "evaluation) with every config field as a column, and "
@@ -508,10 +499,6 @@ def _parser() -> argparse.ArgumentParser:
                         "attack, num_byzantine, nesterov and server_momentum / "
                         "resam) to FILE instead of the tables (metric default: "
                         "max_accuracy)")
-    r.add_argument("--published", metavar="SWEEP",
-                   help="with --json: take the published values from this sweep "
-                        "file's 'published' field (default: OUTDIR/published.json "
-                        "if byzjax sweep wrote it, else none)")
     r.set_defaults(func=_report)
     distributed.add_launch_parser(sub)
     return parser

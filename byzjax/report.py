@@ -1248,20 +1248,16 @@ def cells_json(runs, *, published: dict | None = None,
 
 
 def write_json(outdir: str, path: str, *, published: dict | None = None,
-               metric: str | None = None) -> list[dict[str, Any]]:
+               sweep=None, metric: str | None = None) -> list[dict[str, Any]]:
     """Writes :func:`cells_json` of the records under ``outdir`` to ``path``.
 
-    ``published`` defaults to ``outdir/published.json`` when that file exists
-    (``byzjax sweep`` writes it for a sweep that declares ``published``).
+    ``published`` defaults to the ``published`` field of the sweep: ``sweep``
+    (a sweep file, ConfigDict or dict) or else ``outdir/sweep.json``, which
+    ``byzjax sweep`` writes (the same source as the web page's).
     """
-    import json
-
     runs = load_runs(outdir)
     if published is None:
-        saved = os.path.join(outdir, "published.json")
-        if os.path.isfile(saved):
-            with open(saved) as fh:
-                published = json.load(fh)
+        published = (_sweep_info(outdir, sweep) or {}).get("published") or None
     cells = cells_json(runs, published=published, metric=metric)
     write_json_cells(cells, path)
     return cells

@@ -132,14 +132,14 @@ def test_report_json_cli_reads_the_sweep_file(tmp_path, capsys):
                      "published": {PUBLISHED!r}}}
         """))
     out = str(tmp_path / "cells.json")
-    assert cli.main(["report", outdir, "--json", out, "--published",
+    assert cli.main(["report", outdir, "--json", out, "--sweep",
                      str(sweep)]) == 0
     assert "with a published value" in capsys.readouterr().out
     cells = json.load(open(out))
     assert sum(c["published"] is not None for c in cells) == 3
-    # Without --published, OUTDIR/published.json (written by byzjax sweep) is used.
-    with open(os.path.join(outdir, "published.json"), "w") as fh:
-        json.dump(PUBLISHED, fh)
+    # Without --sweep, OUTDIR/sweep.json (written by byzjax sweep) is used.
+    with open(os.path.join(outdir, "sweep.json"), "w") as fh:
+        json.dump({"published": PUBLISHED}, fh)
     assert cli.main(["report", outdir, "--json", out]) == 0
     assert json.load(open(out)) == cells
 
