@@ -60,6 +60,7 @@ from byzjax.sim._train import (
     make_evaluate,
     make_loss_fn,
     map_workers,
+    program_of,
     resolve_grad_strategy,
     sample_batch_indices,
     stages_for,
@@ -686,9 +687,4 @@ def make_server_program(config, data: SimData, model, *,
                        diverged_round=state.diverged_round)
         return state, metrics
 
-    def train(key, hp):
-        state = init(key, hp)
-        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
-                            length=num_evals)
-
-    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
+    return program_of(init, run_chunk, round_step, evaluate, num_evals)

@@ -255,12 +255,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
                        diverged_round=state.diverged_round)
         return state, metrics
 
-    def train(key, hp):
-        state = init(key, hp)
-        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
-                            length=num_evals)
-
-    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
+    return program_of(init, run_chunk, round_step, evaluate, num_evals)
 
 
 def learning_rate_schedule(spec: RunSpec, hp):
@@ -330,14 +325,11 @@ def make_loss_fn(model, *, has_bn: bool) -> Callable:
     int ``[b]``. Without BatchNorm the statistics pass through unchanged.
 
     Example:
-      >>> import jax, jax.numpy as jnp, flax.linen as nn
-      >>> class Lin(nn.Module):
-      ...     @nn.compact
-      ...     def __call__(self, x, train=False):
-      ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+      >>> import jax, jax.numpy as jnp
+      >>> from byzjax.models import MLP
       >>> x, y = jnp.ones((2, 2, 2, 1)), jnp.array([0, 1])
-      >>> params = Lin().init(jax.random.key(0), x)["params"]
-      >>> total, (loss, stats) = make_loss_fn(Lin(), has_bn=False)(
+      >>> params = MLP(hidden=4).init(jax.random.key(0), x)["params"]
+      >>> total, (loss, stats) = make_loss_fn(MLP(hidden=4), has_bn=False)(
       ...     params, {}, x, y, jax.random.key(1), 0.0)
       >>> bool(total == loss), stats
       (True, {})
@@ -368,17 +360,15 @@ def make_evaluate(model, data: SimData, *, eval_size: int,
     first ``eval_size`` test examples (in chunks of 1000 when it divides).
 
     Example:
-      >>> import jax, jax.numpy as jnp, flax.linen as nn
-      >>> class Lin(nn.Module):
-      ...     @nn.compact
-      ...     def __call__(self, x, train=False):
-      ...         return nn.Dense(2)(x.reshape((x.shape[0], -1)))
+      >>> import jax, jax.numpy as jnp
+      >>> from byzjax.models import MLP
+      >>> model = MLP(num_classes=2, hidden=4)
       >>> imgs = jnp.zeros((4, 2, 2, 1), jnp.uint8)
       >>> data = SimData(imgs, jnp.zeros(4, jnp.int32), imgs,
       ...                jnp.array([0, 1, 0, 1]), None, None, jnp.zeros(1),
       ...                jnp.ones(1))
-      >>> params = Lin().init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))["params"]
-      >>> acc, loss = make_evaluate(Lin(), data, eval_size=4, has_bn=False)(params)
+      >>> params = model.init(jax.random.key(0), imgs[:1])["params"]
+      >>> acc, loss = make_evaluate(model, data, eval_size=4, has_bn=False)(params)
       >>> float(acc)   # one class predicted for the all-zero images
       0.5
     """
@@ -404,6 +394,25 @@ def make_evaluate(model, data: SimData, *, eval_size: int,
         return correct.sum() / eval_size, loss.sum() / eval_size
 
     return evaluate
+
+
+def program_of(init, run_chunk, round_step, evaluate, num_evals: int) -> Program:
+    """The :class:`Program` whose ``train`` is ``init`` then ``num_evals``
+    chunks under ``lax.scan``.
+
+    Example:
+      >>> p = program_of(lambda k, hp: 0.0, lambda s, hp: (s + hp, s), None,
+      ...                None, 3)
+      >>> p.train(None, 1.0)[1].tolist()   # metrics: the state before each chunk
+      [0.0, 1.0, 2.0]
+    """
+
+    def train(key, hp):
+        state = init(key, hp)
+        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
+                            length=num_evals)
+
+    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
 
 
 def make_train(config, data: SimData, model) -> Callable:
