@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from byzjax import aggregators, attacks, optim, servers
-from byzjax.sim._config import ConfigError, num_attackers
+from byzjax import aggregators, attacks, servers
+from byzjax.sim._config import ConfigError, num_attackers, resolve
 from byzjax.sim._train import (
     DIAGNOSTICS,
     Program,
@@ -55,9 +55,15 @@ from byzjax.sim._train import (
     _normalize,
     _tree_all_finite,
     flip_byzantine_labels,
+    labels_num_classes,
+    learning_rate_schedule,
+    make_evaluate,
+    make_loss_fn,
     map_workers,
+    program_of,
     resolve_grad_strategy,
     sample_batch_indices,
+    stages_for,
 )
 
 __all__ = ["SERVER_PROTOCOLS", "ServerSimState", "LiuBeiWorkers", "check_servers",
@@ -376,6 +382,7 @@ def make_server_program(config, data: SimData, model, *,
         raise ConfigError("shard='workers' is not supported with replicated or "
                           "Byzantine servers; use shard='runs' or 'none'",
                           field="shard")
+    spec = resolve(config)
     protocol = config.server_protocol
     n = int(config.num_workers)
     f = int(config.num_byzantine)
@@ -391,15 +398,10 @@ def make_server_program(config, data: SimData, model, *,
     b = int(config.batch_size)
     eval_every = int(config.eval_every)
     num_evals = int(config.num_rounds) // eval_every
-    attack_entry = attacks.entry(config.attack)
-    label_flip = attack_entry.name == "label_flip"
+    label_flip = spec.attack == "label_flip"
     server_attack = attacks.get(config.server_attack)
     server_attack_key = attacks.entry(config.server_attack).needs_key
-    num_classes = int(max(np.max(np.asarray(data.test_labels)),
-                          np.max(np.asarray(data.train_labels)))) + 1
-    use_clip = float(config.clip_norm) > 0
-    use_attack_eps = float(config.attack_eps) >= 0
-    dampening = None if float(config.dampening) < 0 else float(config.dampening)
+    num_classes = labels_num_classes(data)
     eval_size = int(config.eval_size) or int(data.test_labels.shape[0])
     sample_shape = tuple(data.train_images.shape[1:])
     period = int(config.scatter_period)
@@ -418,65 +420,17 @@ def make_server_program(config, data: SimData, model, *,
                           "without it (mlp, mnist_cnn)", field="model")
 
     def learning_rate(hp, t):
-        """The server's learning rate at step ``t`` (as ``make_tx``'s sgd)."""
-        lr = jnp.asarray(hp["learning_rate"], jnp.float32)
-        if config.lr_schedule == "step":
-            return lr / (1.0 + jnp.floor(t / float(config.lr_decay_every)))
-        return lr
+        """The server's learning rate at step ``t`` (as its ``optax.sgd``)."""
+        lr = learning_rate_schedule(spec, hp)
+        return jnp.asarray(lr(t) if callable(lr) else lr, jnp.float32)
 
-    # -------------------------------------------- the chain (as in _train)
-    def make_tx(hp, key):
-        worker = []
-        if use_clip:
-            worker.append(optim.clip_by_worker_norm(hp["clip_norm"]))
-        opt = config.optimizer
-        if opt == "resam":
-            worker.append(optim.worker_momentum(
-                num_workers=n, beta=hp["beta"], dampening=dampening,
-                nesterov=bool(config.nesterov)))
-        elif opt == "dra":
-            worker.append(optim.worker_adam(num_workers=n, b1=hp["b1"],
-                                            b2=hp["b2"], eps=hp["eps"],
-                                            output="direction"))
-        k_att, k_pre = jax.random.split(key)
-        attack_kwargs = optim.adaptive_attack_defaults(
-            config.attack, dict(config.attack_kwargs), aggregator=config.aggregator,
-            aggregator_kwargs=dict(config.aggregator_kwargs), num_byzantine=f,
-            preaggregator=config.preaggregator or None,
-            preaggregator_kwargs=dict(config.preaggregator_kwargs))
-        if not attack_entry.adaptive and use_attack_eps:
-            attack_kwargs["eps"] = hp["attack_eps"]
-        attack = optim.byzantine_attack(config.attack, num_workers=n,
-                                        num_byzantine=n_att, key=k_att,
-                                        **attack_kwargs)
-        robust = []
-        if config.preaggregator:
-            robust.append(optim.pre_aggregate(
-                config.preaggregator, num_byzantine=f, key=k_pre,
-                **dict(config.preaggregator_kwargs)))
-        robust.append(optim.aggregate(config.aggregator, num_byzantine=f,
-                                      **dict(config.aggregator_kwargs)))
-        server = []
-        if opt == "server_momentum":
-            server.append(optim.server_momentum(momentum=hp["beta"],
-                                                nesterov=bool(config.nesterov)))
-        if config.lr_schedule == "step":
-            every = float(config.lr_decay_every)
-            lr = lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))  # noqa: E731
-        else:
-            lr = hp["learning_rate"]
-        server.append(optax.sgd(lr))
-        return (optax.chain(*worker) if worker else optax.identity(), attack,
-                optax.chain(*robust), optax.chain(*server))
+    # ------------------------------------------------------------ gradients
+    worker_grad = jax.grad(make_loss_fn(model, has_bn=False), has_aux=True)
 
-    def loss_fn(params, x, y, dropout_key, weight_decay):
-        logits = model.apply({"params": params}, x, train=True,
-                             rngs={"dropout": dropout_key})
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        l2 = sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
-        return loss + 0.5 * weight_decay * l2, loss
+    def grad_fn(params, x, y, dropout_key, weight_decay):
+        grads, (loss, _) = worker_grad(params, {}, x, y, dropout_key, weight_decay)
+        return grads, loss
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
     grad_strategy = resolve_grad_strategy(
         config.get("grad_strategy", "auto"), num_workers=n,
         backend=jax.default_backend(),
@@ -511,7 +465,7 @@ def make_server_program(config, data: SimData, model, *,
         v = model.init({"params": k_model, "dropout": k_model},
                        jnp.zeros((1,) + sample_shape), train=False)
         params = v["params"]
-        wtx, atx, rtx, stx = make_tx(hp, k_tx)
+        wtx, atx, rtx, stx = stages_for(spec, hp, k_tx)
         opt_state = (wtx.init(params), atx.init(params),
                      _stack(rtx.init(params), c_ps), _stack(stx.init(params), c_ps))
         workers = ()
@@ -549,7 +503,8 @@ def make_server_program(config, data: SimData, model, *,
 
     # ---------------------------------------------------- GuanYu / single
     def guanyu_round(state: ServerSimState, hp, diagnostics=True):
-        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        worker_tx, attack_tx, robust_tx, server_tx = stages_for(
+            spec, hp, jax.random.key(0))
         key, k_drop, x, y = batch(state.key)
         drop_keys = jax.random.split(k_drop, n)
         k_d1, k_d2, k_d3, k_a1, k_a2 = jax.random.split(
@@ -601,7 +556,8 @@ def make_server_program(config, data: SimData, model, *,
     num_pulls = f_ps + 1
 
     def liubei_round(state: ServerSimState, hp, diagnostics=True):
-        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        worker_tx, attack_tx, robust_tx, server_tx = stages_for(
+            spec, hp, jax.random.key(0))
         key, k_drop, x, y = batch(state.key)
         drop_keys = jax.random.split(k_drop, n)
         k_a1, k_a2 = jax.random.split(jax.random.fold_in(k_drop, 1))
@@ -715,24 +671,7 @@ def make_server_program(config, data: SimData, model, *,
     round_step = liubei_round if protocol == "liubei" else guanyu_round
 
     # -------------------------------------------------------- evaluation
-    def evaluate(params, batch_stats=None):
-        del batch_stats
-        xs = data.test_images[:eval_size]
-        ys = data.test_labels[:eval_size]
-        chunk = 1000 if eval_size % 1000 == 0 else eval_size
-        xs = xs.reshape((eval_size // chunk, chunk) + xs.shape[1:])
-        ys = ys.reshape((eval_size // chunk, chunk))
-
-        def one(carry, xy):
-            xb, yb = xy
-            logits = model.apply({"params": params}, _normalize(xb, data),
-                                 train=False)
-            correct = jnp.sum(jnp.argmax(logits, -1) == yb)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).sum()
-            return carry, (correct, loss)
-
-        _, (correct, loss) = jax.lax.scan(one, None, (xs, ys))
-        return correct.sum() / eval_size, loss.sum() / eval_size
+    evaluate = make_evaluate(model, data, eval_size=eval_size, has_bn=False)
 
     def run_chunk(state, hp):
         state, rm = jax.lax.scan(lambda s, _: round_step(s, hp), state, None,
@@ -748,9 +687,4 @@ def make_server_program(config, data: SimData, model, *,
                        diverged_round=state.diverged_round)
         return state, metrics
 
-    def train(key, hp):
-        state = init(key, hp)
-        return jax.lax.scan(lambda s, _: run_chunk(s, hp), state, None,
-                            length=num_evals)
-
-    return Program(init, run_chunk, train, round_step, evaluate, num_evals)
+    return program_of(init, run_chunk, round_step, evaluate, num_evals)

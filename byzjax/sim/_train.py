@@ -149,7 +149,6 @@ def make_program(config: RunSpec, data: SimData, model, *,
         return make_server_program(ml_collections.ConfigDict(dict(spec.config)),
                                    data, model, worker_sharding=worker_sharding)
     n = spec.num_workers
-    f = spec.num_byzantine
     n_att = spec.num_attackers
     n_honest = n - n_att
     b = spec.batch_size
@@ -168,53 +167,8 @@ def make_program(config: RunSpec, data: SimData, model, *,
     has_bn = "batch_stats" in variables
     explain_fn = make_explain(spec, num_honest=n_honest)
 
-    # ------------------------------------------------------------------ chain
-    attack_adaptive = attacks.entry(spec.attack).adaptive
-    # Optimiser keywords: traced floats from ``hp``, static ones from the spec.
-    opt_fields = optim.optimizer_entry(spec.optimizer).config_fields
-
-    def make_tx(hp, key) -> optim.Stages:
-        """The optimiser's stages (the simulator reads diagnostics between them)."""
-        opt_kwargs = {kw: hp[field] if field in hp else getattr(spec, field)
-                      for kw, field in opt_fields.items()}
-        attack_kwargs = dict(spec.attack_kwargs)
-        if not attack_adaptive and spec.attack_eps is not None:
-            attack_kwargs["eps"] = hp["attack_eps"]
-        if spec.lr_schedule == "step":
-            every = float(spec.lr_decay_every)
-            lr = lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))  # noqa: E731
-        else:
-            lr = hp["learning_rate"]
-        # An adaptive attacker knows the server's pipeline and its declared f.
-        return optim.stages(
-            spec.optimizer, num_workers=n, num_byzantine=f,
-            aggregator=spec.aggregator,
-            aggregator_kwargs=dict(spec.aggregator_kwargs),
-            preaggregator=spec.preaggregator,
-            preaggregator_kwargs=dict(spec.preaggregator_kwargs),
-            clip_norm=None if spec.clip_norm is None else hp["clip_norm"],
-            attack=spec.attack, num_attackers=n_att, attack_kwargs=attack_kwargs,
-            clip_point=spec.clip_point, attack_point=spec.attack_point,
-            key=key, learning_rate=lr, **opt_kwargs)
-
     # ------------------------------------------------------------- gradients
-    def loss_fn(params, batch_stats, x, y, dropout_key, weight_decay):
-        variables = {"params": params}
-        if has_bn:
-            variables["batch_stats"] = batch_stats
-            logits, new_state = model.apply(
-                variables, x, train=True, mutable=["batch_stats"],
-                rngs={"dropout": dropout_key})
-            new_stats = new_state["batch_stats"]
-        else:
-            logits = model.apply(variables, x, train=True,
-                                 rngs={"dropout": dropout_key})
-            new_stats = batch_stats
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        l2 = sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
-        return loss + 0.5 * weight_decay * l2, (loss, new_stats)
-
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(make_loss_fn(model, has_bn=has_bn), has_aux=True)
     grad_strategy = resolve_grad_strategy(
         spec.grad_strategy, num_workers=n,
         backend=jax.default_backend(), sharded=worker_sharding is not None,
@@ -231,13 +185,15 @@ def make_program(config: RunSpec, data: SimData, model, *,
                        jnp.zeros((1,) + sample_shape), train=False)
         params = v["params"]
         batch_stats = v.get("batch_stats", {})
-        opt_state = tuple(tx.init(params) for tx in make_tx(hp, k_tx))
+        opt_state = tuple(tx.init(params) for tx in stages_for(spec, hp, k_tx))
         return SimState(params, batch_stats, opt_state, k_run,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
     def round_step(state: SimState, hp, diagnostics=True, explain=False):
-        # The factories' keys only seed their states (made in ``init``).
-        worker_tx, attack_tx, robust_tx, server_tx = make_tx(hp, jax.random.key(0))
+        # The optimiser's stages (the simulator reads diagnostics between them);
+        # the factories' keys only seed their states (made in ``init``).
+        worker_tx, attack_tx, robust_tx, server_tx = stages_for(
+            spec, hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
         idx = sample_batches(k_batch)  # [n, b]
         x = _normalize(data.train_images[idx], data)  # [n, b, H, W, C]
@@ -285,7 +241,139 @@ def make_program(config: RunSpec, data: SimData, model, *,
         return new_state, metrics
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(params, batch_stats):
+    evaluate = make_evaluate(model, data, eval_size=eval_size, has_bn=has_bn)
+
+    def run_chunk(state, hp):
+        # (the per-chunk diagnostics on the last round: an unbatched flag,
+        # so a real branch even when runs are vmapped)
+        state, rm = jax.lax.scan(
+            lambda s, i: round_step(s, hp, explain=i == eval_every - 1), state,
+            jnp.arange(eval_every))
+        acc, test_loss = evaluate(state.params, state.batch_stats)
+        metrics = {k: _nanmean(v) for k, v in rm.items()}
+        metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
+                       diverged_round=state.diverged_round)
+        return state, metrics
+
+    return program_of(init, run_chunk, round_step, evaluate, num_evals)
+
+
+def learning_rate_schedule(spec: RunSpec, hp):
+    """The server's learning rate: ``hp["learning_rate"]``, or with
+    ``lr_schedule="step"`` the schedule ``t -> lr / (1 + floor(t /
+    lr_decay_every))`` of the server step ``t``.
+
+    Example:
+      >>> from byzjax import sim
+      >>> c = sim.get_config()
+      >>> c.lr_schedule, c.lr_decay_every = "step", 10
+      >>> float(learning_rate_schedule(sim.resolve(c), {"learning_rate": 0.5})(25))
+      0.1666666716337204
+    """
+    if spec.lr_schedule == "step":
+        every = float(spec.lr_decay_every)
+        return lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))
+    return hp["learning_rate"]
+
+
+def stages_for(spec: RunSpec, hp, key) -> optim.Stages:
+    """The run's optimiser as :func:`byzjax.optim.stages` (worker, attack,
+    robust, server), with the float hyper-parameters taken from ``hp``.
+
+    Args:
+      spec: a :class:`~byzjax.sim.RunSpec` (its static fields: names, ``n``,
+        ``f``, optimiser switches).
+      hp: dict of (possibly traced) floats, :func:`~byzjax.sim.hparams_of`.
+      key: PRNG key seeding the stages' states (attack, pre-aggregation).
+
+    Returns:
+      :class:`byzjax.optim.Stages`.
+
+    Example:
+      >>> import jax
+      >>> from byzjax import sim
+      >>> spec = sim.resolve(sim.get_config())
+      >>> s = stages_for(spec, sim.hparams_of(spec.config), jax.random.key(0))
+      >>> type(s).__name__
+      'Stages'
+    """
+    # Optimiser keywords: traced floats from ``hp``, static ones from the spec.
+    opt_kwargs = {kw: hp[field] if field in hp else getattr(spec, field)
+                  for kw, field in optim.optimizer_entry(
+                      spec.optimizer).config_fields.items()}
+    attack_kwargs = dict(spec.attack_kwargs)
+    if not attacks.entry(spec.attack).adaptive and spec.attack_eps is not None:
+        attack_kwargs["eps"] = hp["attack_eps"]
+    # An adaptive attacker knows the server's pipeline and its declared f.
+    return optim.stages(
+        spec.optimizer, num_workers=spec.num_workers,
+        num_byzantine=spec.num_byzantine, aggregator=spec.aggregator,
+        aggregator_kwargs=dict(spec.aggregator_kwargs),
+        preaggregator=spec.preaggregator,
+        preaggregator_kwargs=dict(spec.preaggregator_kwargs),
+        clip_norm=None if spec.clip_norm is None else hp["clip_norm"],
+        attack=spec.attack, num_attackers=spec.num_attackers,
+        attack_kwargs=attack_kwargs, clip_point=spec.clip_point,
+        attack_point=spec.attack_point, key=key,
+        learning_rate=learning_rate_schedule(spec, hp), **opt_kwargs)
+
+
+def make_loss_fn(model, *, has_bn: bool) -> Callable:
+    """One worker's training loss ``(params, batch_stats, x, y, dropout_key,
+    weight_decay) -> (loss + weight_decay / 2 ||params||^2, (loss,
+    new_batch_stats))``; ``x`` is a normalised batch ``[b, H, W, C]``, ``y``
+    int ``[b]``. Without BatchNorm the statistics pass through unchanged.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from byzjax.models import MLP
+      >>> x, y = jnp.ones((2, 2, 2, 1)), jnp.array([0, 1])
+      >>> params = MLP(hidden=4).init(jax.random.key(0), x)["params"]
+      >>> total, (loss, stats) = make_loss_fn(MLP(hidden=4), has_bn=False)(
+      ...     params, {}, x, y, jax.random.key(1), 0.0)
+      >>> bool(total == loss), stats
+      (True, {})
+    """
+
+    def loss_fn(params, batch_stats, x, y, dropout_key, weight_decay):
+        variables = {"params": params}
+        if has_bn:
+            variables["batch_stats"] = batch_stats
+            logits, new_state = model.apply(
+                variables, x, train=True, mutable=["batch_stats"],
+                rngs={"dropout": dropout_key})
+            new_stats = new_state["batch_stats"]
+        else:
+            logits = model.apply(variables, x, train=True,
+                                 rngs={"dropout": dropout_key})
+            new_stats = batch_stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        l2 = sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
+        return loss + 0.5 * weight_decay * l2, (loss, new_stats)
+
+    return loss_fn
+
+
+def make_evaluate(model, data: SimData, *, eval_size: int,
+                  has_bn: bool) -> Callable:
+    """``evaluate(params, batch_stats=None) -> (accuracy, mean loss)`` over the
+    first ``eval_size`` test examples (in chunks of 1000 when it divides).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from byzjax.models import MLP
+      >>> model = MLP(num_classes=2, hidden=4)
+      >>> imgs = jnp.zeros((4, 2, 2, 1), jnp.uint8)
+      >>> data = SimData(imgs, jnp.zeros(4, jnp.int32), imgs,
+      ...                jnp.array([0, 1, 0, 1]), None, None, jnp.zeros(1),
+      ...                jnp.ones(1))
+      >>> params = model.init(jax.random.key(0), imgs[:1])["params"]
+      >>> acc, loss = make_evaluate(model, data, eval_size=4, has_bn=False)(params)
+      >>> float(acc)   # one class predicted for the all-zero images
+      0.5
+    """
+
+    def evaluate(params, batch_stats=None):
         xs = data.test_images[:eval_size]
         ys = data.test_labels[:eval_size]
         chunk = 1000 if eval_size % 1000 == 0 else eval_size
@@ -305,17 +393,19 @@ def make_program(config: RunSpec, data: SimData, model, *,
         _, (correct, loss) = jax.lax.scan(one, None, (xs, ys))
         return correct.sum() / eval_size, loss.sum() / eval_size
 
-    def run_chunk(state, hp):
-        # (the per-chunk diagnostics on the last round: an unbatched flag,
-        # so a real branch even when runs are vmapped)
-        state, rm = jax.lax.scan(
-            lambda s, i: round_step(s, hp, explain=i == eval_every - 1), state,
-            jnp.arange(eval_every))
-        acc, test_loss = evaluate(state.params, state.batch_stats)
-        metrics = {k: _nanmean(v) for k, v in rm.items()}
-        metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
-                       diverged_round=state.diverged_round)
-        return state, metrics
+    return evaluate
+
+
+def program_of(init, run_chunk, round_step, evaluate, num_evals: int) -> Program:
+    """The :class:`Program` whose ``train`` is ``init`` then ``num_evals``
+    chunks under ``lax.scan``.
+
+    Example:
+      >>> p = program_of(lambda k, hp: 0.0, lambda s, hp: (s + hp, s), None,
+      ...                None, 3)
+      >>> p.train(None, 1.0)[1].tolist()   # metrics: the state before each chunk
+      [0.0, 1.0, 2.0]
+    """
 
     def train(key, hp):
         state = init(key, hp)
