@@ -36,6 +36,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
@@ -356,21 +357,33 @@ def robust_data_parallel_step(
         mean_loss = jax.lax.pmean(loss, axis)
         return params, worker_state, server_state, mean_loss
 
-    sharded = jax.shard_map(
-        local, mesh=mesh,
-        in_specs=(P(), P(axis), P(), P(axis)),
-        out_specs=(P(), P(axis), P(), P()),
-        check_vma=False,
-    )
+    def worker_specs(worker_state):
+        # Per-worker leaves are split over the devices; scalars (a step
+        # count, the same on every device) are replicated.
+        return jax.tree_util.tree_map(lambda x: P(axis) if jnp.ndim(x) else P(),
+                                      worker_state)
 
     @jax.jit
     def jit_step(params, state, batch):
+        specs = worker_specs(state.worker)
+        sharded = jax.shard_map(
+            local, mesh=mesh,
+            in_specs=(P(), specs, P(), P(axis)),
+            out_specs=(P(), specs, P(), P()),
+            check_vma=False,
+        )
         params, worker, server, loss = sharded(params, state.worker, state.server,
                                                batch)
         return params, RobustDPState(worker, server), loss
 
-    jit_init = jax.jit(init, out_shardings=RobustDPState(
-        NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())))
+    def jit_init(params):
+        shapes = jax.eval_shape(init, params)
+        shardings = RobustDPState(
+            jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec),
+                                   worker_specs(shapes.worker),
+                                   is_leaf=lambda x: isinstance(x, P)),
+            NamedSharding(mesh, P()))
+        return jax.jit(init, out_shardings=shardings)(params)
     spans_processes = not NamedSharding(mesh, P()).is_fully_addressable
 
     if not spans_processes:
