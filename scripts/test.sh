@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-[test,report,tensorboard,browser]}" source scripts/_venv.sh
 export JAX_PLATFORMS=cpu
-exec "$VENV/bin/python" -m pytest -q -n 2 "$@"
+exec "$VENV/bin/python" -m pytest -q -n 2 --durations=15 "$@"
