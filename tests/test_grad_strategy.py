@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,6 +121,56 @@ def test_strategies_agree_on_cifar_cnn_with_batchnorm_and_dropout():
 def test_strategies_agree_on_mnist_cnn():
     model = models.get("mnist_cnn", num_classes=3, channels=4, hidden=16)
     _assert_same_rounds({s: _round(model, (16, 16, 1), s, n=5) for s in STRATEGIES})
+
+
+def _skip_round(attack, strategy, byzantine_gradients, calls, run=True):
+    """Three rounds of n = 5, f = 2 (clipping, worker momentum, trimmed mean)."""
+    class Counting(nn.Module):  # counts the traced per-worker forward passes
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            calls.append(x.shape)
+            x = x.reshape((x.shape[0], -1))
+            return nn.Dense(3)(nn.relu(nn.Dense(6)(x)))
+
+    c = sim.get_config()
+    c.num_workers, c.num_byzantine, c.batch_size = 5, 2, 3
+    c.aggregator, c.attack, c.optimizer = "trimmed_mean", attack, "resam"
+    c.num_rounds = c.eval_every = 3
+    c.grad_strategy = strategy
+    program = sim.make_program(c, _data(5, (4, 4, 1)), Counting(),
+                               byzantine_gradients=byzantine_gradients)
+    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(c).items()}
+    state = program.init(jax.random.key(1), hp)
+    calls.clear()
+    step = jax.jit(program.round_step)
+    if not run:  # trace only
+        return step.lower(state, hp)
+    for _ in range(3):
+        state, metrics = step(state, hp)
+    return state, metrics
+
+
+@pytest.mark.parametrize("attack, strategy", [
+    ("alie", "vmap"), ("sign_flip", "unrolled"), ("inf", "unrolled")])
+def test_rounds_skip_the_byzantine_gradients_the_attack_replaces(attack, strategy):
+    calls_all, calls_skip = [], []
+    full, m_full = _skip_round(attack, strategy, True, calls_all)
+    skip, m_skip = _skip_round(attack, strategy, None, calls_skip)
+    np.testing.assert_allclose(_flat(skip.params), _flat(full.params),
+                               rtol=1e-5, atol=1e-6)
+    for k in ("train_loss", "agg_dist", "honest_spread"):
+        np.testing.assert_allclose(m_skip[k], m_full[k], rtol=1e-5, err_msg=k)
+    if strategy == "unrolled":  # one traced pass per worker computed
+        assert (len(calls_skip), len(calls_all)) == (3, 5)
+
+
+@pytest.mark.parametrize("attack", ["none", "label_flip", "sign_flip_own"])
+def test_rounds_keep_the_byzantine_gradients_an_attack_reads(attack):
+    calls = []
+    _skip_round(attack, "unrolled", None, calls, run=False)
+    assert len(calls) == 5
+    _skip_round("alie", "unrolled", None, calls, run=False)
+    assert len(calls) == 3  # (the same count can fail)
 
 
 # ----------------------------------------------------- convolution and pooling

@@ -123,7 +123,8 @@ def _normalize(images, data: SimData):
 
 
 def make_program(config: RunSpec, data: SimData, model, *,
-                 worker_sharding=None) -> Program:
+                 worker_sharding=None, byzantine_gradients: bool | None = None
+                 ) -> Program:
     """Builds the pure functions of one configuration.
 
     Args:
@@ -136,6 +137,16 @@ def make_program(config: RunSpec, data: SimData, model, *,
       worker_sharding: optional ``jax.sharding.Sharding`` for the stacked
         ``[n, ...]`` worker gradients (``shard="workers"``, see
         :mod:`byzjax.parallel`).
+      byzantine_gradients: compute the Byzantine workers' own gradients.
+        ``None`` (default): only when something reads them -- an attack that
+        sends or corrupts the workers' own vectors (``label_flip``,
+        ``sign_flip_own``, ``none``; :class:`~byzjax.attacks.AttackEntry`'s
+        ``data_level`` / ``needs_own``), a BatchNorm model (the batch
+        statistics average every worker's) or a sharded worker axis. Otherwise
+        their rows are replaced by the attack anyway, so the round computes
+        the ``n - f`` honest gradients only (``f / n`` less work; the honest
+        rows are the same gradients, equal to 1e-5 under ``vmap``). ``True``
+        forces all ``n``.
 
     Returns:
       A :class:`Program`.
@@ -166,11 +177,18 @@ def make_program(config: RunSpec, data: SimData, model, *,
     )
     has_bn = "batch_stats" in variables
     explain_fn = make_explain(spec, num_honest=n_honest)
+    if byzantine_gradients is None:
+        entry = attacks.entry(spec.attack) if n_att else None
+        byzantine_gradients = (has_bn or worker_sharding is not None or entry is None
+                               or entry.data_level or entry.needs_own)
+    # workers whose gradients the round computes (the others' rows are zeros
+    # until the attack stage writes the Byzantine rows)
+    n_grads = n if (byzantine_gradients or not n_att) else n_honest
 
     # ------------------------------------------------------------- gradients
     grad_fn = jax.grad(make_loss_fn(model, has_bn=has_bn), has_aux=True)
     grad_strategy = resolve_grad_strategy(
-        spec.grad_strategy, num_workers=n,
+        spec.grad_strategy, num_workers=n_grads,
         backend=jax.default_backend(), sharded=worker_sharding is not None,
         convolutional=any(leaf.ndim >= 4 for leaf in
                           jax.tree_util.tree_leaves(variables["params"])))
@@ -195,16 +213,20 @@ def make_program(config: RunSpec, data: SimData, model, *,
         worker_tx, attack_tx, robust_tx, server_tx = stages_for(
             spec, hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
-        idx = sample_batches(k_batch)  # [n, b]
+        idx = sample_batches(k_batch)[:n_grads]  # [n_grads, b]
         x = _normalize(data.train_images[idx], data)  # [n, b, H, W, C]
         y = data.train_labels[idx]  # [n, b]
         if label_flip:
             y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
-        drop_keys = jax.random.split(k_drop, n)
+        drop_keys = jax.random.split(k_drop, n)[:n_grads]
         grads, (losses, new_stats) = map_workers(
             lambda xs: grad_fn(state.params, state.batch_stats, *xs,
                                hp["weight_decay"]),
             (x, y, drop_keys), strategy=grad_strategy)
+        if n_grads < n:  # zero rows for the Byzantine workers (attack writes them)
+            grads = jax.tree_util.tree_map(
+                lambda g: jnp.concatenate(
+                    [g, jnp.zeros((n - n_grads,) + g.shape[1:], g.dtype)]), grads)
 
         if worker_sharding is not None:
             grads = jax.lax.with_sharding_constraint(grads, worker_sharding)
