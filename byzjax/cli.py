@@ -189,7 +189,7 @@ def _sweep(args) -> int:
     overridden = set()
     for key, value in args.set or []:
         _sweep.set_sweep_field(sweep, key, value)
-        overridden.add(key.split(".")[1] if key.startswith("base.") else key)
+        overridden.add(key.partition(".")[2] or key)  # base.x, grid.x -> x
     try:
         _sweep.validate_sweep(sweep)
     except ConfigError as e:

@@ -208,6 +208,14 @@ SWEEP_CASES = [
     (GOOD_SWEEP, ["--set", "sedes=[1]"], "unknown sweep field 'sedes' (did you "
      "mean 'seeds'?)"),
     (GOOD_SWEEP, ["--set", "seeds=['a']"], "seeds must be a non-empty list"),
+    (GOOD_SWEEP, ["--set", "grid.attack=alie"], "--set grid.attack: an axis takes "
+     "a non-empty list of values"),
+    (GOOD_SWEEP, ["--set", "grid.atack=['alie']"], "unknown config field (grid "
+     "axis) 'atack' (did you mean 'attack'?)"),
+    (GOOD_SWEEP, ["--set", "grid.aggregator=['trimed_mean']"],
+     "unknown aggregator 'trimed_mean'"),
+    (GOOD_SWEEP, ["--set", "name.x=1"], "--set name.x: only base, grid and "
+     "hparams have sub-fields"),
     (GOOD_SWEEP.replace('"trimmed_mean"]', '"trimed_mean"]'), [],
      "group aggregator=trimed_mean: unknown aggregator 'trimed_mean' (did you mean "
      "'trimmed_mean'?)"),

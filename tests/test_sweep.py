@@ -81,6 +81,17 @@ def _present(outdir):
 
 
 @pytest.mark.slow
+def test_set_one_grid_axis_keeps_the_others(tmp_path):
+    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
+    _sweep.set_sweep_field(sweep, "grid.attack", ["alie"])
+    _sweep.set_sweep_field(sweep, "hparams.beta", [0.99])
+    groups = _sweep.expand_sweep(sweep)
+    assert len(groups) == 3 * 2 - 1  # aggregators x optimizers, one excluded
+    assert {g.labels["attack"] for g in groups} == {"alie"}
+    assert {g.labels["optimizer"] for g in groups} == {"dsgd", "resam"}
+    assert all([p["beta"] for p in g.points] == [0.99] for g in groups)
+
+
 def test_sweep_killed_midway_resumes_with_every_run_exactly_once(tmp_path):
     path = _write_sweep(tmp_path)
     outdir = str(tmp_path / "out")

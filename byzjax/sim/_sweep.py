@@ -254,7 +254,21 @@ def load_sweep(path: str) -> ml_collections.ConfigDict:
 
 def set_sweep_field(sweep, key: str, value) -> None:
     """``--set`` for sweeps: ``base.<field>`` (checked like a run config's
-    :func:`~byzjax.sim._config.override`) or a top-level sweep field."""
+    :func:`~byzjax.sim._config.override`), one axis of the grid or of the
+    vmapped hyper-parameters (``grid.<field>=[...]``, ``hparams.<field>=[...]``:
+    replaces or adds that axis, the other axes stay), or a top-level sweep
+    field.
+
+    Example:
+      >>> import ml_collections
+      >>> from byzjax import sim
+      >>> s = ml_collections.ConfigDict({"base": sim.get_config(),
+      ...                                "grid": {"attack": ["alie", "foe"],
+      ...                                         "aggregator": ["mean"]}})
+      >>> set_sweep_field(s, "grid.attack", ["alie"])
+      >>> s.grid.attack, s.grid.aggregator
+      (['alie'], ['mean'])
+    """
     top, _, rest = key.partition(".")
     if top not in SWEEP_FIELDS:
         raise ConfigError(unknown_name("sweep field", top, SWEEP_FIELDS))
@@ -263,8 +277,17 @@ def set_sweep_field(sweep, key: str, value) -> None:
             raise ConfigError("--set base=... replaces the whole config; set "
                               "base.<field>=value instead")
         override(sweep.base, rest, value)
+    elif rest and top in ("grid", "hparams"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+                or not value:
+            raise ConfigError(f"--set {key}: an axis takes a non-empty list of "
+                              f"values, e.g. --set '{key}=[...]', got {value!r}")
+        axes = dict(sweep.get(top, {}) or {})
+        axes[rest] = list(value)
+        sweep[top] = axes
     elif rest:
-        raise ConfigError(f"--set {key}: only base has sub-fields")
+        raise ConfigError(f"--set {key}: only base, grid and hparams have "
+                          "sub-fields")
     else:
         sweep[top] = value
 
