@@ -338,25 +338,19 @@ def make_data(num_workers: int, seed: int = 0):
     )
 
 
+#: The fields :func:`tiny_config` sets (a small RESAM / trimmed mean / ALIE run).
+TINY_FIELDS = dict(dataset="synthetic", num_workers=7, num_byzantine=2,
+                   batch_size=5, num_rounds=4, eval_every=2, learning_rate=0.1,
+                   beta=0.9, clip_norm=2.0, weight_decay=1e-4,
+                   aggregator="trimmed_mean", attack="alie", optimizer="resam")
+
+
 def tiny_config(**overrides):
-    """A small RESAM / trimmed mean / ALIE run config, with ``overrides``."""
+    """The default run config with :data:`TINY_FIELDS`, then ``overrides``."""
     from byzjax import sim
 
     c = sim.get_config()
-    c.dataset = "synthetic"
-    c.num_workers = 7
-    c.num_byzantine = 2
-    c.batch_size = 5
-    c.num_rounds = 4
-    c.eval_every = 2
-    c.learning_rate = 0.1
-    c.beta = 0.9
-    c.clip_norm = 2.0
-    c.weight_decay = 1e-4
-    c.aggregator = "trimmed_mean"
-    c.attack = "alie"
-    c.optimizer = "resam"
-    for k, v in overrides.items():
+    for k, v in {**TINY_FIELDS, **overrides}.items():
         c[k] = v
     return c
 

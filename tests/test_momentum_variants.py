@@ -17,14 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from byzjax import optim, sim
 from byzjax.sim._config import ID_DEFAULTS
-from tests.helpers import (
-    TinyMLP,
-    flat_params,
-    make_data,
-    reference_rounds,
-    tiny_config,
-    traced_hparams,
-)
+from tests import helpers as H
 
 
 def _np_momentum(grads, beta, m0, bias_correction):
@@ -81,42 +74,42 @@ VARIANTS = [
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=["momentum", "points"])
 def test_simulator_variants_match_step_by_step_reference(overrides):
-    config = tiny_config(**overrides)
+    config = H.tiny_config(**overrides)
     sim.validate(config)
-    data = make_data(config.num_workers)
-    model = TinyMLP()
+    data = H.make_data(config.num_workers)
+    model = H.TinyMLP()
     key = jax.random.key(5)
     program = sim.make_program(config, data, model)
-    hp = traced_hparams(config)
+    hp = H.traced_hparams(config)
     state = program.init(key, hp)
     step = jax.jit(program.round_step)
     for _ in range(3):
         state, _ = step(state, hp)
-    want = reference_rounds(config, data, model, key, rounds=3)
-    np.testing.assert_allclose(flat_params(state.params), want, rtol=1e-5, atol=1e-5)
+    want = H.reference_rounds(config, data, model, key, rounds=3)
+    np.testing.assert_allclose(H.flat_params(state.params), want, rtol=1e-5, atol=1e-5)
     # The variant changes the run (else the comparison above proves nothing):
     # the default pipeline, with the same clipping radius, ends elsewhere.
-    default = tiny_config(clip_norm=config.clip_norm)
-    assert not np.allclose(reference_rounds(default, data, model, key, rounds=3), want,
-                           atol=1e-4)
+    default = H.tiny_config(clip_norm=config.clip_norm)
+    assert not np.allclose(H.reference_rounds(default, data, model, key, rounds=3),
+                           want, atol=1e-4)
 
 
 def test_new_fields_at_default_keep_run_ids():
     """Records written before these fields existed keep their identifiers."""
-    config = tiny_config()
+    config = H.tiny_config()
     old = config.copy_and_resolve_references()
     for key in ID_DEFAULTS:
         del old[key]
     hp = sim.hparams_of(config)
     assert sim.run_id(config, 0, hp) == sim.run_id(old, 0, hp)
-    changed = tiny_config(momentum_init=1.0)
+    changed = H.tiny_config(momentum_init=1.0)
     assert sim.run_id(changed, 0, hp) != sim.run_id(config, 0, hp)
 
 
 def test_bad_variant_values_fail_validation():
     with pytest.raises(ValueError, match="clip_point"):
-        sim.validate(tiny_config(clip_point="after"))
+        sim.validate(H.tiny_config(clip_point="after"))
     with pytest.raises(ValueError, match="attack_point"):
-        sim.validate(tiny_config(attack_point="momentum"))
+        sim.validate(H.tiny_config(attack_point="momentum"))
     with pytest.raises(ValueError, match="clip_point"):
-        sim.validate(tiny_config(optimizer="mra", clip_point="sent"))
+        sim.validate(H.tiny_config(optimizer="mra", clip_point="sent"))
