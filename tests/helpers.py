@@ -16,6 +16,7 @@ Conventions, as the library documents them (``docs/CONVENTIONS.md``):
 from __future__ import annotations
 
 import itertools
+import math
 
 import flax.linen as nn
 import jax
@@ -23,6 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 # ------------------------------------------------------------ coordinate-wise
+
+
+def ref_mean(x):
+    """The mean of the rows of ``x`` ``[n, d]``, summed one row at a time."""
+    n, d = x.shape
+    out = np.zeros(d)
+    for i in range(n):
+        out += x[i]
+    return out / n
 
 
 def _numbers(values):
@@ -269,8 +279,8 @@ def flatten(tree):
     """``[n, d]`` float64 from a stack pytree (leaves concatenated in tree order)."""
     leaves = jax.tree_util.tree_leaves(tree)
     n = leaves[0].shape[0]
-    return np.concatenate([np.asarray(v, np.float64).reshape(n, -1) for v in leaves],
-                          axis=1)
+    return np.concatenate([np.asarray(v, np.float64).reshape(n, math.prod(v.shape[1:]))
+                           for v in leaves], axis=1)
 
 
 def flat_params(tree):
