@@ -153,7 +153,7 @@ def test_rounds_skip_the_byzantine_gradients_the_attack_replaces(attack, strateg
     calls_all, calls_skip = [], []
     full, m_full = _skip_round(attack, strategy, True, calls_all)
     skip, m_skip = _skip_round(attack, strategy, None, calls_skip)
-    np.testing.assert_allclose(_flat(skip.params), _flat(full.params),
+    np.testing.assert_allclose(flat_params(skip.params), flat_params(full.params),
                                rtol=1e-5, atol=1e-6)
     for k in ("train_loss", "agg_dist", "honest_spread"):
         np.testing.assert_allclose(m_skip[k], m_full[k], rtol=1e-5, err_msg=k)
