@@ -71,12 +71,6 @@ class _CliError(Exception):
     """A usage error of the command line (printed as one line)."""
 
 
-def _load_config_file(path: str):
-    from byzjax.sim._sweep import call_file_function
-
-    return call_file_function(path, "get_config")
-
-
 def _parse_value(text: str):
     if text.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
         return float(text)
@@ -99,31 +93,23 @@ def build_config(args):
     resolved once into a :class:`byzjax.sim.RunSpec` (validated:
     :class:`byzjax.sim.ConfigError` names the file and line when a config
     file is at fault)."""
-    import ml_collections
-
     from byzjax import sim
-    from byzjax.sim._config import ConfigError, override
-    from byzjax.sim._sweep import file_error
 
-    config = _load_config_file(args.config) if args.config else sim.get_config()
-    if args.config and not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{args.config}: get_config() must return an "
-                          "ml_collections.ConfigDict (start from "
-                          f"byzjax.sim.get_config()), got {type(config).__name__}")
+    config = sim.load_config(args.config) if args.config else sim.get_config()
     overridden = set()
     for flag, (field, _, _) in _FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            override(config, field, value)
+            sim.override(config, field, value)
             overridden.add(field)
     for key, value in args.set or []:
-        override(config, key, value)
+        sim.override(config, key, value)
         overridden.add(key.partition(".")[0])
     try:
         return sim.resolve(config)
-    except ConfigError as e:
+    except sim.ConfigError as e:
         if args.config and e.field not in overridden:
-            raise file_error(args.config, e) from None
+            raise sim.file_error(args.config, e) from None
         raise
 
 
@@ -141,20 +127,18 @@ def _seeds(text: str) -> list[int]:
 
 
 def _train(args) -> int:
-    from byzjax import report
-    from byzjax.sim import _store
-    from byzjax.sim._config import check_environment
-    from byzjax.sim._sweep import SweepGroup, run_missing
+    from byzjax import report, sim
 
     config = build_config(args)
-    check_environment(config)
-    _store.check_outdir(args.outdir)
-    _store.clean_orphans(os.path.join(args.outdir, "runs"))
-    group = SweepGroup(config, [{}], args.seeds, {})
+    sim.check_environment(config)
+    sim.check_outdir(args.outdir)
+    sim.clean_orphans(os.path.join(args.outdir, "runs"))
+    group = sim.SweepGroup(config, [{}], args.seeds, {})
     logger = _chunk_logger(args, args.outdir)
     while True:
-        taken, records, _ = run_missing(group, args.outdir,
-                                        progress=not args.quiet, on_chunk=logger)
+        taken, records, _ = sim.run_missing(group, args.outdir,
+                                            progress=not args.quiet,
+                                            on_chunk=logger)
         if taken:
             break
         print("another process is computing these runs; waiting for it",
@@ -181,26 +165,24 @@ def _fmt(x) -> str:
 
 
 def _sweep(args) -> int:
-    from byzjax import report
-    from byzjax.sim import _store, _sweep
-    from byzjax.sim._config import ConfigError
+    from byzjax import report, sim
 
-    sweep = _sweep.load_sweep(args.sweep)
+    sweep = sim.load_sweep(args.sweep)
     overridden = set()
     for key, value in args.set or []:
-        _sweep.set_sweep_field(sweep, key, value)
+        sim.set_sweep_field(sweep, key, value)
         overridden.add(key.partition(".")[2] or key)  # base.x, grid.x -> x
     try:
-        _sweep.validate_sweep(sweep)
-    except ConfigError as e:
+        sim.validate_sweep(sweep)
+    except sim.ConfigError as e:
         if e.field in overridden:
             raise
-        raise _sweep.file_error(args.sweep, e) from None
+        raise sim.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
-    _store.check_outdir(outdir)
+    sim.check_outdir(outdir)
     logger = _chunk_logger(args, outdir)
-    summary = _sweep.run_sweep(sweep, outdir, progress=not args.quiet,
-                               shard=args.shard, on_chunk=logger)
+    summary = sim.run_sweep(sweep, outdir, progress=not args.quiet,
+                            shard=args.shard, on_chunk=logger)
     if logger is not None:
         logger.close()
     if not distributed.is_main_process():  # process 0 reports
@@ -224,14 +206,14 @@ def _report(args) -> int:
             return 0
     if args.json:
         if args.sweep:
-            from byzjax.sim import _sweep
+            from byzjax import sim
 
             try:
-                if _sweep.published_of(_sweep.load_sweep(args.sweep)) is None:
+                if sim.published_of(sim.load_sweep(args.sweep)) is None:
                     raise _CliError(f"{args.sweep} declares no 'published' values "
                                     "(a sweep field)")
             except ValueError as e:
-                raise _sweep.file_error(args.sweep, e) from None
+                raise sim.file_error(args.sweep, e) from None
         cells = report.write_json(args.outdir, args.json, sweep=args.sweep,
                                   metric=args.metric)
         print(f"wrote {args.json} ({len(cells)} cells, "
@@ -529,7 +511,7 @@ def main(argv=None) -> int:
     except _user_errors() as e:
         if debug:
             raise
-        from byzjax.sim._config import ConfigError
+        from byzjax.sim import ConfigError
 
         text = " ".join(str(e).split()) or type(e).__name__
         if not isinstance(e, (ConfigError, _CliError)):

@@ -136,15 +136,14 @@ def display_name(axis: str, value: Any) -> str:
 def load_runs(outdir: str) -> list[dict[str, Any]]:
     """All valid run records under ``outdir/runs`` (or ``outdir`` itself).
 
-    Each file is checked (:func:`byzjax.sim._store.read_record`: complete,
-    parseable, of its run id, checksum); a bad one is skipped with a
-    :class:`~byzjax.sim._store.BadRecordWarning` naming it.
+    Each file is checked (:func:`byzjax.sim.load_records`: complete,
+    parseable, of its run id, checksum); a bad one is skipped with a warning
+    naming it.
 
     Raises:
       ValueError: ``outdir`` does not exist or is not a folder.
     """
-    from byzjax.sim import _store
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError, load_records
 
     if not os.path.isdir(outdir):
         raise ConfigError(f"no results folder {outdir!r}; give the --outdir of a "
@@ -152,7 +151,7 @@ def load_runs(outdir: str) -> list[dict[str, Any]]:
     runs_dir = os.path.join(outdir, "runs")
     if not glob.glob(os.path.join(glob.escape(runs_dir), "*.json")):
         runs_dir = outdir
-    return list(_store.load_records(runs_dir).values())
+    return list(load_records(runs_dir).values())
 
 
 def _cfg(run, axis):
@@ -646,9 +645,9 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
     (the empirical lambda, left axis) and the cosine of the aggregate with
     the honest mean (right axis); for selection rules the fraction of
     Byzantine rows selected and their weight in the aggregate; the honest
-    variance-to-norm ratio (log scale when it spans decades). See
-    :mod:`byzjax.sim._diagnostics`. A diagnostic the run did not record is
-    left out.
+    variance-to-norm ratio (log scale when it spans decades), as the
+    simulator records them once per evaluation (``docs/ARCHITECTURE.md``). A
+    diagnostic the run did not record is left out.
     """
     import matplotlib
 
@@ -727,7 +726,7 @@ def write_run_figures(runs: Iterable[dict], folder: str) -> list[str]:
 
 
 def _runs_or_error(outdir):
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError
 
     runs = load_runs(outdir)
     if not runs:
@@ -806,7 +805,7 @@ def write_tidy(outdir: str, *, path: str | None = None,
     Raises:
       ConfigError: no records, or ``parquet=True`` without pyarrow.
     """
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError
 
     runs = _runs_or_error(outdir)
     cols, rows = tidy_rows(runs)
@@ -845,7 +844,7 @@ def load(outdir: str):
     try:
         import pandas as pd
     except ImportError:
-        from byzjax.sim._config import ConfigError
+        from byzjax.sim import ConfigError
 
         raise ConfigError("byzjax.report.load needs pandas: pip install "
                           "'byzjax[report]' (or pip install pandas)") from None
@@ -858,7 +857,7 @@ def _jinja():
     try:
         import jinja2
     except ImportError:
-        from byzjax.sim._config import ConfigError
+        from byzjax.sim import ConfigError
 
         raise ConfigError("byzjax report --html needs Jinja2: pip install "
                           "'byzjax[report]' (or pip install jinja2)") from None
@@ -881,7 +880,7 @@ def _sweep_info(outdir: str, sweep) -> dict | None:
         except (OSError, ValueError):
             return None
     if isinstance(sweep, str):
-        from byzjax.sim._sweep import load_sweep
+        from byzjax.sim import load_sweep
 
         sweep = load_sweep(sweep)
     if hasattr(sweep, "to_dict"):
@@ -1166,7 +1165,7 @@ def cells_json(runs, *, published: dict | None = None,
     Args:
       runs: run records (:func:`load_runs`).
       published: a sweep's ``published`` declaration
-        (:func:`byzjax.sim._sweep.published_of`), or None.
+        (:func:`byzjax.sim.published_of`), or None.
       metric: record field to summarise; default the declaration's metric,
         else ``"final_accuracy"``.
 

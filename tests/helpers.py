@@ -1,5 +1,7 @@
 """NumPy references shared by the tests: plain loops in float64, written from
-the rules' definitions (never from the implementation's shortcuts).
+the rules' definitions (never from the implementation's shortcuts); and the
+simulator's test scaffolding (a tiny model, data and config, and its rounds
+step by step).
 
 Conventions, as the library documents them (``docs/CONVENTIONS.md``):
 
@@ -14,11 +16,23 @@ Conventions, as the library documents them (``docs/CONVENTIONS.md``):
 from __future__ import annotations
 
 import itertools
+import math
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # ------------------------------------------------------------ coordinate-wise
+
+
+def ref_mean(x):
+    """The mean of the rows of ``x`` ``[n, d]``, summed one row at a time."""
+    n, d = x.shape
+    out = np.zeros(d)
+    for i in range(n):
+        out += x[i]
+    return out / n
 
 
 def _numbers(values):
@@ -265,5 +279,178 @@ def flatten(tree):
     """``[n, d]`` float64 from a stack pytree (leaves concatenated in tree order)."""
     leaves = jax.tree_util.tree_leaves(tree)
     n = leaves[0].shape[0]
-    return np.concatenate([np.asarray(v, np.float64).reshape(n, -1) for v in leaves],
-                          axis=1)
+    return np.concatenate([np.asarray(v, np.float64).reshape(n, math.prod(v.shape[1:]))
+                           for v in leaves], axis=1)
+
+
+def flat_params(tree):
+    """``[d]`` float64: every leaf of a parameter pytree raveled, in tree order."""
+    return np.concatenate([np.asarray(leaf, np.float64).ravel()
+                           for leaf in jax.tree_util.tree_leaves(tree)]
+                          + [np.zeros(0)])
+
+
+def unflattener(tree):
+    """The inverse of :func:`flat_params` for pytrees shaped like ``tree``:
+    ``unflat(v)`` gives float32 leaves of ``tree``'s shapes from ``v`` ``[d]``."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    shapes = [leaf.shape for leaf in leaves]
+
+    def unflat(v):
+        out, i = [], 0
+        for s in shapes:
+            k = int(np.prod(s))
+            out.append(jnp.asarray(v[i:i + k].reshape(s), jnp.float32))
+            i += k
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return unflat
+
+
+# ----------------------------------------------------------------- simulator
+#
+# A tiny model, synthetic data and config for the simulator's tests, and its
+# rounds step by step (one worker at a time, NumPy between the gradients).
+
+CLASSES = 3
+N_TRAIN, N_TEST = 240, 60
+
+
+class TinyMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(8)(x))
+        return nn.Dense(CLASSES)(x)
+
+
+def make_data(num_workers: int, seed: int = 0):
+    """``sim.SimData``: class-dependent 4x4 images so training can progress."""
+    from byzjax import sim
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, N_TRAIN + N_TEST).astype(np.int32)
+    base = rng.integers(0, 255, (CLASSES, 4, 4, 1))
+    noise = rng.integers(-40, 40, (N_TRAIN + N_TEST, 4, 4, 1))
+    images = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
+    per = N_TRAIN // num_workers
+    perm = rng.permutation(N_TRAIN)[: per * num_workers].reshape(num_workers, per)
+    x = images[:N_TRAIN].astype(np.float32) / 255
+    return sim.SimData(
+        train_images=jnp.asarray(images[:N_TRAIN]),
+        train_labels=jnp.asarray(labels[:N_TRAIN]),
+        test_images=jnp.asarray(images[N_TRAIN:]),
+        test_labels=jnp.asarray(labels[N_TRAIN:]),
+        worker_indices=jnp.asarray(perm, jnp.int32),
+        worker_counts=jnp.full((num_workers,), per, jnp.int32),
+        mean=jnp.asarray(x.mean((0, 1, 2))),
+        std=jnp.asarray(x.std((0, 1, 2))),
+    )
+
+
+#: The fields :func:`tiny_config` sets (a small RESAM / trimmed mean / ALIE run).
+TINY_FIELDS = dict(dataset="synthetic", num_workers=7, num_byzantine=2,
+                   batch_size=5, num_rounds=4, eval_every=2, learning_rate=0.1,
+                   beta=0.9, clip_norm=2.0, weight_decay=1e-4,
+                   aggregator="trimmed_mean", attack="alie", optimizer="resam")
+
+
+def tiny_config(**overrides):
+    """The default run config with :data:`TINY_FIELDS`, then ``overrides``."""
+    from byzjax import sim
+
+    c = sim.get_config()
+    for k, v in {**TINY_FIELDS, **overrides}.items():
+        c[k] = v
+    return c
+
+
+def traced_hparams(config):
+    """The config's float hyper-parameters as float32 arrays (a program's input)."""
+    from byzjax import sim
+
+    return {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+
+
+def cross_entropy_grad(model):
+    """Jitted ``grad(params, x, y)`` of the mean cross-entropy of ``model``."""
+
+    @jax.jit
+    def grad(params, x, y):
+        def ce(p):
+            logp = jax.nn.log_softmax(model.apply({"params": p}, x, train=True))
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1))
+
+        return jax.grad(ce)(params)
+
+    return grad
+
+
+def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
+    """The parameters ``[d]`` after ``rounds`` rounds of ``config``, step by step.
+
+    One worker at a time: gradients plus weight decay, per-worker clipping,
+    worker momentum from ``momentum_init`` (bias-corrected if
+    ``momentum_bias_correction``), ALIE (``eps`` 1.5, standard deviation with
+    ``alie_ddof``) or label flip on the last ``num_byzantine`` rows, clipping
+    and ALIE at their ``clip_point`` / ``attack_point``, trimmed mean, SGD.
+    Only the RESAM / trimmed mean pipeline, unsharded; batches from the
+    simulator's own sampler and key.
+    """
+    from byzjax import sim
+    from byzjax.sim._train import sample_batch_indices
+
+    if (config.optimizer, config.aggregator) != ("resam", "trimmed_mean") or (
+            config.attack not in ("alie", "label_flip")):
+        raise NotImplementedError("no step-by-step reference for this config")
+    hp = sim.hparams_of(config)
+    state = sim.make_program(config, data, model).init(key, traced_hparams(config))
+    unflat = unflattener(state.params)
+    grad = cross_entropy_grad(model)
+    theta = flat_params(state.params)
+    n, f = config.num_workers, config.num_byzantine
+    n_h = n - f
+    beta = hp["beta"]
+    m = np.full((n, theta.size), config.momentum_init)
+    run_key = state.key
+    images = np.asarray(data.train_images)
+    labels = np.asarray(data.train_labels)
+
+    def clip(rows):
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows * np.minimum(1.0, hp["clip_norm"] / norms)
+
+    def attack(rows):
+        if config.attack != "alie":
+            return rows
+        rows = rows.copy()
+        rows[n_h:] = (rows[:n_h].mean(0)
+                      - 1.5 * rows[:n_h].std(0, ddof=alie_ddof))
+        return rows
+
+    for t in range(1, rounds + 1):
+        run_key, k_batch, _ = jax.random.split(run_key, 3)
+        idx = np.asarray(sample_batch_indices(k_batch, data.worker_indices,
+                                              data.worker_counts, config.batch_size))
+        grads = np.zeros((n, theta.size))
+        for i in range(n):
+            x = (images[idx[i]].astype(np.float32) / 255
+                 - np.asarray(data.mean)) / np.asarray(data.std)
+            y = labels[idx[i]]
+            if config.attack == "label_flip" and i >= n_h:
+                y = CLASSES - 1 - y
+            g = flat_params(grad(unflat(theta), jnp.asarray(x), jnp.asarray(y)))
+            grads[i] = g + hp["weight_decay"] * theta
+        if config.clip_point == "gradient":
+            grads = clip(grads)
+        if config.attack_point == "gradient":
+            grads = attack(grads)
+        m = beta * m + (1 - beta) * grads
+        sent = m / (1 - beta ** t) if config.momentum_bias_correction else m.copy()
+        if config.clip_point == "sent":
+            sent = clip(sent)
+        if config.attack_point == "sent":
+            sent = attack(sent)
+        trimmed = np.sort(sent, axis=0)[f:n - f].mean(0)
+        theta = theta - hp["learning_rate"] * trimmed
+    return theta

@@ -12,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzjax import aggregators, attacks
+from tests.helpers import flat_params as flat_vec
+from tests.helpers import flatten as flat_rows
+from tests.helpers import ref_mean as np_mean
 
 # --------------------------------------------------------------------- helpers
 SHAPES = {"a": (3,), "b": (2, 2)}  # one pytree structure, two leaves
@@ -22,29 +25,7 @@ def make_honest(rng, n_honest, scale=1.0):
             for k, s in SHAPES.items()}
 
 
-def flat_rows(tree):
-    """[n, d] float64 NumPy matrix of a stack (leaves in sorted key order)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    n = leaves[0].shape[0]
-    return np.concatenate(
-        [np.asarray(x, np.float64).reshape(n, int(np.prod(x.shape[1:])))
-         for x in leaves], axis=1)
-
-
-def flat_vec(tree):
-    return np.concatenate([np.asarray(x, np.float64).ravel()
-                           for x in jax.tree_util.tree_leaves(tree)])
-
-
 # ------------------------------------------------------------ NumPy references
-def np_mean(x):
-    n, d = x.shape
-    out = np.zeros(d)
-    for i in range(n):
-        out += x[i]
-    return out / n
-
-
 def np_std(x, ddof):
     n, d = x.shape
     mu = np_mean(x)

@@ -143,7 +143,7 @@ def test_variance_to_norm_ratio_matches_numpy(x):
 
 @pytest.mark.slow
 def test_simulator_records_them_on_each_chunk():
-    from tests.test_sim import TinyMLP, make_data, tiny_config
+    from tests.helpers import TinyMLP, make_data, tiny_config
 
     config = tiny_config(aggregator="krum", num_workers=9, num_byzantine=2,
                          attack="alie", num_rounds=4, eval_every=2)
@@ -164,7 +164,7 @@ def test_simulator_records_them_on_each_chunk():
 
 
 def test_explain_without_selection_rule_or_attackers():
-    from tests.test_sim import tiny_config
+    from tests.helpers import tiny_config
 
     x = {"w": jnp.asarray(_rows(6, n=7))}
     honest = {"w": x["w"][:5]}

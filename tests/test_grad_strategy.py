@@ -13,14 +13,10 @@ from byzjax import models, sim
 from byzjax.models._cnn import _pool
 from byzjax.models._layers import conv_nhwc
 from byzjax.sim._train import map_workers, resolve_grad_strategy
+from tests.helpers import flat_params
 
 STRATEGIES = ("vmap", "unrolled", "map", "chunked:2")
 NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _flat(tree):
-    return np.concatenate([np.asarray(x, np.float64).ravel()
-                           for x in jax.tree_util.tree_leaves(tree)] + [np.zeros(0)])
 
 
 def test_auto_resolves_per_backend_and_model():
@@ -94,10 +90,11 @@ def _round(model, shape, strategy, n):
 def _assert_same_rounds(out):
     ref_state, ref_metrics = out["vmap"]
     for s, (state, metrics) in out.items():
-        np.testing.assert_allclose(_flat(state.params), _flat(ref_state.params),
+        np.testing.assert_allclose(flat_params(state.params),
+                                   flat_params(ref_state.params),
                                    rtol=1e-5, atol=1e-5, err_msg=s)
-        np.testing.assert_allclose(_flat(state.batch_stats),
-                                   _flat(ref_state.batch_stats),
+        np.testing.assert_allclose(flat_params(state.batch_stats),
+                                   flat_params(ref_state.batch_stats),
                                    rtol=1e-5, atol=1e-5, err_msg=s)
         for k in ("train_loss", "agg_dist", "honest_spread"):
             np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=1e-5,
@@ -114,8 +111,8 @@ def test_strategies_agree_on_cifar_cnn_with_batchnorm_and_dropout():
     # Batch statistics moved: the server kept the workers' mean running stats.
     init = models.get("cifar_cnn", num_classes=3, hidden=8).init(
         jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-    assert not np.allclose(_flat(out["unrolled"][0].batch_stats),
-                           _flat(init["batch_stats"]))
+    assert not np.allclose(flat_params(out["unrolled"][0].batch_stats),
+                           flat_params(init["batch_stats"]))
 
 
 def test_strategies_agree_on_mnist_cnn():
@@ -156,7 +153,7 @@ def test_rounds_skip_the_byzantine_gradients_the_attack_replaces(attack, strateg
     calls_all, calls_skip = [], []
     full, m_full = _skip_round(attack, strategy, True, calls_all)
     skip, m_skip = _skip_round(attack, strategy, None, calls_skip)
-    np.testing.assert_allclose(_flat(skip.params), _flat(full.params),
+    np.testing.assert_allclose(flat_params(skip.params), flat_params(full.params),
                                rtol=1e-5, atol=1e-6)
     for k in ("train_loss", "agg_dist", "honest_spread"):
         np.testing.assert_allclose(m_skip[k], m_full[k], rtol=1e-5, err_msg=k)

@@ -17,8 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from byzjax import optim, sim
 from byzjax.sim._config import ID_DEFAULTS
-from byzjax.sim._train import sample_batch_indices
-from tests.test_sim import TinyMLP, _flat, make_data, tiny_config
+from tests import helpers as H
 
 
 def _np_momentum(grads, beta, m0, bias_correction):
@@ -66,71 +65,6 @@ def test_bias_correction_leaves_the_buffer_unchanged():
 
 
 # ------------------------------------------------------- simulator variants
-def _reference(config, data, model, key, rounds):
-    """One worker at a time, NumPy momentum / clipping / ALIE / trimmed mean."""
-    hp = sim.hparams_of(config)
-    program = sim.make_program(config, data, model)
-    state = program.init(key, {k: jnp.float32(v) for k, v in hp.items()})
-    leaves, treedef = jax.tree_util.tree_flatten(state.params)
-    shapes = [leaf.shape for leaf in leaves]
-    theta = _flat(state.params)
-    n, f = config.num_workers, config.num_byzantine
-    n_h = n - f
-    beta = hp["beta"]
-    m = np.full((n, theta.size), config.momentum_init)
-    run_key = state.key
-
-    def unflat(v):
-        out, i = [], 0
-        for s in shapes:
-            k = int(np.prod(s))
-            out.append(jnp.asarray(v[i:i + k].reshape(s), jnp.float32))
-            i += k
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    @jax.jit
-    def grad(p, x, y):
-        def ce(p):
-            logp = jax.nn.log_softmax(model.apply({"params": p}, x, train=True))
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1))
-
-        return jax.grad(ce)(p)
-
-    def clip(rows):
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        return rows * np.minimum(1.0, hp["clip_norm"] / norms)
-
-    def alie(rows):
-        rows = rows.copy()
-        rows[n_h:] = rows[:n_h].mean(0) - 1.5 * rows[:n_h].std(0, ddof=1)
-        return rows
-
-    for t in range(1, rounds + 1):
-        run_key, k_batch, _ = jax.random.split(run_key, 3)
-        idx = np.asarray(sample_batch_indices(k_batch, data.worker_indices,
-                                              data.worker_counts, config.batch_size))
-        grads = np.zeros((n, theta.size))
-        for i in range(n):
-            x = (np.asarray(data.train_images)[idx[i]].astype(np.float32) / 255
-                 - np.asarray(data.mean)) / np.asarray(data.std)
-            y = np.asarray(data.train_labels)[idx[i]]
-            g = _flat(grad(unflat(theta), jnp.asarray(x), jnp.asarray(y)))
-            grads[i] = g + hp["weight_decay"] * theta
-        if config.clip_point == "gradient":
-            grads = clip(grads)
-        if config.attack_point == "gradient":
-            grads = alie(grads)
-        m = beta * m + (1 - beta) * grads
-        sent = m / (1 - beta ** t) if config.momentum_bias_correction else m.copy()
-        if config.clip_point == "sent":
-            sent = clip(sent)
-        if config.attack_point == "sent":
-            sent = alie(sent)
-        trimmed = np.sort(sent, axis=0)[f:n - f].mean(0)
-        theta = theta - hp["learning_rate"] * trimmed
-    return theta
-
-
 VARIANTS = [
     {"momentum_init": 1.0, "momentum_bias_correction": True},
     {"attack_point": "gradient", "clip_point": "sent", "clip_norm": 0.05,
@@ -140,42 +74,42 @@ VARIANTS = [
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=["momentum", "points"])
 def test_simulator_variants_match_step_by_step_reference(overrides):
-    config = tiny_config(**overrides)
+    config = H.tiny_config(**overrides)
     sim.validate(config)
-    data = make_data(config.num_workers)
-    model = TinyMLP()
+    data = H.make_data(config.num_workers)
+    model = H.TinyMLP()
     key = jax.random.key(5)
     program = sim.make_program(config, data, model)
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = H.traced_hparams(config)
     state = program.init(key, hp)
     step = jax.jit(program.round_step)
     for _ in range(3):
         state, _ = step(state, hp)
-    want = _reference(config, data, model, key, rounds=3)
-    np.testing.assert_allclose(_flat(state.params), want, rtol=1e-5, atol=1e-5)
+    want = H.reference_rounds(config, data, model, key, rounds=3)
+    np.testing.assert_allclose(H.flat_params(state.params), want, rtol=1e-5, atol=1e-5)
     # The variant changes the run (else the comparison above proves nothing):
     # the default pipeline, with the same clipping radius, ends elsewhere.
-    default = tiny_config(clip_norm=config.clip_norm)
-    assert not np.allclose(_reference(default, data, model, key, rounds=3), want,
-                           atol=1e-4)
+    default = H.tiny_config(clip_norm=config.clip_norm)
+    assert not np.allclose(H.reference_rounds(default, data, model, key, rounds=3),
+                           want, atol=1e-4)
 
 
 def test_new_fields_at_default_keep_run_ids():
     """Records written before these fields existed keep their identifiers."""
-    config = tiny_config()
+    config = H.tiny_config()
     old = config.copy_and_resolve_references()
     for key in ID_DEFAULTS:
         del old[key]
     hp = sim.hparams_of(config)
     assert sim.run_id(config, 0, hp) == sim.run_id(old, 0, hp)
-    changed = tiny_config(momentum_init=1.0)
+    changed = H.tiny_config(momentum_init=1.0)
     assert sim.run_id(changed, 0, hp) != sim.run_id(config, 0, hp)
 
 
 def test_bad_variant_values_fail_validation():
     with pytest.raises(ValueError, match="clip_point"):
-        sim.validate(tiny_config(clip_point="after"))
+        sim.validate(H.tiny_config(clip_point="after"))
     with pytest.raises(ValueError, match="attack_point"):
-        sim.validate(tiny_config(attack_point="momentum"))
+        sim.validate(H.tiny_config(attack_point="momentum"))
     with pytest.raises(ValueError, match="clip_point"):
-        sim.validate(tiny_config(optimizer="mra", clip_point="sent"))
+        sim.validate(H.tiny_config(optimizer="mra", clip_point="sent"))

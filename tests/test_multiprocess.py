@@ -238,7 +238,7 @@ SWEEP_ONE_GROUP = SWEEP.replace('"coordinate_median"', '').replace(
 
 
 def _workers_config():
-    from tests.test_sim import tiny_config
+    from tests.helpers import tiny_config
 
     # vmap: the runs side by side in one program (the default on CPU, lax.map,
     # compiles slower with the worker axis split over processes).
@@ -298,7 +298,7 @@ def worker_main(outdir: str) -> None:
 
     from byzjax import sim
     from byzjax.sim import _sweep
-    from tests.test_sim import TinyMLP, make_data
+    from tests.helpers import TinyMLP, make_data
 
     result = {"process_index": jax.process_index(),
               "process_count": jax.process_count(),
@@ -339,7 +339,7 @@ def test_two_processes_four_devices_each(tmp_path):
     # The same in this single process (one device) as the reference.
     from byzjax import sim
     from byzjax.sim import _sweep
-    from tests.test_sim import TinyMLP, make_data
+    from tests.helpers import TinyMLP, make_data
 
     assert seen[0]["runs"] == len(SEEDS)
     _sweep.run_sweep(_sweep.load_sweep(str(tmp_path / "sweep.py")),

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 import byzjax.optim
 from byzjax import aggregators, attacks, optim
 from byzjax._registry import Entry
+from tests.helpers import flat_params as vec
+from tests.helpers import flatten as rows
+from tests.helpers import ref_mean as np_mean
 
 SHAPES = {"a": (3,), "b": (2, 2)}
 D = 7  # total coordinates
@@ -29,24 +32,6 @@ def grad_seq(rng, steps, n, scale=1.0, shift=0.0):
     """A list of `steps` stacks {leaf: [n, *shape]} of random gradients."""
     return [{k: jnp.asarray(rng.normal(size=(n,) + s) * scale + shift, jnp.float32)
              for k, s in SHAPES.items()} for _ in range(steps)]
-
-
-def rows(tree):
-    leaves = jax.tree_util.tree_leaves(tree)
-    n = leaves[0].shape[0]
-    return np.concatenate([np.asarray(x, np.float64).reshape(n, -1) for x in leaves], 1)
-
-
-def vec(tree):
-    return np.concatenate([np.asarray(x, np.float64).ravel()
-                           for x in jax.tree_util.tree_leaves(tree)])
-
-
-def np_mean(x):
-    out = np.zeros(x.shape[1])
-    for i in range(x.shape[0]):
-        out += x[i]
-    return out / x.shape[0]
 
 
 def run(tx, grads, params=None):

@@ -40,7 +40,7 @@ def test_multidevice_suite():
 
 
 def _tiny_config(**kw):
-    from tests.test_sim import tiny_config
+    from tests.helpers import tiny_config
 
     return tiny_config(**kw)
 
@@ -48,7 +48,7 @@ def _tiny_config(**kw):
 @multidevice
 @pytest.mark.parametrize("shard", ["runs", "workers"])
 def test_sharded_simulation_equals_unsharded(shard):
-    from tests.test_sim import TinyMLP, make_data
+    from tests.helpers import TinyMLP, make_data
 
     n = 8 if shard == "workers" else 7
     config = _tiny_config(num_workers=n, num_byzantine=2, num_rounds=4, eval_every=2)
@@ -70,7 +70,7 @@ def test_sharded_simulation_equals_unsharded(shard):
 
 @multidevice
 def test_worker_sharding_rejects_indivisible_worker_count():
-    from tests.test_sim import TinyMLP, make_data
+    from tests.helpers import TinyMLP, make_data
 
     config = _tiny_config(num_workers=7, num_byzantine=2, shard="workers")
     with pytest.raises(ValueError, match="divisible by the 8 devices"):

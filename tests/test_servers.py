@@ -20,19 +20,16 @@ from hypothesis import strategies as st
 
 from byzjax import attacks, servers, sim
 from byzjax.sim._servers import check_servers, server_quorums
-from tests.test_sim import TinyMLP, make_data, tiny_config
+from tests.helpers import (
+    TinyMLP,
+    flat_params,
+    make_data,
+    tiny_config,
+    traced_hparams,
+)
 
 MODEL_ATTACKS = ("sign_flip", "fall_of_empires", "a_little_is_enough", "inf",
                  "gaussian")
-
-
-def _hp(config):
-    return {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
-
-
-def _flat(tree):
-    return np.concatenate([np.asarray(x, np.float64).ravel()
-                           for x in jax.tree_util.tree_leaves(tree)])
 
 
 def server_config(protocol="guanyu", **overrides):
@@ -49,13 +46,13 @@ def server_config(protocol="guanyu", **overrides):
 def _train(config, seed=0, data=None):
     data = make_data(config.num_workers) if data is None else data
     program = sim.make_program(config, data, TinyMLP())
-    return jax.jit(program.train)(jax.random.key(seed), _hp(config))
+    return jax.jit(program.train)(jax.random.key(seed), traced_hparams(config))
 
 
 def _rounds(config, num_rounds, seed=0):
     """``(states, metrics)`` after each of ``num_rounds`` jitted round steps."""
     program = sim.make_program(config, make_data(config.num_workers), TinyMLP())
-    hp = _hp(config)
+    hp = traced_hparams(config)
     state = jax.jit(program.init)(jax.random.key(seed), hp)
     step = jax.jit(program.round_step)
     states, metrics = [state], []
@@ -79,9 +76,9 @@ def test_guanyu_without_byzantine_servers_equals_single_server(optimizer):
     data = make_data(c.num_workers)
     state, metrics = _train(c, data=data)
     ref_state, ref_metrics = _train(single, data=data)
-    ref = _flat(ref_state.params)
+    ref = flat_params(ref_state.params)
     for i in range(c.num_servers):
-        got = _flat(jax.tree_util.tree_map(lambda x, i=i: x[i], state.params))
+        got = flat_params(jax.tree_util.tree_map(lambda x, i=i: x[i], state.params))
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(metrics["test_accuracy"],
                                ref_metrics["test_accuracy"], atol=1e-6)
@@ -218,10 +215,10 @@ def test_liubei_rejects_exactly_the_byzantine_pulls_at_first():
 def test_liubei_gather_sets_every_model_to_the_meamed():
     c, (states, _) = _liubei_rounds()
     after = states[c.scatter_period]  # a gather closed round scatter_period
-    servers_ = _flat(jax.tree_util.tree_map(lambda x: x[0], after.params))
+    servers_ = flat_params(jax.tree_util.tree_map(lambda x: x[0], after.params))
     for j in range(c.num_workers):
-        worker = _flat(jax.tree_util.tree_map(lambda x, j=j: x[j],
-                                              after.workers.model))
+        worker = flat_params(jax.tree_util.tree_map(lambda x, j=j: x[j],
+                                                   after.workers.model))
         np.testing.assert_array_equal(worker, servers_)
 
 

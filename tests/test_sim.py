@@ -2,134 +2,21 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from byzjax import sim
-from byzjax.sim._train import flip_byzantine_labels, sample_batch_indices
-
-N_TRAIN, N_TEST, CLASSES = 240, 60, 3
-
-
-class TinyMLP(nn.Module):
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(8)(x))
-        return nn.Dense(CLASSES)(x)
-
-
-def make_data(num_workers: int, seed: int = 0) -> sim.SimData:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, N_TRAIN + N_TEST).astype(np.int32)
-    # Class-dependent images so training can make progress.
-    base = rng.integers(0, 255, (CLASSES, 4, 4, 1))
-    noise = rng.integers(-40, 40, (N_TRAIN + N_TEST, 4, 4, 1))
-    images = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
-    per = N_TRAIN // num_workers
-    perm = rng.permutation(N_TRAIN)[: per * num_workers].reshape(num_workers, per)
-    x = images[:N_TRAIN].astype(np.float32) / 255
-    return sim.SimData(
-        train_images=jnp.asarray(images[:N_TRAIN]),
-        train_labels=jnp.asarray(labels[:N_TRAIN]),
-        test_images=jnp.asarray(images[N_TRAIN:]),
-        test_labels=jnp.asarray(labels[N_TRAIN:]),
-        worker_indices=jnp.asarray(perm, jnp.int32),
-        worker_counts=jnp.full((num_workers,), per, jnp.int32),
-        mean=jnp.asarray(x.mean((0, 1, 2))),
-        std=jnp.asarray(x.std((0, 1, 2))),
-    )
-
-
-def tiny_config(**overrides):
-    c = sim.get_config()
-    c.dataset = "synthetic"
-    c.num_workers = 7
-    c.num_byzantine = 2
-    c.batch_size = 5
-    c.num_rounds = 4
-    c.eval_every = 2
-    c.learning_rate = 0.1
-    c.beta = 0.9
-    c.clip_norm = 2.0
-    c.weight_decay = 1e-4
-    c.aggregator = "trimmed_mean"
-    c.attack = "alie"
-    c.optimizer = "resam"
-    for k, v in overrides.items():
-        c[k] = v
-    return c
-
-
-# ------------------------------------------------------------- NumPy reference
-def _np_trimmed_mean(x, f):
-    s = np.sort(x, axis=0)
-    return s[f: x.shape[0] - f].mean(0)
-
-
-def _flat(tree):
-    return np.concatenate([np.asarray(leaf, np.float64).ravel()
-                           for leaf in jax.tree_util.tree_leaves(tree)])
-
-
-def reference_run(config, data, model, key, rounds):
-    """Step by step: one worker at a time, NumPy momentum / attack / aggregation."""
-    hp = sim.hparams_of(config)
-    program = sim.make_program(config, data, model)
-    state = program.init(key, {k: jnp.float32(v) for k, v in hp.items()})
-    params = state.params
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    shapes = [leaf.shape for leaf in leaves]
-    theta = _flat(params)
-    n, f = config.num_workers, config.num_byzantine
-    n_h = n - f
-    m = np.zeros((n, theta.size))
-    run_key = state.key
-
-    def unflat(v):
-        out, i = [], 0
-        for s in shapes:
-            k = int(np.prod(s))
-            out.append(jnp.asarray(v[i:i + k].reshape(s), jnp.float32))
-            i += k
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    def ce(p, x, y):
-        logits = model.apply({"params": p}, x, train=True)
-        logp = jax.nn.log_softmax(logits)
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1))
-
-    for _ in range(rounds):
-        run_key, k_batch, _ = jax.random.split(run_key, 3)
-        idx = np.asarray(sample_batch_indices(k_batch, data.worker_indices,
-                                              data.worker_counts, config.batch_size))
-        grads = np.zeros((n, theta.size))
-        for i in range(n):
-            x = (np.asarray(data.train_images)[idx[i]].astype(np.float32) / 255
-                 - np.asarray(data.mean)) / np.asarray(data.std)
-            y = np.asarray(data.train_labels)[idx[i]]
-            if config.attack == "label_flip" and i >= n_h:
-                y = CLASSES - 1 - y
-            g = _flat(jax.grad(ce)(unflat(theta), jnp.asarray(x), jnp.asarray(y)))
-            g = g + hp["weight_decay"] * theta
-            norm = np.linalg.norm(g)
-            g = g * min(1.0, hp["clip_norm"] / norm)
-            grads[i] = g
-        m = hp["beta"] * m + (1 - hp["beta"]) * grads
-        sent = m.copy()
-        if config.attack == "alie":
-            mu = sent[:n_h].mean(0)
-            sd = sent[:n_h].std(0, ddof=ALIE_DDOF)
-            sent[n_h:] = mu - 1.5 * sd
-        agg = _np_trimmed_mean(sent, f)
-        theta = theta - hp["learning_rate"] * agg
-    return theta
-
-
-ALIE_DDOF = 1  # replaced below by the library's documented choice when present
+from byzjax.sim._train import flip_byzantine_labels
+from tests.helpers import (
+    TinyMLP,
+    flat_params,
+    make_data,
+    reference_rounds,
+    tiny_config,
+    traced_hparams,
+)
 
 
 def _alie_ddof():
@@ -143,20 +30,19 @@ def _alie_ddof():
 
 @pytest.mark.parametrize("attack", ["alie", "label_flip"])
 def test_compiled_round_matches_step_by_step_reference(attack):
-    global ALIE_DDOF
-    ALIE_DDOF = _alie_ddof()
     config = tiny_config(attack=attack)
     data = make_data(config.num_workers)
     model = TinyMLP()
     key = jax.random.key(3)
     program = sim.make_program(config, data, model)
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     state = program.init(key, hp)
     step = jax.jit(program.round_step)
     for _ in range(3):
         state, _ = step(state, hp)
-    got = _flat(state.params)
-    want = reference_run(config, data, model, key, rounds=3)
+    got = flat_params(state.params)
+    want = reference_rounds(config, data, model, key, rounds=3,
+                            alie_ddof=_alie_ddof())
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -164,20 +50,20 @@ def test_vmapped_seeds_equal_separate_runs():
     config = tiny_config()
     data = make_data(config.num_workers)
     train = sim.make_train(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     keys = jnp.stack([jax.random.key(s) for s in (0, 1, 2)])
     batched_state, batched = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     for i, s in enumerate((0, 1, 2)):
         state, metrics = jax.jit(train)(jax.random.key(s), hp)
         np.testing.assert_allclose(
-            _flat(jax.tree_util.tree_map(lambda x: x[i], batched_state.params)),
-            _flat(state.params), rtol=1e-5, atol=1e-6)
+            flat_params(jax.tree_util.tree_map(lambda x: x[i], batched_state.params)),
+            flat_params(state.params), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(batched["test_accuracy"][i]),
                                    np.asarray(metrics["test_accuracy"]), atol=1e-6)
     # Different seeds give different runs (the comparison above can fail).
-    assert not np.allclose(_flat(jax.tree_util.tree_map(lambda x: x[0],
+    assert not np.allclose(flat_params(jax.tree_util.tree_map(lambda x: x[0],
                                                         batched_state.params)),
-                           _flat(jax.tree_util.tree_map(lambda x: x[1],
+                           flat_params(jax.tree_util.tree_map(lambda x: x[1],
                                                         batched_state.params)))
 
 
@@ -185,7 +71,7 @@ def test_vmapped_hparams_equal_separate_runs():
     config = tiny_config()
     data = make_data(config.num_workers)
     train = sim.make_train(config, data, TinyMLP())
-    base = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    base = traced_hparams(config)
     betas = jnp.asarray([0.0, 0.5, 0.9], jnp.float32)
     hp = dict(base, beta=betas)
     axes = {k: (0 if k == "beta" else None) for k in hp}
@@ -193,8 +79,8 @@ def test_vmapped_hparams_equal_separate_runs():
     for i in range(3):
         state, _ = jax.jit(train)(jax.random.key(0), dict(base, beta=betas[i]))
         np.testing.assert_allclose(
-            _flat(jax.tree_util.tree_map(lambda x: x[i], state_b.params)),
-            _flat(state.params), rtol=1e-5, atol=1e-6)
+            flat_params(jax.tree_util.tree_map(lambda x: x[i], state_b.params)),
+            flat_params(state.params), rtol=1e-5, atol=1e-6)
 
 
 def test_label_flip_reaches_only_byzantine_rows():
@@ -208,7 +94,7 @@ def test_divergence_is_reported_not_raised():
     config = tiny_config(aggregator="mean", attack="inf", num_rounds=4, eval_every=2)
     data = make_data(config.num_workers)
     train = sim.make_train(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     state, metrics = jax.jit(train)(jax.random.key(0), hp)
     assert int(state.diverged_round) == 1
     assert np.asarray(metrics["diverged_round"]).tolist() == [1, 1]
@@ -225,7 +111,7 @@ def test_training_learns_without_attack():
                          eval_every=20, learning_rate=0.5)
     data = make_data(config.num_workers)
     train = sim.make_train(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     _, metrics = jax.jit(train)(jax.random.key(0), hp)
     assert float(metrics["test_accuracy"][-1]) > 0.8
 
@@ -234,7 +120,7 @@ def test_diagnostics_are_consistent():
     config = tiny_config(aggregator="mean", attack="foe", attack_eps=1.1)
     data = make_data(config.num_workers)
     program = sim.make_program(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     state = program.init(jax.random.key(0), hp)
     _, m = jax.jit(program.round_step)(state, hp)
     assert float(m["agg_dist"]) > 0
@@ -279,7 +165,7 @@ def test_adaptive_attack_targets_the_simulated_pipeline():
                          num_rounds=2, eval_every=1)
     data = make_data(config.num_workers)
     program = sim.make_program(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     state = program.init(jax.random.key(0), hp)
     _, m = jax.jit(program.round_step)(state, hp)
     # The adaptive attack moves the aggregate at least as far as plain ALIE.
@@ -294,7 +180,7 @@ def test_round_diagnostics_switch():
     config = tiny_config(aggregator="mean", attack="foe", attack_eps=1.1)
     data = make_data(config.num_workers)
     program = sim.make_program(config, data, TinyMLP())
-    hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
+    hp = traced_hparams(config)
     state = program.init(jax.random.key(0), hp)
     keys = ("agg_dist", "honest_spread", "resilience", "cosine")
     s_on, m_on = jax.jit(program.round_step)(state, hp)
@@ -307,5 +193,6 @@ def test_round_diagnostics_switch():
     for k in keys:
         np.testing.assert_allclose(float(m_tr[k]), float(m_on[k]), rtol=1e-6)
     # The switch changes nothing else.
-    np.testing.assert_allclose(_flat(s_off.params), _flat(s_on.params), rtol=1e-6)
+    np.testing.assert_allclose(flat_params(s_off.params), flat_params(s_on.params),
+                               rtol=1e-6)
     np.testing.assert_allclose(float(m_off["train_loss"]), float(m_on["train_loss"]))

@@ -4,6 +4,15 @@
 training run (rounds under ``lax.scan``, evaluation every ``eval_every``
 rounds); vmap it over keys (seeds) and hyper-parameter dicts. ``run_group``
 adds data loading, a progress bar and JSON records.
+
+Config and sweep files, and the results folder, as ``byzjax train`` and
+``byzjax sweep`` use them: ``load_config`` / ``load_sweep`` read a file,
+``override`` / ``set_sweep_field`` apply ``--set``, ``file_error`` points an
+error at the file's line; ``validate_sweep`` splits a sweep into
+``SweepGroup``s (one program each), ``run_missing`` computes a group's runs
+without a record (under its lock, from its checkpoint), ``run_sweep`` every
+group; ``check_outdir``, ``clean_orphans`` and ``load_records`` look after the
+folder of records, and ``published_of`` reads a sweep's published values.
 """
 
 from byzjax.sim._config import (
@@ -11,8 +20,10 @@ from byzjax.sim._config import (
     OPTIMIZERS,
     ConfigError,
     RunSpec,
+    check_environment,
     get_config,
     hparams_of,
+    override,
     resolve,
     validate,
 )
@@ -24,7 +35,19 @@ from byzjax.sim._run import (
     static_key,
     write_json_atomic,
 )
-from byzjax.sim._sweep import import_file
+from byzjax.sim._store import check_outdir, clean_orphans, load_records
+from byzjax.sim._sweep import (
+    SweepGroup,
+    file_error,
+    import_file,
+    load_config,
+    load_sweep,
+    published_of,
+    run_missing,
+    run_sweep,
+    set_sweep_field,
+    validate_sweep,
+)
 from byzjax.sim._train import (
     Program,
     SimData,
@@ -41,6 +64,8 @@ __all__ = [
     "get_config",
     "hparams_of",
     "validate",
+    "check_environment",
+    "override",
     "RunSpec",
     "resolve",
     "load_sim_data",
@@ -56,4 +81,17 @@ __all__ = [
     "make_train",
     "import_file",
     "resolve_grad_strategy",
+    # files and the results folder (the command line's steps)
+    "load_config",
+    "load_sweep",
+    "set_sweep_field",
+    "file_error",
+    "SweepGroup",
+    "validate_sweep",
+    "run_missing",
+    "run_sweep",
+    "published_of",
+    "check_outdir",
+    "clean_orphans",
+    "load_records",
 ]

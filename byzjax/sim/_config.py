@@ -549,8 +549,17 @@ def check_environment(config) -> None:
     Separate from :func:`validate`, which says whether a config makes sense
     anywhere; call both before loading data.
 
+    Args:
+      config: a run config or :class:`RunSpec`.
+
     Raises:
       ConfigError: a package the config needs is not installed.
+
+    Example:
+      >>> c = get_config()
+      >>> c.dataset, c.data_source
+      ('mnist', 'offline')
+      >>> check_environment(c)  # offline MNIST needs no optional package
     """
     info = data.info(config.dataset)
     source = config.data_source

@@ -154,9 +154,22 @@ def load_records(runs_dir: str, run_ids=None, *, warn: bool = True
         elsewhere).
 
     Returns:
-      ``{run_id: record}`` for the files that pass :func:`read_record`; every
-      other file is named in a :class:`BadRecordWarning` (and left in place,
-      to be overwritten when its run is computed again).
+      ``{run_id: record}`` for the files that pass :func:`read_record`
+      (parseable, complete, of their run id, checksum); every other file is
+      named in a :class:`BadRecordWarning` (and left in place, to be
+      overwritten when its run is computed again).
+
+    Example:
+      >>> import os, tempfile, warnings
+      >>> runs = tempfile.mkdtemp()
+      >>> with open(os.path.join(runs, "abc.json"), "w") as fh:
+      ...     _ = fh.write('{"run_id": "abc", "seed": 0')  # a killed writer's
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     load_records(runs)
+      {}
+      >>> caught[0].category.__name__
+      'BadRecordWarning'
     """
     out: dict[str, dict] = {}
     if not os.path.isdir(runs_dir):
@@ -197,6 +210,21 @@ def clean_orphans(folder: str, *, now: float | None = None) -> list[str]:
     A temporary file is an orphan when its process no longer runs on this
     machine, or when it is older than :data:`ORPHAN_AFTER_S` (its writer,
     maybe on another machine, would have renamed it long ago).
+
+    Args:
+      folder: a folder of records (``outdir/runs``).
+      now: the time to judge ages by (default: now).
+
+    Example:
+      >>> import os, tempfile
+      >>> runs = tempfile.mkdtemp()
+      >>> mine = f"b.json.tmp.{os.getpid()}"  # being written by this process
+      >>> for name in ("a.json.tmp.99999999", mine):  # no process has that id
+      ...     open(os.path.join(runs, name), "w").close()
+      >>> [os.path.basename(p) for p in clean_orphans(runs)]
+      ['a.json.tmp.99999999']
+      >>> os.listdir(runs) == [mine]
+      True
     """
     now = time.time() if now is None else now
     removed = []
@@ -324,8 +352,23 @@ def check_outdir(path: str) -> None:
 
     Creates the folder if needed and writes (then removes) a probe file.
 
+    Args:
+      path: the results folder (``--outdir``).
+
     Raises:
       ConfigError: (a ``ValueError``) one line naming the folder and the problem.
+
+    Example:
+      >>> import os, tempfile
+      >>> outdir = os.path.join(tempfile.mkdtemp(), "results")
+      >>> check_outdir(outdir); os.listdir(outdir)
+      []
+      >>> open(outdir + ".txt", "w").close()
+      >>> try:
+      ...     check_outdir(outdir + ".txt")
+      ... except ConfigError as e:
+      ...     print(str(e).replace(outdir, "results"))
+      output folder 'results.txt' is a file; choose another --outdir
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"output folder {path!r} is a file; choose another "

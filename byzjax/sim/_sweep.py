@@ -70,9 +70,10 @@ from byzjax.sim._config import (
 )
 from byzjax.sim._run import load_sim_data, run_group, run_id
 
-__all__ = ["load_sweep", "expand_sweep", "run_sweep", "SweepGroup", "SWEEP_FIELDS",
-           "set_sweep_field", "run_missing", "file_error", "import_file",
-           "save_sweep", "check_published", "published_of"]
+__all__ = ["load_config", "load_sweep", "expand_sweep", "validate_sweep", "run_sweep",
+           "SweepGroup", "SWEEP_FIELDS", "set_sweep_field", "run_missing",
+           "file_error", "import_file", "save_sweep", "check_published",
+           "published_of"]
 
 #: The fields a sweep may have.
 SWEEP_FIELDS = ("name", "base", "grid", "hparams", "seeds", "exclude", "extra",
@@ -86,7 +87,23 @@ class SweepGroup:
     """One static configuration of a sweep and its (points x seeds) runs.
 
     ``config`` is a run config or a :class:`~byzjax.sim.RunSpec`; :attr:`spec`
-    resolves (and so validates) it once, on first use.
+    resolves (and so validates) it once, on first use. A sweep is a list of
+    groups (:func:`validate_sweep`); ``byzjax train`` is one group.
+
+    Args:
+      config: the group's run config (static fields fixed) or its ``RunSpec``.
+      points: hyper-parameter points, dicts of float fields
+        (:data:`~byzjax.sim.FLOAT_HPARAMS`); ``[{}]``: the config's own values.
+      seeds: run seeds.
+      labels: the group's grid values (``{"aggregator": "krum"}``), for
+        progress bars and errors.
+
+    Example:
+      >>> from byzjax.sim import get_config
+      >>> group = SweepGroup(get_config(), [{"beta": 0.5}, {"beta": 0.9}],
+      ...                    [0, 1], {})
+      >>> len(group.run_ids()), len(group.group_id())
+      (4, 16)
     """
 
     def __init__(self, config, points, seeds, labels):
@@ -104,6 +121,7 @@ class SweepGroup:
         return self._spec
 
     def run_ids(self):
+        """``(point, seed, run_id)`` of every run, points outer, seeds inner."""
         return [(p, s, run_id(self.spec, s, dict(self.spec.hparams, **p)))
                 for p in self.points for s in self.seeds]
 
@@ -124,8 +142,26 @@ def _where(path: str, exc: BaseException) -> str:
 
 
 def file_error(path: str, err: ConfigError) -> ConfigError:
-    """``err`` prefixed with ``path:line``, the first line of ``path`` setting
-    ``err.field`` (or just ``path``)."""
+    """``err`` located in the config or sweep file ``path`` that caused it.
+
+    Args:
+      path: the file.
+      err: the error, raised while checking what the file built.
+
+    Returns:
+      A :class:`~byzjax.sim.ConfigError` with the same ``field`` whose message
+      starts with ``path:line``, the first line of ``path`` (comments aside)
+      that mentions ``err.field``; just ``path`` when no line does.
+
+    Example:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "cfg.py")
+      >>> with open(path, "w") as fh:
+      ...     _ = fh.write("c = get_config()\\nc.num_byzantine = 9\\n")
+      >>> err = ConfigError("num_byzantine too large", field="num_byzantine")
+      >>> str(file_error(path, err)) == f"{path}:2: num_byzantine too large"
+      True
+    """
     where = path
     if err.field:
         pattern = re.compile(r"(\.|\[['\"]|\b)" + re.escape(err.field) + r"\b")
@@ -226,11 +262,70 @@ def call_file_function(path: str, name: str):
                           f"{type(e).__name__}: {e}") from e
 
 
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """Imports the config file ``path`` and returns its ``get_config()``.
+
+    While the file is imported its folder is importable, as for ``python
+    file.py`` (``from cfg import get_config``).
+
+    Args:
+      path: a Python file defining ``get_config()``, which returns a run
+        config (:func:`~byzjax.sim.get_config` with overrides).
+
+    Returns:
+      The run config, not yet validated (:func:`~byzjax.sim.resolve` does it).
+
+    Raises:
+      ConfigError: one line naming the file (and line): missing file, syntax
+        error, an exception while importing or calling, no ``get_config()``,
+        or it does not return a ``ConfigDict``.
+
+    Example:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "cfg.py")
+      >>> with open(path, "w") as fh:
+      ...     _ = fh.write("from byzjax.sim import get_config as default\\n"
+      ...                  "def get_config():\\n"
+      ...                  "    c = default()\\n"
+      ...                  "    c.aggregator = 'krum'\\n"
+      ...                  "    return c\\n")
+      >>> load_config(path).aggregator
+      'krum'
+    """
+    config = call_file_function(path, "get_config")
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() must return an "
+                          "ml_collections.ConfigDict (start from "
+                          f"byzjax.sim.get_config()), got {type(config).__name__}")
+    return config
+
+
 def load_sweep(path: str) -> ml_collections.ConfigDict:
-    """Imports ``path`` and returns its ``get_sweep()``, checked for shape.
+    """Imports the sweep file ``path`` and returns its ``get_sweep()``, checked
+    for shape (the module docstring lists a sweep's fields).
+
+    Args:
+      path: a Python file defining ``get_sweep()``, which returns a
+        ``ConfigDict`` or dict.
+
+    Returns:
+      The sweep as a ``ConfigDict``, not yet expanded or validated
+      (:func:`validate_sweep`).
 
     Raises:
       ConfigError: naming the file: not a dict, unknown fields, no ``base``.
+
+    Example:
+      >>> import pathlib, tempfile
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "sweep.py"
+      >>> _ = path.write_text("\\n".join([
+      ...     "from byzjax.sim import get_config",
+      ...     "def get_sweep():",
+      ...     "    return {'name': 'demo', 'base': get_config(),",
+      ...     "            'grid': {'aggregator': ['mean', 'krum']}}"]))
+      >>> sweep = load_sweep(str(path))
+      >>> sweep.name, list(sweep.grid.aggregator)
+      ('demo', ['mean', 'krum'])
     """
     sweep = call_file_function(path, "get_sweep")
     if isinstance(sweep, dict):
@@ -253,11 +348,22 @@ def load_sweep(path: str) -> ml_collections.ConfigDict:
 
 
 def set_sweep_field(sweep, key: str, value) -> None:
-    """``--set`` for sweeps: ``base.<field>`` (checked like a run config's
-    :func:`~byzjax.sim._config.override`), one axis of the grid or of the
+    """``--set`` for sweeps: sets, in place, ``base.<field>`` (checked like a
+    run config's :func:`~byzjax.sim.override`), one axis of the grid or of the
     vmapped hyper-parameters (``grid.<field>=[...]``, ``hparams.<field>=[...]``:
     replaces or adds that axis, the other axes stay), or a top-level sweep
     field.
+
+    Args:
+      sweep: a sweep (:func:`load_sweep`).
+      key: ``"base.<field>"`` (``"base.aggregator_kwargs.radius"``),
+        ``"grid.<field>"``, ``"hparams.<field>"`` or a sweep field
+        (``"seeds"``).
+      value: the new value (a non-empty list for an axis).
+
+    Raises:
+      ConfigError: unknown sweep or config field, a value of the wrong type,
+        or an axis that is not a non-empty list.
 
     Example:
       >>> import ml_collections
@@ -268,6 +374,10 @@ def set_sweep_field(sweep, key: str, value) -> None:
       >>> set_sweep_field(s, "grid.attack", ["alie"])
       >>> s.grid.attack, s.grid.aggregator
       (['alie'], ['mean'])
+      >>> set_sweep_field(s, "base.num_rounds", 100)
+      >>> set_sweep_field(s, "seeds", [0, 1, 2])
+      >>> s.base.num_rounds, list(s.seeds)
+      (100, [0, 1, 2])
     """
     top, _, rest = key.partition(".")
     if top not in SWEEP_FIELDS:
@@ -359,8 +469,25 @@ def _set(cfg, key, value, labels) -> None:
 def validate_sweep(sweep) -> list[SweepGroup]:
     """Expands ``sweep`` and validates every group's config; returns the groups.
 
+    Args:
+      sweep: a sweep (:func:`load_sweep`).
+
+    Returns:
+      The sweep's groups in grid order (then its ``extra`` groups), each one
+      compiled program.
+
     Raises:
       ConfigError: the first bad group, named by its grid values.
+
+    Example:
+      >>> import ml_collections
+      >>> from byzjax.sim import get_config
+      >>> sweep = ml_collections.ConfigDict({
+      ...     "name": "demo", "base": get_config(), "seeds": [0, 1],
+      ...     "grid": {"aggregator": ["mean", "trimmed_mean"]},
+      ...     "hparams": {"beta": [0.5, 0.9]}})
+      >>> [(g.labels["aggregator"], len(g.run_ids())) for g in validate_sweep(sweep)]
+      [('mean', 4), ('trimmed_mean', 4)]
     """
     groups = expand_sweep(sweep)
     check_published(sweep)
@@ -486,6 +613,18 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
       ``(taken, records, computed)``: whether the lock was taken, the records
       of every run of the group (read or computed) in ``run_ids()`` order, and
       how many of them this call computed.
+
+    Example:
+      A group another process is computing is left to it (``byzjax train``
+      then waits; :func:`run_sweep` turns to other groups):
+
+      >>> import os, tempfile
+      >>> from byzjax.sim import get_config
+      >>> group, outdir = SweepGroup(get_config(), [{}], [0, 1], {}), tempfile.mkdtemp()
+      >>> with _store.group_lock(os.path.join(outdir, "locks"),
+      ...                        group.group_id()) as mine:  # "another process"
+      ...     mine, run_missing(group, outdir, progress=False)
+      (True, (False, [], 0))
     """
     runs_dir = os.path.join(outdir, "runs")
     gid = group.group_id()
@@ -557,7 +696,45 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     run list (:func:`byzjax.distributed.sweep_part`), for independent jobs.
     ``on_chunk`` is given to :func:`run_missing` (metric writers). The sweep
     is written to ``outdir/sweep.json`` for the report.
+
+    The whole sweep is checked first (:func:`validate_sweep`,
+    :func:`~byzjax.sim.check_environment` of every group), so a bad group
+    fails before any data is loaded or any program compiled.
+
+    Args:
+      sweep: a sweep (:func:`load_sweep`).
+      outdir: the results folder (records in ``outdir/runs``).
+      progress: show progress bars.
+      max_groups: compute at most this many groups (default: all).
+      log: where the one-line summaries go.
+      poll_s: seconds between looks at groups locked by other processes.
+      shard: ``"i/k"``: only the i-th of k parts of the runs.
+      on_chunk: per-chunk callback, see :func:`run_missing`.
+
+    Returns:
+      ``{"programs", "runs", "wall_time_s", "total_runs"}``: the groups and
+      runs this call computed, its wall time, and the sweep's number of runs.
+
+    Raises:
+      ConfigError: a bad group (named by its grid values) or a package one
+        needs is missing.
+
+    Example:
+      >>> import ml_collections, tempfile
+      >>> from byzjax.sim import get_config
+      >>> sweep = ml_collections.ConfigDict({
+      ...     "name": "demo", "base": get_config(),
+      ...     "grid": {"aggregator": ["mean", "krum"]}})
+      >>> sweep.base.num_byzantine = 7  # of 15 workers: too many for Krum
+      >>> try:
+      ...     run_sweep(sweep, tempfile.mkdtemp(), progress=False)
+      ... except ConfigError as e:
+      ...     print(str(e).split(":")[0])
+      group aggregator=krum
     """
+    groups = validate_sweep(sweep)  # fail early on any bad configuration
+    for g in groups:
+        check_environment(g.config)
     runs_dir = os.path.join(outdir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
     _store.clean_orphans(runs_dir)
@@ -567,9 +744,6 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     except Exception:  # pragma: no cover - older jax
         pass
-    groups = validate_sweep(sweep)  # fail early on any bad configuration
-    for g in groups:
-        check_environment(g.config)
     mine = distributed.sweep_part(groups, shard)  # run ids of this part, or None
     if mine is not None:
         groups = [part for g in groups for part in _restrict(g, mine)]
