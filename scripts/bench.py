@@ -274,9 +274,11 @@ def section2(args, results):
 
 
 def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
-                   grad_strategy="auto", diagnostics=True):
+                   grad_strategy="auto", diagnostics=True, byzantine_gradients=None):
     """A jitted ``rounds``-round program of the simulator on synthetic data
-    (``diagnostics=False``: without the round diagnostics)."""
+    (``diagnostics=False``: without the round diagnostics;
+    ``byzantine_gradients=True``: the f Byzantine workers' gradients computed
+    too, although ALIE replaces their rows)."""
     from byzjax import models, sim
 
     config = sim.get_config()
@@ -299,7 +301,8 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
                        jnp.asarray(np.arange(per * n).reshape(n, per), jnp.int32),
                        jnp.full((n,), per, jnp.int32), jnp.full((channels,), 0.5),
                        jnp.full((channels,), 0.25))
-    program = sim.make_program(config, data, models.get(model, num_classes=10))
+    program = sim.make_program(config, data, models.get(model, num_classes=10),
+                               byzantine_gradients=byzantine_gradients)
     hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
 
     def step(s, _):
@@ -574,13 +577,17 @@ def section6(args, results):
     print("\n## 6. Models: one simulated round (n=15, f=5, trimmed mean, RESAM, "
           "ALIE) vs one plain gradient of the same n*b images and the per-worker "
           "PyTorch gradient loop of a round (n-f workers' fwd+bwd, flattened and "
-          "stacked) (ms per round; all columns of a row timed alternately)\n")
+          "stacked) (ms per round; all columns of a row timed alternately). The "
+          "byzjax round computes the n-f honest gradients (ALIE replaces the "
+          "Byzantine rows); 'all n' also computes the f Byzantine workers' "
+          "gradients, as before byzjax skipped them.\n")
     if torch is not None:
         print(f"- torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| model | n x b | byzjax round, auto | byzjax round, vmap | "
+          "byzjax round, all n gradients (auto) | "
           "plain gradient of n*b | PyTorch per-worker gradients | "
           "PyTorch / byzjax |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     n = 15
     for name, b, rounds in args.model_cases:
         convolutional = name != "mlp"
@@ -588,22 +595,26 @@ def section6(args, results):
                                      backend=jax.default_backend(),
                                      convolutional=convolutional)
         fns, labels = [], []
-        for strategy in dict.fromkeys((auto, "vmap")):
+        variants = [(s, None) for s in dict.fromkeys((auto, "vmap"))]
+        for strategy, byz in variants + [(auto, True)]:
             program, hp, many = _round_program("trimmed_mean", n=n, b=b,
                                                rounds=rounds, model=name,
-                                               grad_strategy=strategy)
+                                               grad_strategy=strategy,
+                                               byzantine_gradients=byz)
             state = jax.jit(program.init)(jax.random.key(0), hp)
             run = jax.jit(many)
             fns.append(lambda run=run, state=state, hp=hp: run(state, hp))
-            labels.append(strategy)
+            labels.append(strategy if byz is None else "all")
         fns.append(_plain_gradient(name, n, b))
         if torch is not None:
             fns.append(_torch_model_round(name, b, torch))
         times = time_alternating(fns, max(3, args.reps // 2), warmup=1)
         t_auto = times[0] / rounds
         t_vmap = times[labels.index("vmap")] / rounds
+        t_all = times[labels.index("all")] / rounds
         t_plain = times[len(labels)]
         cells = [f"{t_auto * 1e3:.1f} ({auto})", f"{t_vmap * 1e3:.1f}",
+                 f"{t_all * 1e3:.1f} ({t_all / t_auto:.2f}x auto)",
                  f"{t_plain * 1e3:.1f}"]
         if torch is not None:
             t_torch = times[-1]
