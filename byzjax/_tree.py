@@ -37,6 +37,13 @@ __all__ = [
 _PRECISION = jax.lax.Precision.HIGHEST
 # Column block of the Gram accumulation (2^11..2^14 measured equally good).
 _GRAM_BLOCK = 8192
+#: Leaves of at most this many entries (``n * width``, 24 MB of float32) take
+#: one matmul: below it the single matmul was faster, above it the blocked
+#: one (measured on XLA:CPU, quiet 2-core machine, jitted, medians; blocked /
+#: single time): n = 15: 1.60 / 1.30 / 1.10 / 1.13 at widths 40,000 / 78,400 /
+#: 160,000 / 320,000, then 0.38 / 0.37 at 655,360 / 1,310,720; n = 31: 0.91 /
+#: 1.13 / 0.96 up to 160,000, then 0.50 / 0.41 / 0.35.
+_GRAM_SINGLE_MAX = 6 * 2**20
 
 
 def num_rows(stack: PyTree) -> int:
@@ -172,14 +179,15 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
     copy of the stack is written).
 
     Same value as one ``[n, d] @ [d, n]`` matmul per leaf (up to summation
-    order), but each leaf wider than ``2 * 8192`` columns is processed in blocks
-    of 8192 columns
-    inside a ``lax.fori_loop`` (``[n, 8192] @ [8192, n]`` per block, which stays
-    in cache) instead of one ``[n, d] @ [d, n]`` matmul. Measured on XLA:CPU
-    (2 shared cores, jitted, median of 5, same process): n = 15, d = 1,310,922:
-    21-30 ms vs 119 ms for the single matmul; n = 51, d = 1,310,922: 199-229 ms
-    vs 568 ms; n = 15, d = 79,510: 0.7-1.1 ms vs 1.5 ms. Non-finite entries
-    propagate exactly as in the single matmul (only their own row and column).
+    order), but each leaf of more than ``6 * 2**20`` entries (24 MB of
+    float32) is processed in blocks of 8192 columns inside a
+    ``lax.fori_loop`` (``[n, 8192] @ [8192, n]`` per block, which stays in
+    cache) instead of one ``[n, d] @ [d, n]`` matmul. Measured on XLA:CPU
+    (quiet 2-core machine, jitted, medians): n = 15, d = 1,310,720: 37 ms
+    blocked vs 99 ms single; n = 31: 78 vs 221 ms; below the threshold the
+    single matmul is as fast or faster (n = 15, d = 78,400: 1.5 vs 2.0 ms).
+    Non-finite entries propagate exactly as in the single matmul (only their
+    own row and column).
     The result is exactly symmetric (the mean of the matmul and its transpose).
     """
     n = num_rows(stack)
@@ -199,7 +207,7 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
                 blk = blk - jax.lax.dynamic_slice_in_dim(c, start, size, axis=1)
             return jnp.matmul(blk, blk.T, precision=_PRECISION)
 
-        if num_blocks < 2:
+        if num_blocks < 2 or n * width <= _GRAM_SINGLE_MAX:
             g = block_gram(0, width)
         else:
             g = jax.lax.fori_loop(

@@ -514,8 +514,15 @@ def test_more_than_f_non_finite_rows_are_not_silently_dropped():
     assert np.all(np.isnan(mixed).any(axis=1))  # every hood holds a bad row
 
 
-def test_blocked_gram_on_wide_leaves():
-    from byzjax._tree import gram as blocked_gram
+@pytest.mark.parametrize("blocked", [True, False])
+def test_blocked_gram_on_wide_leaves(monkeypatch, blocked):
+    from byzjax import _tree
+
+    if blocked:  # every leaf wider than two blocks takes the blocked loop
+        monkeypatch.setattr(_tree, "_GRAM_SINGLE_MAX", 0)
+
+    def blocked_gram(*args):  # a new function per test: traced afresh
+        return _tree.gram(*args)
 
     rng = np.random.default_rng(15)
     n = 5
