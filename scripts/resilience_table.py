@@ -100,6 +100,9 @@ def main():
     print("| rule | n | f | d | estimated lambda | stated bound | f/(n-f) | "
           "exceeds bound | restarts x steps | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    def star(r):  # compiled at XLA's backend optimisation level 0
+        return "*" if r.get("xla_optimize") is False else ""
+
     for key in sorted(done, key=lambda k: (k[0], k[3], k[1], k[2])):
         r = done[key]
         bound = "-" if r["bound"] is None else f"{r['bound']:.3f}"
@@ -107,7 +110,7 @@ def main():
             "**yes**" if r["estimate"] > r["bound"] + 1e-5 else "no")
         print(f"| {r['rule']} | {r['n']} | {r['f']} | {r['d']} | {r['estimate']:.3f} | "
               f"{bound} | {r['lower']:.3f} | {over} | "
-              f"{r['restarts']} x {r['steps']} | {r['seconds']} |")
+              f"{r['restarts']} x {r['steps']} | {r['seconds']}{star(r)} |")
 
 
 if __name__ == "__main__":
