@@ -31,13 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# Compiling a cell's program (the rule's sorting network unrolled, in several
+# copies, and differentiated by the optimised attack) takes far longer than
+# running it; XLA's backend optimisation level 0 cuts that compilation about
+# threefold (docs/RESILIENCE.md). --xla-optimize keeps XLA's default.
+if "--xla-optimize" not in sys.argv:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
 
-from byzjax import aggregators, attacks
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from byzjax import aggregators, attacks  # noqa: E402
 
 ATTACKS = ("alie", "foe", "adaptive_alie", "adaptive_foe", "optimized")
 #: The rules of the training runs of docs/ATTACKS.md first.
@@ -239,6 +248,8 @@ def main():
     p.add_argument("--cost-dim", type=int, default=79510)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--accuracy", metavar="DIR", default=None)
+    p.add_argument("--xla-optimize", action="store_true",
+                   help="XLA's default backend optimisation (slower compilation)")
     args = p.parse_args()
     if args.accuracy:
         print_accuracy(args.accuracy)

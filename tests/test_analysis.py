@@ -52,6 +52,35 @@ def test_gradient_ascent_beats_random_search_of_the_same_budget():
     assert sum(wins) >= 3, wins
 
 
+def _mean_ratio_numpy(honest, byzantine, radius):
+    h = honest - honest.mean(0)
+    diameter = max(np.linalg.norm(a - b) for a in h for b in h)
+    h = h / diameter
+    norms = np.linalg.norm(byzantine, axis=-1, keepdims=True)
+    b = byzantine * np.minimum(1.0, radius / norms)
+    return np.linalg.norm(np.concatenate([h, b]).mean(0))
+
+
+def test_the_start_and_the_final_point_count():
+    # num_steps = 0 evaluates the starting points only; every further step
+    # extends the same deterministic path, so each restart's best never drops
+    # as num_steps grows (the point after the last step counts too).
+    from byzjax.analysis._resilience import _starts
+
+    n, f, dim, restarts = 5, 1, 3, 6
+    kw = dict(num_workers=n, num_byzantine=f, dim=dim, key=jax.random.key(3),
+              num_restarts=restarts)
+    per = [np.asarray(analysis.estimate_lambda("mean", num_steps=s,
+                                               **kw).per_restart)
+           for s in (0, 1, 2)]
+    honest, byz = _starts(jax.random.key(3), restarts, n - f, f, dim, 10.0)
+    ref = [_mean_ratio_numpy(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                             10.0) for a, b in zip(honest, byz)]
+    np.testing.assert_allclose(per[0], ref, rtol=1e-4)
+    assert np.all(per[1] >= per[0]) and np.all(per[2] >= per[1])
+    assert np.any(per[2] > per[0])
+
+
 def test_with_a_preaggregator_and_kwargs():
     est = analysis.estimate_lambda("krum", num_workers=9, num_byzantine=2, dim=5,
                                    key=jax.random.key(1), preaggregator="nnm",

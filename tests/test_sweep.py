@@ -167,7 +167,8 @@ def test_run_group_writes_one_record_per_run(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["main_job", "table_4_1", "table_4_2", "table_4_3",
-                                  "momentum_fmnist", "table_4_1_reduced"])
+                                  "momentum_fmnist", "table_4_1_reduced",
+                                  "attacks_accuracy"])
 def test_shipped_sweeps_are_valid(name):
     root = os.path.join(os.path.dirname(__file__), "..", "experiments")
     groups = _sweep.expand_sweep(_sweep.load_sweep(os.path.join(root, name + ".py")))
@@ -176,3 +177,16 @@ def test_shipped_sweeps_are_valid(name):
         sim.validate(g.config)
     ids = [rid for g in groups for _, _, rid in g.run_ids()]
     assert len(ids) == len(set(ids))
+
+
+def test_committed_attack_records_are_runs_of_the_sweep():
+    # docs/analysis/records/attacks_accuracy/runs/ resumes the sweep only if
+    # every record's run id is still one of the sweep's (the file name).
+    root = os.path.join(os.path.dirname(__file__), "..")
+    groups = _sweep.expand_sweep(_sweep.load_sweep(
+        os.path.join(root, "experiments", "attacks_accuracy.py")))
+    ids = {rid for g in groups for _, _, rid in g.run_ids()}
+    folder = os.path.join(root, "docs", "analysis", "records", "attacks_accuracy",
+                          "runs")
+    names = [f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json")]
+    assert names and set(names) <= ids
