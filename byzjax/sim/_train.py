@@ -183,7 +183,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
                                or entry.data_level or entry.needs_own)
     # workers whose gradients the round computes (the others' rows are zeros
     # until the attack stage writes the Byzantine rows)
-    n_grads = n if (byzantine_gradients or not n_att) else n_honest
+    n_grads = n if byzantine_gradients else n_honest
 
     # ------------------------------------------------------------- gradients
     grad_fn = jax.grad(make_loss_fn(model, has_bn=has_bn), has_aux=True)
@@ -214,8 +214,8 @@ def make_program(config: RunSpec, data: SimData, model, *,
             spec, hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
         idx = sample_batches(k_batch)[:n_grads]  # [n_grads, b]
-        x = _normalize(data.train_images[idx], data)  # [n, b, H, W, C]
-        y = data.train_labels[idx]  # [n, b]
+        x = _normalize(data.train_images[idx], data)  # [n_grads, b, H, W, C]
+        y = data.train_labels[idx]  # [n_grads, b]
         if label_flip:
             y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
         drop_keys = jax.random.split(k_drop, n)[:n_grads]
