@@ -120,14 +120,17 @@ def test_strategies_agree_on_mnist_cnn():
     _assert_same_rounds({s: _round(model, (16, 16, 1), s, n=5) for s in STRATEGIES})
 
 
-def _skip_round(attack, strategy, byzantine_gradients, calls, run=True):
+def _skip_round(attack, strategy, byzantine_gradients, calls, run=True, bn=False):
     """Three rounds of n = 5, f = 2 (clipping, worker momentum, trimmed mean)."""
     class Counting(nn.Module):  # counts the traced per-worker forward passes
         @nn.compact
         def __call__(self, x, train: bool = False):
             calls.append(x.shape)
             x = x.reshape((x.shape[0], -1))
-            return nn.Dense(3)(nn.relu(nn.Dense(6)(x)))
+            x = nn.Dense(6)(x)
+            if bn:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+            return nn.Dense(3)(nn.relu(x))
 
     c = sim.get_config()
     c.num_workers, c.num_byzantine, c.batch_size = 5, 2, 3
@@ -159,6 +162,20 @@ def test_rounds_skip_the_byzantine_gradients_the_attack_replaces(attack, strateg
         np.testing.assert_allclose(m_skip[k], m_full[k], rtol=1e-5, err_msg=k)
     if strategy == "unrolled":  # one traced pass per worker computed
         assert (len(calls_skip), len(calls_all)) == (3, 5)
+
+
+def test_batchnorm_rounds_skip_byzantine_gradients_and_average_honest_stats():
+    """The running statistics are the honest workers' mean, so skipping the
+    Byzantine gradients changes nothing (and the skip applies to BatchNorm)."""
+    calls_all, calls_skip = [], []
+    full, _ = _skip_round("alie", "unrolled", True, calls_all, bn=True)
+    skip, _ = _skip_round("alie", "unrolled", None, calls_skip, bn=True)
+    assert (len(calls_skip), len(calls_all)) == (3, 5)
+    np.testing.assert_allclose(flat_params(skip.params), flat_params(full.params),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat_params(skip.batch_stats),
+                               flat_params(full.batch_stats), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(skip.batch_stats["BatchNorm_0"]["mean"], 0.0)  # moved
 
 
 @pytest.mark.parametrize("attack", ["none", "label_flip", "sign_flip_own"])
@@ -234,3 +251,4 @@ def test_reshape_pool_matches_reduce_window_pool_after_relu():
     np.testing.assert_allclose(
         grad(_pool), grad(lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))),
         rtol=1e-6)
+

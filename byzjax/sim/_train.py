@@ -17,8 +17,8 @@ The pieces are exposed separately so long jobs can stream progress:
 BatchNorm and dropout per worker (under every ``grad_strategy``): each worker
 normalises with the statistics of its own mini-batch (as n separate machines
 would); the running averages used at
-evaluation are server state, updated with the mean over workers of the new
-running averages. Each worker draws dropout masks from its own key, split from
+evaluation are server state, updated with the mean over the honest workers of
+their new running averages (a Byzantine worker sends only its vector). Each worker draws dropout masks from its own key, split from
 the round key.
 """
 
@@ -141,12 +141,13 @@ def make_program(config: RunSpec, data: SimData, model, *,
         ``None`` (default): only when something reads them -- an attack that
         sends or corrupts the workers' own vectors (``label_flip``,
         ``sign_flip_own``, ``none``; :class:`~byzjax.attacks.AttackEntry`'s
-        ``data_level`` / ``needs_own``), a BatchNorm model (the batch
-        statistics average every worker's) or a sharded worker axis. Otherwise
+        ``data_level`` / ``needs_own``) or a sharded worker axis. Otherwise
         their rows are replaced by the attack anyway, so the round computes
         the ``n - f`` honest gradients only (``f / n`` less work; the honest
         rows are the same gradients, equal to 1e-5 under ``vmap``). ``True``
-        forces all ``n``.
+        forces all ``n``. A BatchNorm model's running statistics are the mean
+        of the honest workers' batch statistics either way (a Byzantine
+        worker sends only its vector), so this choice never changes a result.
 
     Returns:
       A :class:`Program`.
@@ -179,7 +180,7 @@ def make_program(config: RunSpec, data: SimData, model, *,
     explain_fn = make_explain(spec, num_honest=n_honest)
     if byzantine_gradients is None:
         entry = attacks.entry(spec.attack) if n_att else None
-        byzantine_gradients = (has_bn or worker_sharding is not None or entry is None
+        byzantine_gradients = (worker_sharding is not None or entry is None
                                or entry.data_level or entry.needs_own)
     # workers whose gradients the round computes (the others' rows are zeros
     # until the attack stage writes the Byzantine rows)
@@ -236,8 +237,9 @@ def make_program(config: RunSpec, data: SimData, model, *,
         aggregate, rs = robust_tx.update(attacked, rs, state.params)
         step, ss = server_tx.update(aggregate, ss, state.params)
         params = optax.apply_updates(state.params, step)
-        if has_bn:
-            batch_stats = jax.tree_util.tree_map(lambda s: s.mean(0), new_stats)
+        if has_bn:  # the honest workers' mean batch statistics
+            batch_stats = jax.tree_util.tree_map(lambda s: s[:n_honest].mean(0),
+                                                 new_stats)
         else:
             batch_stats = state.batch_stats
 
