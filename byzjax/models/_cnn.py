@@ -5,10 +5,10 @@ simulator ``vmap``s the training step over workers, so with ``train=True``
 each worker normalises with the statistics of its **own** mini-batch (as ``n``
 separate machines would; no cross-worker ``axis_name``). The running averages
 used at evaluation (``train=False``) are server-side state in the
-``batch_stats`` collection; after a round they are replaced by the mean over
-workers of the running averages each worker computed from the same previous
-values, which equals one running-average update with the mean of the workers'
-batch statistics. Dropout masks come from the ``"dropout"`` RNG stream; the
+``batch_stats`` collection; after a round the simulator replaces them by the
+mean over the honest workers of the running averages each computed from the
+same previous values, which equals one running-average update with the mean
+of the honest workers' batch statistics. Dropout masks come from the ``"dropout"`` RNG stream; the
 simulator gives each worker its own key, split from the round key.
 Running-average momentum 0.9 (PyTorch's ``momentum=0.1``), epsilon 1e-5.
 """
