@@ -221,7 +221,7 @@ def _report(args) -> int:
               "published value)")
         return 0
     if args.html:
-        report._jinja()  # a missing Jinja2 fails before any work
+        report.require_jinja2()  # a missing Jinja2 fails before any work
     paths = report.write_report(args.outdir, metric=args.metric or "final_accuracy",
                                 figures=not args.no_plot)
     if args.csv:

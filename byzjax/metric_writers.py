@@ -73,7 +73,7 @@ class TensorBoardWriter:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            from byzjax.sim._config import ConfigError
+            from byzjax.sim import ConfigError
 
             raise ConfigError("--log tensorboard needs tensorboardX: pip install "
                               "'byzjax[tensorboard]' (or pip install "
@@ -97,7 +97,7 @@ def make_writer(kind: str, logdir: str):
     Raises:
       ConfigError: an unknown kind, or its package is not installed.
     """
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError
 
     os.makedirs(logdir, exist_ok=True)
     if kind == "tensorboard":
@@ -187,7 +187,7 @@ def _require(kind: str) -> None:
     """Raises ConfigError when ``kind``'s package cannot be imported."""
     import importlib
 
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError
 
     need = {"tensorboard": ("tensorboardX", "pip install 'byzjax[tensorboard]'"),
             "clu": ("clu.metric_writers", "pip install clu tensorflow")}

@@ -53,7 +53,7 @@ __all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps
            "write_report", "write_html", "tidy_rows", "write_tidy", "load",
            "display_name", "SHORT", "NAMES", "METRIC_NAMES", "plot_run_diagnostics",
            "write_run_figures", "cells_json", "write_json", "momentum_boxes",
-           "plot_momentum_boxes"]
+           "plot_momentum_boxes", "require_jinja2"]
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -853,7 +853,17 @@ def load(outdir: str):
 
 
 # -------------------------------------------------------------------- HTML
-def _jinja():
+def require_jinja2():
+    """Fails with one line (a ``ConfigError``) if Jinja2, which the HTML report
+    needs, is not installed; else returns its template environment.
+
+    ``byzjax report --html`` calls it before any work.
+
+    Example:
+      >>> from byzjax import report
+      >>> "report.html.j2" in report.require_jinja2().list_templates()
+      True
+    """
     try:
         import jinja2
     except ImportError:
@@ -974,7 +984,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
     Raises:
       ConfigError: no records, or Jinja2 is not installed.
     """
-    env = _jinja()
+    env = require_jinja2()
     runs = _runs_or_error(outdir)
     out = out or os.path.join(outdir, "report")
     img = os.path.join(out, "img")

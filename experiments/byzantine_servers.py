@@ -103,9 +103,8 @@ def report(outdir: str, labelled) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from byzjax.sim import _store
 
-    by_id = _store.load_records(outdir)
+    by_id = sim.load_records(outdir)
     rows = ["| setting | final acc. | min over correct servers | max spread of "
             "correct servers | rejected pulls | by Lipschitz filter | by models "
             "filter | pulls / iteration | workers on own model |",
@@ -179,9 +178,8 @@ def main(argv=None) -> int:
     labelled = [(label, c, args.seeds) for label, c in runs]
     if not args.report_only:
         os.makedirs(args.outdir, exist_ok=True)
-        from byzjax.sim import _store
 
-        done = set(_store.load_records(args.outdir))
+        done = set(sim.load_records(args.outdir))
         data = None
         for label, c in runs:
             missing = [s for s in args.seeds

@@ -29,18 +29,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
 
+from _cells import append_cell, compile_fast_unless, read_cells
+
 # Compiling a cell's program (the rule's sorting network unrolled, in several
-# copies, and differentiated by the optimised attack) takes far longer than
-# running it; XLA's backend optimisation level 0 cuts that compilation about
-# threefold (docs/RESILIENCE.md). --xla-optimize keeps XLA's default.
-if "--xla-optimize" not in sys.argv:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+# copies, and differentiated by the optimised attack) dominates a cell.
+compile_fast_unless("--xla-optimize")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -99,16 +94,7 @@ def f_values(rule, n):
 
 
 def run_table(args):
-    done = set()
-    if os.path.exists(args.out):
-        with open(args.out) as fh:
-            for line in fh:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                done.add((r["rule"], r["n"], r["f"]))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    done = set(read_cells(args.out, lambda r: (r["rule"], r["n"], r["f"])))
     rules = args.rules or list(FIRST) + [
         r for r in aggregators.names()
         if not aggregators.entry(r).needs_key and r not in FIRST]
@@ -130,8 +116,7 @@ def run_table(args):
                            seconds=round(time.perf_counter() - start, 1))
                 for name, (dev, cos) in res.items():
                     row[name] = dict(dev=float(np.mean(dev)), cos=float(np.mean(cos)))
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                append_cell(args.out, row)
                 print(f"{rule} n={n} f={f}: " + ", ".join(
                     f"{k} {v['dev']:.2f}/{v['cos']:.2f}" for k, v in row.items()
                     if isinstance(v, dict)) + f" ({row['seconds']} s)", flush=True)
@@ -139,12 +124,7 @@ def run_table(args):
 
 
 def print_table(path):
-    rows = {}
-    for line in open(path):
-        if line.strip():
-            r = json.loads(line)
-            rows[(r["rule"], r["n"], r["f"])] = r  # (two processes may repeat one)
-    rows = list(rows.values())
+    rows = list(read_cells(path, lambda r: (r["rule"], r["n"], r["f"])).values())
     head = " | ".join(f"{LABELS[a]} dev / cos" for a in ATTACKS)
     print(f"| rule | n | f | {head} |")
     print("|---|---|---|" + "---|" * len(ATTACKS))

@@ -28,8 +28,7 @@ import os
 import re
 import sys
 
-from byzjax import report
-from byzjax.sim import _sweep
+from byzjax import report, sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ORDER = ("mnist_cnn", "mlp")
@@ -177,8 +176,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.join(args.docs, "reproduction"), exist_ok=True)
     for name in ("table_4_1", "table_4_2"):
         runs, folders = _runs(args.results, name)
-        sweep = _sweep.load_sweep(os.path.join(ROOT, "experiments", f"{name}.py"))
-        published = _sweep.published_of(sweep)
+        sweep = sim.load_sweep(os.path.join(ROOT, "experiments", f"{name}.py"))
+        published = sim.published_of(sweep)
         cells = report.cells_json(runs, published=published)
         path = os.path.join(args.docs, "reproduction", f"{name}.json")
         report.write_json_cells(cells, path)

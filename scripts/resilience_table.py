@@ -14,20 +14,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 
-# Each cell is a new program (new shapes), and compiling it takes far longer
-# than running it: the coordinate-wise rules' sorting networks are unrolled
-# and differentiated (thousands of operations), and most of the compilation is
-# LLVM's optimisation of that code. XLA's backend optimisation level 0 cuts it
-# about threefold and gives the same estimates (docs/RESILIENCE.md);
-# --xla-optimize keeps XLA's default. Set before jax is imported.
-if "--xla-optimize" not in sys.argv:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+from _cells import append_cell, compile_fast_unless, read_cells
+
+# Level 0 of XLA's backend optimisation (--xla-optimize: XLA's default).
+compile_fast_unless("--xla-optimize")
 
 import jax  # noqa: E402
 
@@ -55,15 +48,7 @@ def main():
                    help="XLA's default backend optimisation (slower compilation)")
     args = p.parse_args()
 
-    done = {}
-    if os.path.exists(args.out):
-        with open(args.out) as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill: that cell is re-run
-                done[(row["rule"], row["n"], row["f"], row["d"])] = row
+    done = read_cells(args.out, lambda r: (r["rule"], r["n"], r["f"], r["d"]))
     if not args.table_only:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         rules = args.rules or [r for r in aggregators.names()
@@ -92,8 +77,7 @@ def main():
                                    restarts=args.restarts, steps=args.steps,
                                    radius=args.radius,
                                    xla_optimize=args.xla_optimize)
-                        with open(args.out, "a") as fh:
-                            fh.write(json.dumps(row) + "\n")
+                        append_cell(args.out, row)
                         done[(rule, n, f, d)] = row
                         print(f"{rule} n={n} f={f} d={d}: {value:.4f} "
                               f"(bound {row['bound']}, {row['seconds']} s)", flush=True)

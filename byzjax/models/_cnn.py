@@ -8,8 +8,9 @@ used at evaluation (``train=False``) are server-side state in the
 ``batch_stats`` collection; after a round the simulator replaces them by the
 mean over the honest workers of the running averages each computed from the
 same previous values, which equals one running-average update with the mean
-of the honest workers' batch statistics. Dropout masks come from the ``"dropout"`` RNG stream; the
-simulator gives each worker its own key, split from the round key.
+of the honest workers' batch statistics. Dropout masks come from the
+``"dropout"`` RNG stream; the simulator gives each worker its own key, split
+from the round key.
 Running-average momentum 0.9 (PyTorch's ``momentum=0.1``), epsilon 1e-5.
 """
 

@@ -16,10 +16,10 @@ The pieces are exposed separately so long jobs can stream progress:
 
 BatchNorm and dropout per worker (under every ``grad_strategy``): each worker
 normalises with the statistics of its own mini-batch (as n separate machines
-would); the running averages used at
-evaluation are server state, updated with the mean over the honest workers of
-their new running averages (a Byzantine worker sends only its vector). Each worker draws dropout masks from its own key, split from
-the round key.
+would); the running averages used at evaluation are server state, updated
+with the mean over the honest workers of their new running averages (a
+Byzantine worker sends only its vector). Each worker draws dropout masks from
+its own key, split from the round key.
 """
 
 from __future__ import annotations
