@@ -1295,12 +1295,16 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
     ``metric`` of every attacked run (every rule x seed: 6 x 5 = 30 points in
     the paper); the panel's reference is the median of ``metric`` over the
     unattacked runs (``attack="none"``) with the same momentum kind and
-    learning rate. Non-finite values count as 0.
+    learning rate and ``num_workers = n - f``: the honest workers alone, as
+    the paper's ``reproduce.py`` runs its reference (if a grid has no such
+    run, the unattacked runs of any ``num_workers``; the panel's
+    ``reference_workers`` says which were used). Non-finite values count as 0.
 
     Returns:
       ``{"panels": [{"attack", "num_byzantine", "num_workers", "nesterov",
       "learning_rate", "boxes": {placement: [values]}, "rules": {placement:
-      [rules]}, "reference": median or None}], "excluded": {(attack,
+      [rules]}, "reference": median or None, "reference_workers": sorted
+      num_workers of the reference runs}], "excluded": {(attack,
       num_byzantine): [rules of the grid missing there]}}``.
     """
     def val(r):
@@ -1329,10 +1333,14 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
     for key in sorted(panels, key=lambda k: (_rank(k[0], ATTACK_ORDER), k[1],
                                              k[2], -(k[3] or 0))):
         p = panels[key]
-        ref = [val(r) for r in reference
+        ref = [r for r in reference
                if bool(r["config"].get("nesterov")) == p["nesterov"]
                and lr(r) == p["learning_rate"]]
-        p["reference"] = float(np.median(ref)) if ref else None
+        honest = [r for r in ref if r["config"]["num_workers"]
+                  == p["num_workers"] - p["num_byzantine"]]
+        ref = honest or ref
+        p["reference"] = float(np.median([val(r) for r in ref])) if ref else None
+        p["reference_workers"] = sorted({r["config"]["num_workers"] for r in ref})
         p["boxes"] = dict(p["boxes"])
         p["rules"] = {k: sorted(v) for k, v in p["rules"].items()}
         seen = set().union(*p["rules"].values())

@@ -23,19 +23,26 @@ def _records():
             continue
         recs.append(_rec(i, f, attack, rule, opt, nesterov, seed,
                          float(rng.uniform(0.3, 0.8))))
-    for j, (nesterov, seed) in enumerate(itertools.product([False, True], range(5))):
-        recs.append(_rec(10_000 + j, 12, "none", "mean", "resam", nesterov, seed,
-                         0.85 + 0.01 * seed + 0.05 * nesterov))
+    # The references: the n - f honest workers alone (51 - 12 = 39 and
+    # 51 - 24 = 27 workers, no Byzantine), 5 seeds each.
+    for j, (f, nesterov, seed) in enumerate(itertools.product(
+            [12, 24], [False, True], range(5))):
+        recs.append(_rec(10_000 + j, 0, "none", "mean", "resam", nesterov, seed,
+                         _ref_acc(f, nesterov, seed), num_workers=51 - f))
     # One diverged run (max accuracy NaN -> null in the record) counts as 0.
     recs[0]["max_accuracy"] = float("nan")
     return recs
 
 
-def _rec(i, f, attack, rule, opt, nesterov, seed, acc):
+def _ref_acc(f, nesterov, seed):
+    return 0.85 + 0.01 * seed + 0.05 * nesterov - 0.1 * (f == 24)
+
+
+def _rec(i, f, attack, rule, opt, nesterov, seed, acc, num_workers=51):
     return {"run_id": f"r{i}", "seed": seed, "hparams": {"learning_rate": 0.5},
             "config": {"optimizer": opt, "attack": attack, "aggregator": rule,
                        "model": "mlp", "num_rounds": 300, "num_byzantine": f,
-                       "num_workers": 51, "nesterov": nesterov},
+                       "num_workers": num_workers, "nesterov": nesterov},
             "final_accuracy": acc, "max_accuracy": acc, "diverged": False,
             "diverged_round": -1, "metrics": {"round": [300],
                                               "test_accuracy": [acc]}}
@@ -56,9 +63,22 @@ def test_boxes_hold_every_rule_and_seed_and_the_unattacked_median():
                     and r["config"]["optimizer"] == opt]
             assert len(p["boxes"][opt]) == rules * 5
             np.testing.assert_allclose(sorted(p["boxes"][opt]), sorted(want))
-        ref = [0.85 + 0.01 * s + 0.05 * p["nesterov"] for s in range(5)]
+        ref = [_ref_acc(p["num_byzantine"], p["nesterov"], s) for s in range(5)]
         np.testing.assert_allclose(p["reference"], np.median(ref))
+        assert p["reference_workers"] == [51 - p["num_byzantine"]]
     assert data["excluded"] == {("alie", 24): ["bulyan"], ("foe", 24): ["bulyan"]}
+
+
+def test_boxes_fall_back_to_any_unattacked_run_without_an_honest_only_one():
+    recs = [r for r in _records() if r["config"]["attack"] != "none"]
+    recs += [_rec(20_000 + s, 0, "none", "mean", "resam", False, s, 0.8 + 0.01 * s)
+             for s in range(3)]  # 51 honest workers (the main job's reference)
+    panels = report.momentum_boxes(recs)["panels"]
+    classical = [p for p in panels if not p["nesterov"]]
+    for p in classical:
+        assert p["reference_workers"] == [51]
+        np.testing.assert_allclose(p["reference"], 0.81)
+    assert all(p["reference"] is None for p in panels if p["nesterov"])
 
 
 def test_report_boxes_cli_draws_the_figure(tmp_path, capsys):

@@ -2,9 +2,10 @@
 
 MLP 784-100-10 (79,510 parameters), n = 51 workers, f = 12 (1/4) declared and
 attacking, batch 83 per worker, 300 steps, lr 0.5, momentum 0.9 in the classical
-form ``m <- mu m + g`` (dampening 0), l2 1e-4, gradient clipping 2, evaluation
-every 5 steps; the metric is the maximum top-1 test accuracy (ByzantineMomentum's
-``reproduce.py``). ``optimizer = "resam"`` with ``dampening = 0`` is momentum at
+form ``m <- mu m + g`` (dampening 0), l2 1e-4, gradient clipping 2; the metric
+is the maximum top-1 test accuracy (ByzantineMomentum's ``reproduce.py``).
+Evaluation every 10 rounds here (the main job); ``reproduce.py`` evaluates
+every 5, which ``experiments/momentum_fmnist.py`` does. ``optimizer = "resam"`` with ``dampening = 0`` is momentum at
 the workers ("our formulation"); ``"server_momentum"`` is the standard one.
 """
 
