@@ -5,8 +5,9 @@ attacking, batch 83 per worker, 300 steps, lr 0.5, momentum 0.9 in the classical
 form ``m <- mu m + g`` (dampening 0), l2 1e-4, gradient clipping 2; the metric
 is the maximum top-1 test accuracy (ByzantineMomentum's ``reproduce.py``).
 Evaluation every 10 rounds here (the main job); ``reproduce.py`` evaluates
-every 5, which ``experiments/momentum_fmnist.py`` does. ``optimizer = "resam"`` with ``dampening = 0`` is momentum at
-the workers ("our formulation"); ``"server_momentum"`` is the standard one.
+every 5, which ``experiments/momentum_fmnist.py`` does. ``optimizer =
+"resam"`` with ``dampening = 0`` is momentum at the workers ("our
+formulation"); ``"server_momentum"`` is the standard one.
 """
 
 from byzjax.sim import get_config as _default
