@@ -134,6 +134,41 @@ def test_sign_flip_own_negates_own_rows():
     np.testing.assert_array_equal(flat_rows(out), -flat_rows(own))
 
 
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_thesis_little_shifts_own_rows_by_their_own_std(ddof):
+    """Fabris (2023): each Byzantine worker sends own - eps * sigma_B, sigma_B
+    over the Byzantine workers' own rows (a NumPy loop as reference)."""
+    rng = np.random.default_rng(5)
+    honest, own = make_honest(rng, 4), make_honest(rng, 3)
+    own = jax.tree_util.tree_map(lambda x: x.at[1].set(x[0]), own)  # a tied row
+    x = flat_rows(own).astype(np.float64)
+    sigma = np.array([np.sqrt(sum((x[i, j] - x[:, j].mean()) ** 2 for i in range(3))
+                              / (3 - ddof)) for j in range(x.shape[1])])
+    for eps in (1.0, 0.5):
+        out = attacks.get("little_own")(honest, num_byzantine=3, byzantine_own=own,
+                                        eps=eps, ddof=ddof)
+        np.testing.assert_allclose(flat_rows(out), x - eps * sigma[None],
+                                   rtol=1e-5, atol=1e-6)
+    default = attacks.get("alie_own")(honest, num_byzantine=3, byzantine_own=own)
+    np.testing.assert_allclose(flat_rows(default), x - np.sqrt(
+        ((x - x.mean(0)) ** 2).sum(0) / 2)[None], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="more than 1"):
+        attacks.get("alie_own")(honest, num_byzantine=1,
+                                byzantine_own=make_honest(rng, 1))
+    with pytest.raises(ValueError, match="byzantine_own"):
+        attacks.get("alie_own")(honest, num_byzantine=3)
+
+
+def test_thesis_empire_scales_own_rows():
+    rng = np.random.default_rng(6)
+    honest, own = make_honest(rng, 3), make_honest(rng, 2)
+    out = attacks.get("empire_own")(honest, num_byzantine=2, byzantine_own=own)
+    np.testing.assert_allclose(flat_rows(out), -0.9 * flat_rows(own), rtol=1e-6)
+    out = attacks.get("foe_own")(honest, num_byzantine=2, byzantine_own=own, eps=1.1)
+    np.testing.assert_allclose(flat_rows(out), -0.1 * flat_rows(own), rtol=1e-5,
+                               atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["label_flip", "none"])
 def test_data_level_attacks_return_own_rows(name):
     rng = np.random.default_rng(1)
@@ -190,7 +225,10 @@ def test_registry_names_aliases_and_flags():
         assert e.needs_key == (name == "gaussian")
         assert e.data_level == (name in ("label_flip", "none"))
         assert e.adaptive == (name.startswith("adaptive") or name == "optimized")
-    assert attacks.entry("sign_flip_own").needs_own
+    for name in ("sign_flip_own", "alie_own", "foe_own"):
+        assert attacks.entry(name).needs_own
+    assert attacks.entry("little_own").name == "a_little_is_enough_own"
+    assert attacks.entry("empire_own").name == "fall_of_empires_own"
     with pytest.raises(ValueError, match="unknown attack"):
         attacks.get("no_such_attack")
 

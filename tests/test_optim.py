@@ -163,6 +163,10 @@ def test_byzantine_attack_data_level_own_rows_and_zero_attackers():
                                            num_byzantine=2), [g])
     np.testing.assert_array_equal(rows(out)[3:], -rows(g)[3:])
     np.testing.assert_array_equal(rows(out)[:3], rows(g)[:3])
+    (out,), _ = run(optim.byzantine_attack("foe_own", num_workers=n,
+                                           num_byzantine=2), [g])
+    np.testing.assert_allclose(rows(out)[3:], -0.9 * rows(g)[3:], rtol=1e-6)
+    np.testing.assert_array_equal(rows(out)[:3], rows(g)[:3])
     (out,), _ = run(optim.byzantine_attack("inf", num_workers=n, num_byzantine=0), [g])
     np.testing.assert_array_equal(rows(out), rows(g))
 

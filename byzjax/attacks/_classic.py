@@ -37,6 +37,8 @@ __all__ = [
     "sign_flip_own",
     "fall_of_empires",
     "a_little_is_enough",
+    "a_little_is_enough_own",
+    "fall_of_empires_own",
     "alie_z_max",
     "infinity",
     "negative_infinity",
@@ -226,6 +228,105 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
     sigma = honest_std(honest, ddof=ddof, mean=gbar)
     out = jax.tree_util.tree_map(lambda g, s: g - eps * s, gbar, sigma)
     return repeat_rows(_cast_like(out, gbar), num_byzantine)
+
+
+@ATTACKS.register("a_little_is_enough_own", needs_own=True,
+                  aliases=("alie_own", "little_own"))
+def a_little_is_enough_own(honest: PyTree, *, num_byzantine: int,
+                           byzantine_own: PyTree | None = None, eps=1.0,
+                           ddof: int = 1, key=None) -> PyTree:
+    """Fabris's (2023) "Little": each Byzantine worker sends ``own - eps * sigma_B``.
+
+    The thesis's Little algorithm shifts each Byzantine worker's *own*
+    honestly computed vector (its momentum) by the coordinate-wise standard
+    deviation ``sigma_B`` of the Byzantine workers' own vectors, ``eps = 1``.
+    Baruch et al.'s ALIE (:func:`a_little_is_enough`) instead sends
+    ``gbar - eps * sigma`` from the honest rows' mean and standard deviation,
+    the same row for every Byzantine worker. ``ddof=1`` (the sample standard
+    deviation) as in :func:`a_little_is_enough`.
+
+    Args:
+      honest: leaves ``[n_honest, *param_shape]`` (only checked).
+      num_byzantine: static number of rows to return.
+      byzantine_own: leaves ``[num_byzantine, *param_shape]``, the Byzantine
+        workers' own vectors (:func:`byzjax.optim.byzantine_attack` passes the
+        last ``num_byzantine`` rows of its input).
+      eps: strength (float or traced scalar), default ``1.0``.
+      ddof: static delta degrees of freedom of ``sigma_B``.
+      key: ignored.
+
+    Returns:
+      Leaves ``[num_byzantine, *param_shape]``.
+
+    Raises:
+      ValueError: if ``0 < num_byzantine <= ddof`` (``sigma_B`` is undefined).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import attacks
+      >>> own = {"w": jnp.array([[1.0, 0.0], [3.0, 0.0]])}  # sigma_B = [sqrt 2, 0]
+      >>> attacks.a_little_is_enough_own({"w": jnp.ones((3, 2))}, num_byzantine=2,
+      ...                                byzantine_own=own, ddof=0)
+      {'w': Array([[0., 0.],
+                   [2., 0.]], dtype=float32)}
+
+    Reference:
+      B. Fabris, "Investigating a Byzantine Resilient Framework for the Adam
+      Optimizer", MSc thesis, Chalmers University of Technology, 2023.
+    """
+    del key
+    validate_attack("a_little_is_enough_own", honest, num_byzantine)
+    own = _require_own("a_little_is_enough_own", byzantine_own, num_byzantine)
+    if num_byzantine == 0:
+        return own
+    if num_byzantine <= ddof:
+        raise ValueError(
+            f"a_little_is_enough_own: the standard deviation of the Byzantine "
+            f"workers' own rows with ddof={ddof} needs more than {ddof} of them, "
+            f"got {num_byzantine}; use more attackers or ddof=0")
+    sigma = honest_std(own, ddof=ddof)
+    out = jax.tree_util.tree_map(lambda x, s: x - eps * s[None], own, sigma)
+    return _cast_like(out, own)
+
+
+@ATTACKS.register("fall_of_empires_own", needs_own=True,
+                  aliases=("foe_own", "empire_own"))
+def fall_of_empires_own(honest: PyTree, *, num_byzantine: int,
+                        byzantine_own: PyTree | None = None, eps=1.9,
+                        key=None) -> PyTree:
+    """Fabris's (2023) "Empire": each Byzantine worker sends ``(1 - eps) * own``.
+
+    The thesis's Empire multiplies each Byzantine worker's *own* vector (its
+    momentum) by ``-0.9`` (``eps = 1.9``, the default); Fall of Empires
+    (:func:`fall_of_empires`) scales the honest rows' mean instead.
+
+    Args:
+      honest: leaves ``[n_honest, *param_shape]`` (only checked).
+      num_byzantine: static number of rows to return.
+      byzantine_own: leaves ``[num_byzantine, *param_shape]``, the Byzantine
+        workers' own vectors.
+      eps: strength (float or traced scalar), default ``1.9``.
+      key: ignored.
+
+    Returns:
+      Leaves ``[num_byzantine, *param_shape]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import attacks
+      >>> attacks.fall_of_empires_own({"w": jnp.ones((2, 2))}, num_byzantine=1,
+      ...                             byzantine_own={"w": jnp.array([[10.0, -1.0]])})
+      {'w': Array([[-9. ,  0.9]], dtype=float32)}
+
+    Reference:
+      B. Fabris, "Investigating a Byzantine Resilient Framework for the Adam
+      Optimizer", MSc thesis, Chalmers University of Technology, 2023.
+    """
+    del key
+    validate_attack("fall_of_empires_own", honest, num_byzantine)
+    own = _require_own("fall_of_empires_own", byzantine_own, num_byzantine)
+    out = jax.tree_util.tree_map(lambda x: (1.0 - eps) * x, own)
+    return _cast_like(out, own)
 
 
 def _constant_rows(name, honest, num_byzantine, value):
