@@ -258,6 +258,17 @@ def test_eps_is_traced_and_vmappable():
             for k in SHAPES:
                 np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-6,
                                            atol=1e-6)
+    own = make_honest(np.random.default_rng(6), 3)
+    for name in ("foe_own", "alie_own"):
+        fn = jax.jit(jax.vmap(lambda e, name=name: attacks.get(name)(
+            honest, num_byzantine=3, byzantine_own=own, eps=e)))
+        batched = fn(eps)
+        for i, e in enumerate([0.0, 1.5, 3.0]):
+            single = attacks.get(name)(honest, num_byzantine=3, byzantine_own=own,
+                                       eps=e)
+            for k in SHAPES:
+                np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-6,
+                                           atol=1e-6)
 
 
 # --------------------------------------------------------------- adaptive
