@@ -202,7 +202,9 @@ def main(argv=None) -> int:
         report.write_json_cells(report.cells_json(runs, metric="max_accuracy"), path)
         report.plot_momentum_boxes(runs, os.path.join(args.docs, "figures",
                                                       "momentum_fmnist.png"))
-        body = (f"Generated from `{folders[0]}` ({len(runs)} runs of 900): "
+        sweep = sim.load_sweep(os.path.join(ROOT, "experiments", "momentum_fmnist.py"))
+        total = sum(len(g.run_ids()) for g in sim.validate_sweep(sweep))
+        body = (f"Generated from `{folders[0]}` ({len(runs)} runs of {total}): "
                 "max top-1 accuracy, medians of each box.\n\n" + momentum_lines(runs)
                 + "\n\n![momentum box plots](figures/momentum_fmnist.png)")
         print(f"momentum_fmnist: {len(runs)} runs; wrote {path}")
