@@ -38,6 +38,9 @@ ATTACK_NAMES = {"none": "no attack", "alie": "Little", "foe": "Empire",
 OPT_NAMES = {"dsgd": "SGD", "resam": "RESAM", "dra": "DRA", "mra": "MRA"}
 TOLERANCE = 0.03
 
+_ADAM_LITTLE = ("neither the clipping nor the thesis's own Little (0.96-0.97 in "
+                "all four combinations, isolation runs below); unexplained")
+
 #: Measured explanations of gaps over 3 points: (table, optimizer, attack,
 #: aggregator, model) -> text. Any other gap over 3 points is "unexplained".
 EXPLANATIONS = {
@@ -48,12 +51,8 @@ EXPLANATIONS = {
         "0.15, unclipped 0.10; with the thesis's own Little (each Byzantine "
         "worker's momentum minus the Byzantine workers' std) 0.31 clipped "
         "(isolation runs below); the level unexplained",
-    ("table_4_1", "dra", "alie", "trimmed_mean", "mnist_cnn"):
-        "neither the clipping nor the thesis's own Little (0.96-0.97 in all "
-        "four combinations, isolation runs below); unexplained",
-    ("table_4_1", "mra", "alie", "trimmed_mean", "mnist_cnn"):
-        "neither the clipping nor the thesis's own Little (0.96-0.97 in all "
-        "four combinations, isolation runs below); unexplained",
+    ("table_4_1", "dra", "alie", "trimmed_mean", "mnist_cnn"): _ADAM_LITTLE,
+    ("table_4_1", "mra", "alie", "trimmed_mean", "mnist_cnn"): _ADAM_LITTLE,
     ("table_4_1", "resam", "alie", "trimmed_mean", "mlp"):
         "isolated with the CNN only (runs below): per-worker clipping decides "
         "the cell; not isolated with the MLP",
