@@ -666,8 +666,8 @@ def main(argv=None):
                    help="comma-separated parameter counts for sections 1-2 "
                         "(default 79510,1310922; --quick: 79510)")
     p.add_argument("--rules", default="",
-                   help="comma-separated rule names for section 1 (default all; "
-                        "pre-aggregators as pre:name)")
+                   help="comma-separated rule names for sections 1, 3 and 5 "
+                        "(default all; pre-aggregators as pre:name)")
     p.add_argument("--models", default="",
                    help="comma-separated model names for section 6 (default all "
                         "of the grid)")
@@ -689,6 +689,8 @@ def main(argv=None):
         args.dims = (79_510,)
         args.seeds = (1, 4)
     args.rules = tuple(r for r in args.rules.split(",") if r)
+    if args.rules:
+        args.round_rules = tuple(r for r in args.round_rules if r in args.rules)
     if args.models:
         wanted = [m for m in args.models.split(",") if m]
         known = [case[0] for case in args.model_cases]

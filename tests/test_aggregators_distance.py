@@ -234,6 +234,40 @@ def test_geomed_defaults_converge_to_the_geometric_median(n, f):
     assert np.max(np.abs(ref_geomed(x, 2, 0.0, 1e-6) - flat1(out))) > 1e-3
 
 
+def test_geomed_keeps_float32_accuracy_far_from_the_origin():
+    # The Gram form loses ~eps * ||x||^2 absolutely; centred at the rows'
+    # coordinate-wise median the error scales with their spread instead.
+    # Rows at distance ~1e4 * sqrt(D) from the origin, spread ~1e-2: an
+    # uncentred float32 Gram would put every distance in rounding noise.
+    rng = np.random.default_rng(11)
+    n, f = 9, 2
+    x = 1e4 + 1e-2 * rng.standard_normal((n, D))
+    x[n - f:] += 5.0  # Byzantine rows, far on the spread's scale
+    tree = unflat_rows(x)
+    x32 = flat(tree).astype(np.float64)
+    out = flat1(call(aggregators.geometric_median, tree, num_byzantine=f,
+                     num_iterations=8, tolerance=0.0))
+    ref = ref_geomed(x32, 8, 0.0, 1e-6)
+    # float32 spacing at 1e4 is ~1e-3: the result is within a few ulps of the
+    # float64 iteration, i.e. far inside the honest spread.
+    np.testing.assert_allclose(out, ref, rtol=0, atol=4e-3)
+    assert np.max(np.abs(out - x32[:n - f].mean(0))) < 0.05
+
+
+def test_geomed_with_a_coordinate_non_finite_in_most_rows():
+    # Coordinate 0 is +inf in 3 of 5 rows: its median is infinite, the centre
+    # is 0 there, and the result is the median of the 2 finite rows.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, D))
+    x[:3, 0] = np.inf
+    tree = unflat_rows(x)
+    out = flat1(call(aggregators.geometric_median, tree, num_byzantine=2,
+                     num_iterations=20, tolerance=0.0))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref_geomed(flat(tree), 20, 0.0, 1e-6),
+                               rtol=1e-5, atol=1e-5)
+
+
 def unflat_rows(x):
     n = len(x)
     out, i = {}, 0
