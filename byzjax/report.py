@@ -42,7 +42,7 @@ import os
 import shutil
 import warnings
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ __all__ = ["load_runs", "cell_stats", "best_table", "full_table", "plot_heatmaps
            "write_report", "write_html", "tidy_rows", "write_tidy", "load",
            "display_name", "SHORT", "NAMES", "METRIC_NAMES", "plot_run_diagnostics",
            "write_run_figures", "cells_json", "write_json", "momentum_boxes",
-           "plot_momentum_boxes", "require_jinja2"]
+           "momentum_gains", "plot_momentum_boxes", "require_jinja2"]
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -1349,6 +1349,84 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
             excluded[(p["attack"], p["num_byzantine"])] = missing
         out.append(p)
     return {"panels": out, "excluded": excluded}
+
+
+def momentum_gains(runs, *, metric: str = "max_accuracy",
+                   thresholds: Sequence[float] = (0.1, 0.2, 0.4)) -> dict[str, Any]:
+    """El Mhamdi et al.'s (ICLR 2021) summary: what momentum at the workers recovers.
+
+    Pairs every attacked run with momentum at the server (``server_momentum``)
+    with the run at the workers (``resam``) of the same attack, ``f``, rule,
+    momentum kind, learning rate and seed, and with the unattacked run of the
+    same momentum kind, learning rate and seed on the ``n - f`` honest workers
+    alone (any unattacked run of that seed if the grid has none), as the
+    ByzantineMomentum code's ``reproduce.py`` does. For each pair,
+    ``loss = reference - at_server`` and ``gain = at_workers - at_server``
+    (accuracies in [0, 1]; non-finite counts as 0). The attack is *effective*
+    at threshold ``t`` when ``loss > t``; momentum at the workers *recovers*
+    when, in addition, ``gain > t``. The paper's abstract reads its 20% row:
+    when the attack takes at least 20% from the unattacked accuracy, worker
+    momentum "systematically increases back" the accuracy and recovers at
+    least 20% "in more than 60% of the cases".
+
+    Args:
+      runs: run records (:func:`load_runs`) of a momentum grid.
+      metric: record field compared (default the maximum top-1 accuracy).
+      thresholds: the ``t`` values counted.
+
+    Returns:
+      ``{"pairs": int, "unpaired": int, "effective": {t: int}, "recovered":
+      {t: int}, "increased": {t: int} (gain > 0 among the effective),
+      "worse": {0.0: int, 0.02: int, 0.05: int} (gain below minus that)}``.
+
+    Example::
+
+        g = report.momentum_gains(report.load_runs("results/momentum_fmnist"))
+        print(g["recovered"][0.2], "of", g["effective"][0.2])
+    """
+    def val(r):
+        v = r.get(metric)
+        return float(v) if v is not None and np.isfinite(v) else 0.0
+
+    def lr(r):
+        return (r.get("hparams") or {}).get("learning_rate",
+                                            r["config"].get("learning_rate"))
+
+    refs: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in runs:
+        c = r["config"]
+        if c["attack"] == "none":
+            refs[(bool(c.get("nesterov")), lr(r), r.get("seed"))][
+                c.get("num_workers")] = val(r)
+    placed: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in runs:
+        c = r["config"]
+        if c["attack"] != "none" and c["optimizer"] in _PLACEMENT:
+            key = (c["attack"], c["num_byzantine"], c["aggregator"],
+                   bool(c.get("nesterov")), lr(r), r.get("seed"), c["num_workers"])
+            placed[key][c["optimizer"]] = val(r)
+    out = {"pairs": 0, "unpaired": 0,
+           "effective": {t: 0 for t in thresholds},
+           "recovered": {t: 0 for t in thresholds},
+           "increased": {t: 0 for t in thresholds},
+           "worse": {0.0: 0, 0.02: 0, 0.05: 0}}
+    for key, by in placed.items():
+        ref = refs.get(key[3:6], {})
+        reference = ref.get(key[6] - key[1], next(iter(ref.values()), None))
+        if len(by) < 2 or reference is None:
+            out["unpaired"] += 1
+            continue
+        out["pairs"] += 1
+        loss = reference - by["server_momentum"]
+        gain = by["resam"] - by["server_momentum"]
+        for t in thresholds:
+            if loss > t:
+                out["effective"][t] += 1
+                out["recovered"][t] += int(gain > t)
+                out["increased"][t] += int(gain > 0)
+        for w in out["worse"]:
+            out["worse"][w] += int(gain < -w)
+    return out
 
 
 def plot_momentum_boxes(runs, path: str, *, metric: str = "max_accuracy"

@@ -90,3 +90,51 @@ def test_report_boxes_cli_draws_the_figure(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path), "--boxes", out]) == 0
     assert "8 panels" in capsys.readouterr().out
     assert os.path.getsize(out) > 10_000
+
+
+def _ref_loop(recs, t):
+    """reproduce.py's counts, written as its loop over at-worker runs."""
+    def acc(r):
+        v = r["max_accuracy"]
+        return v if v is not None and np.isfinite(v) else 0.0
+
+    by = {}
+    for r in recs:
+        c = r["config"]
+        by[(c["attack"], c["num_byzantine"], c["aggregator"], c["optimizer"],
+            c["nesterov"], r["seed"], c["num_workers"])] = acc(r)
+    effective = recovered = increased = 0
+    for (attack, f, rule, opt, nesterov, seed, n), at_w in by.items():
+        if opt != "resam" or attack == "none":
+            continue
+        at_s = by[(attack, f, rule, "server_momentum", nesterov, seed, n)]
+        ref = by[("none", 0, "mean", "resam", nesterov, seed, n - f)]
+        if ref - at_s > t:
+            effective += 1
+            recovered += at_w - at_s > t
+            increased += at_w - at_s > 0
+    return effective, recovered, increased
+
+
+def test_gains_count_as_reproduce_py():
+    recs = _records()
+    g = report.momentum_gains(recs)
+    assert g["pairs"] == (6 + 5) * 2 * 2 * 5 and g["unpaired"] == 0
+    for t in (0.1, 0.2, 0.4):
+        assert (g["effective"][t], g["recovered"][t], g["increased"][t]) == \
+            _ref_loop(recs, t)
+    assert g["effective"][0.2] > 0 and 0 < g["recovered"][0.1] < g["effective"][0.1]
+    gains = []
+    for r in recs:
+        c = r["config"]
+        if c["optimizer"] == "resam" and c["attack"] != "none":
+            other = {**c, "optimizer": "server_momentum"}
+            twin, = [s for s in recs
+                     if s["config"] == other and s["seed"] == r["seed"]]
+            v = [0.0 if not np.isfinite(x["max_accuracy"]) else x["max_accuracy"]
+                 for x in (r, twin)]
+            gains.append(v[0] - v[1])
+    assert g["worse"][0.0] == sum(x < 0 for x in gains)
+    assert g["worse"][0.05] == sum(x < -0.05 for x in gains)
+    # A run without its other placement is not paired.
+    assert report.momentum_gains(recs[1:])["unpaired"] == 1

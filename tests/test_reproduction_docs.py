@@ -71,3 +71,29 @@ def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
     again = (docs / "REPRODUCTION.md").read_text()
     assert again.count("<!-- BEGIN generated: table_4_1 -->") == 1
     assert again == text
+
+
+def test_script_draws_the_momentum_figure_and_the_papers_summary(tmp_path):
+    from tests.test_momentum_figure import _records
+
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    docs.mkdir()
+    (docs / "REPRODUCTION.md").write_text("".join(
+        f"<!-- BEGIN generated: {b} -->\nold\n<!-- END generated: {b} -->\n"
+        for b in BLOCKS))
+    folder = results / "momentum_fmnist" / "runs"
+    folder.mkdir(parents=True)
+    recs = _records()
+    for rec in recs:
+        _store.write_record(str(folder / f"{rec['run_id']}.json"), rec)
+    assert _script().main([str(results), "--docs", str(docs)]) == 0
+    text = (docs / "REPRODUCTION.md").read_text()
+    assert f"({len(recs)} runs of 920)" in text
+    assert (docs / "figures" / "momentum_fmnist.png").stat().st_size > 10_000
+    # 11 rule-fraction pairs x 2 attacks x 2 momentum kinds x 5 seeds.
+    summary = text[text.index("The paper's summary"):]
+    row, = [line for line in summary.splitlines() if line.startswith("| all | ")]
+    assert row.startswith("| all | 220 | ")
+    assert any(line.startswith("| f = 24 | 100 | ") for line in text.splitlines())
+    cells = json.load(open(docs / "reproduction" / "momentum_fmnist.json"))
+    assert {c["aggregator"] for c in cells} >= {"krum", "bulyan", "mean"}
