@@ -1379,10 +1379,21 @@ def momentum_gains(runs, *, metric: str = "max_accuracy",
       {t: int}, "increased": {t: int} (gain > 0 among the effective),
       "worse": {0.0: int, 0.02: int, 0.05: int} (gain below minus that)}``.
 
-    Example::
+    Example (``report.load_runs("results/momentum_fmnist")`` gives such runs):
 
-        g = report.momentum_gains(report.load_runs("results/momentum_fmnist"))
-        print(g["recovered"][0.2], "of", g["effective"][0.2])
+      >>> from byzjax import report
+      >>> def run(attack, optimizer, f, n, acc):
+      ...     return {"seed": 0, "hparams": {"learning_rate": 0.5},
+      ...             "max_accuracy": acc,
+      ...             "config": {"attack": attack, "optimizer": optimizer,
+      ...                        "aggregator": "krum", "num_byzantine": f,
+      ...                        "num_workers": n, "nesterov": False}}
+      >>> runs = [run("alie", "server_momentum", 12, 51, 0.40),
+      ...         run("alie", "resam", 12, 51, 0.75),
+      ...         run("none", "resam", 0, 39, 0.85)]  # the 39 honest alone
+      >>> g = report.momentum_gains(runs)
+      >>> g["pairs"], g["effective"][0.2], g["recovered"][0.2], g["recovered"][0.4]
+      (1, 1, 1, 0)
     """
     def val(r):
         v = r.get(metric)
