@@ -1286,6 +1286,18 @@ def write_json_cells(cells: list[dict], path: str) -> None:
 _PLACEMENT = {"server_momentum": "at the server", "resam": "at the workers"}
 
 
+def _value_or_zero(run, metric: str) -> float:
+    """``run[metric]`` as a float, 0 when missing or non-finite (a dead run)."""
+    v = run.get(metric)
+    return float(v) if v is not None and np.isfinite(v) else 0.0
+
+
+def _learning_rate(run):
+    """The run's learning rate: its vmapped hyper-parameter, else its config's."""
+    return (run.get("hparams") or {}).get("learning_rate",
+                                          run["config"].get("learning_rate"))
+
+
 def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
     """The data of El Mhamdi et al.'s (ICLR 2021) box plots, from a momentum grid.
 
@@ -1308,12 +1320,7 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
       num_byzantine): [rules of the grid missing there]}}``.
     """
     def val(r):
-        v = r.get(metric)
-        return float(v) if v is not None and np.isfinite(v) else 0.0
-
-    def lr(r):
-        return (r.get("hparams") or {}).get("learning_rate",
-                                            r["config"].get("learning_rate"))
+        return _value_or_zero(r, metric)
 
     attacked = [r for r in runs if r["config"]["attack"] != "none"]
     reference = [r for r in runs if r["config"]["attack"] == "none"]
@@ -1321,7 +1328,8 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
     panels: dict[tuple, dict] = {}
     for r in attacked:
         c = r["config"]
-        key = (c["attack"], c["num_byzantine"], bool(c.get("nesterov")), lr(r))
+        key = (c["attack"], c["num_byzantine"], bool(c.get("nesterov")),
+               _learning_rate(r))
         p = panels.setdefault(key, {
             "attack": c["attack"], "num_byzantine": c["num_byzantine"],
             "num_workers": c["num_workers"], "nesterov": key[2],
@@ -1335,7 +1343,7 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
         p = panels[key]
         ref = [r for r in reference
                if bool(r["config"].get("nesterov")) == p["nesterov"]
-               and lr(r) == p["learning_rate"]]
+               and _learning_rate(r) == p["learning_rate"]]
         honest = [r for r in ref if r["config"]["num_workers"]
                   == p["num_workers"] - p["num_byzantine"]]
         ref = honest or ref
@@ -1396,25 +1404,21 @@ def momentum_gains(runs, *, metric: str = "max_accuracy",
       (1, 1, 1, 0)
     """
     def val(r):
-        v = r.get(metric)
-        return float(v) if v is not None and np.isfinite(v) else 0.0
-
-    def lr(r):
-        return (r.get("hparams") or {}).get("learning_rate",
-                                            r["config"].get("learning_rate"))
+        return _value_or_zero(r, metric)
 
     refs: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in runs:
         c = r["config"]
         if c["attack"] == "none":
-            refs[(bool(c.get("nesterov")), lr(r), r.get("seed"))][
+            refs[(bool(c.get("nesterov")), _learning_rate(r), r.get("seed"))][
                 c.get("num_workers")] = val(r)
     placed: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in runs:
         c = r["config"]
         if c["attack"] != "none" and c["optimizer"] in _PLACEMENT:
             key = (c["attack"], c["num_byzantine"], c["aggregator"],
-                   bool(c.get("nesterov")), lr(r), r.get("seed"), c["num_workers"])
+                   bool(c.get("nesterov")), _learning_rate(r), r.get("seed"),
+                   c["num_workers"])
             placed[key][c["optimizer"]] = val(r)
     out = {"pairs": 0, "unpaired": 0,
            "effective": {t: 0 for t in thresholds},
