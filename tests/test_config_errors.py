@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from byzjax import cli, sim
-from byzjax.sim import _config, _run, _sweep
+from byzjax.sim import _errors as _config, _run, _sweep
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from byzjax import optim, sim
-from byzjax.sim._config import ID_DEFAULTS
+from byzjax.sim._fields import ID_DEFAULTS
 from tests import helpers as H
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzjax import attacks, servers, sim
-from byzjax.sim._servers import check_servers, server_quorums
+from byzjax.sim._validate import _check_servers as check_servers, server_quorums
 from tests.helpers import (
     TinyMLP,
     flat_params,

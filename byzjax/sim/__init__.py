@@ -15,16 +15,14 @@ group; ``check_outdir``, ``clean_orphans`` and ``load_records`` look after the
 folder of records, and ``published_of`` reads a sweep's published values.
 """
 
-from byzjax.sim._config import (
-    FLOAT_HPARAMS,
-    OPTIMIZERS,
-    ConfigError,
-    RunSpec,
+from byzjax.sim._errors import ConfigError
+from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, Field, coerce_field, get_config
+from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
+from byzjax.sim._validate import (
     check_environment,
-    get_config,
     hparams_of,
+    ignored_fields,
     override,
-    resolve,
     validate,
 )
 from byzjax.sim._run import (
@@ -58,9 +56,13 @@ from byzjax.sim._train import (
 )
 
 __all__ = [
+    "FIELDS",
+    "Field",
     "FLOAT_HPARAMS",
-    "OPTIMIZERS",
     "ConfigError",
+    "IgnoredFieldWarning",
+    "coerce_field",
+    "ignored_fields",
     "get_config",
     "hparams_of",
     "validate",

@@ -25,16 +25,10 @@ import numpy as np
 from byzjax import data as bdata
 from byzjax import distributed, models, parallel
 from byzjax.sim import _store
-from byzjax.sim._config import (
-    FLOAT_HPARAMS,
-    ID_DEFAULTS,
-    RESULT_NEUTRAL,
-    SPLIT_FIELDS,
-    ConfigError,
-    RunSpec,
-    resolve,
-    validate,
-)
+from byzjax.sim._errors import ConfigError
+from byzjax.sim._fields import FLOAT_HPARAMS, ID_DEFAULTS, RESULT_NEUTRAL, SPLIT_FIELDS
+from byzjax.sim._spec import RunSpec, resolve
+from byzjax.sim._validate import validate
 from byzjax.sim._train import SimData, labels_num_classes, make_program
 
 __all__ = [

@@ -45,7 +45,9 @@ import numpy as np
 import optax
 
 from byzjax import aggregators, attacks, servers
-from byzjax.sim._config import ConfigError, num_attackers, resolve
+from byzjax.sim._errors import ConfigError
+from byzjax.sim._spec import resolve
+from byzjax.sim._validate import num_attackers, server_quorums
 from byzjax.sim._train import (
     DIAGNOSTICS,
     Program,
@@ -66,19 +68,11 @@ from byzjax.sim._train import (
     stages_for,
 )
 
-__all__ = ["SERVER_PROTOCOLS", "ServerSimState", "LiuBeiWorkers", "check_servers",
-           "server_quorums", "make_server_program", "LIPSCHITZ_HISTORY",
+__all__ = ["ServerSimState", "LiuBeiWorkers", "make_server_program", "LIPSCHITZ_HISTORY",
            "SERVER_METRICS"]
-
-#: Values of config field ``server_protocol``.
-SERVER_PROTOCOLS = ("single", "guanyu", "liubei")
 
 #: Past accepted Lipschitz coefficients each LiuBei worker keeps (a ring).
 LIPSCHITZ_HISTORY = 32
-
-#: Optimisers whose server step is ``-lr * F(...)`` on sent vectors of norm at
-#: most the clipping radius (what LiuBei's models filter bound needs).
-_LIUBEI_OPTIMIZERS = ("dsgd", "resam")
 
 #: Metrics added to the run's curves (per evaluation chunk, mean over rounds).
 SERVER_METRICS = ("server_spread", "server_spread_bound", "rejected_fraction",
@@ -133,185 +127,6 @@ class ServerSimState(NamedTuple):
     round: jax.Array
     diverged_round: jax.Array
     workers: Any
-
-
-# ------------------------------------------------------------------ config
-def server_quorums(config) -> tuple[int, int]:
-    """GuanYu's ``(q_ps, q_wr)`` with 0 resolved to the largest allowed value.
-
-    Example:
-      >>> from byzjax import sim
-      >>> c = sim.get_config()
-      >>> c.num_servers, c.num_byzantine_servers, c.num_byzantine = 7, 1, 3
-      >>> server_quorums(c)
-      (6, 12)
-    """
-    n_ps, f_ps = int(config.num_servers), int(config.num_byzantine_servers)
-    n_wr, f_wr = int(config.num_workers), int(config.num_byzantine)
-    q_ps = int(config.server_quorum) or n_ps - f_ps
-    q_wr = int(config.worker_quorum) or n_wr - f_wr
-    return q_ps, q_wr
-
-
-def check_servers(config) -> None:
-    """The server fields of a config, checked before anything is loaded.
-
-    Raises:
-      ConfigError: one line saying what to change.
-
-    Example:
-      >>> from byzjax import sim
-      >>> c = sim.get_config()
-      >>> c.server_protocol, c.num_servers, c.num_byzantine_servers = "guanyu", 5, 1
-      >>> try:
-      ...     check_servers(c)
-      ... except ConfigError as e:
-      ...     print(e)
-      guanyu needs num_servers >= 3 num_byzantine_servers + 3 = 6, got num_servers=5
-    """
-    if "server_protocol" not in config:  # a config from before these fields
-        return
-    protocol = config.server_protocol
-    if protocol not in SERVER_PROTOCOLS:
-        from byzjax._registry import unknown_name
-
-        raise ConfigError(unknown_name("server_protocol", protocol, SERVER_PROTOCOLS),
-                          field="server_protocol")
-    n_ps, f_ps = int(config.num_servers), int(config.num_byzantine_servers)
-    n_wr, f_wr = int(config.num_workers), int(config.num_byzantine)
-    for key in ("num_byzantine_servers", "server_quorum", "worker_quorum",
-                "num_slow_servers", "num_slow_workers"):
-        if config[key] < 0:
-            raise ConfigError(f"{key} must be an integer >= 0, got {config[key]}",
-                              field=key)
-    if n_ps < 1:
-        raise ConfigError(f"num_servers must be an integer >= 1, got {n_ps}",
-                          field="num_servers")
-    if config.delay_distribution not in servers.DELAY_DISTRIBUTIONS:
-        from byzjax._registry import unknown_name
-
-        raise ConfigError(unknown_name("delay_distribution",
-                                       config.delay_distribution,
-                                       servers.DELAY_DISTRIBUTIONS),
-                          field="delay_distribution")
-    if not (np.isfinite(config.slow_factor) and config.slow_factor >= 1):
-        raise ConfigError(f"slow_factor must be a finite number >= 1, got "
-                          f"{config.slow_factor}", field="slow_factor")
-    if config.scatter_period < 1:
-        raise ConfigError(f"scatter_period must be an integer >= 1, got "
-                          f"{config.scatter_period}", field="scatter_period")
-    if protocol == "single":
-        if n_ps != 1:
-            raise ConfigError(f"server_protocol='single' has one server, got "
-                              f"num_servers={n_ps}; set server_protocol='guanyu' "
-                              "or 'liubei' to replicate it", field="num_servers")
-        if f_ps > 1:
-            raise ConfigError(f"num_byzantine_servers must be 0 or 1 with one "
-                              f"server, got {f_ps}", field="num_byzantine_servers")
-        if f_ps == 0:
-            return
-    if f_ps > 0 or protocol != "single":
-        _check_server_attack(config)
-    if config.optimizer == "mra":
-        raise ConfigError(f"optimizer 'mra' is not supported with server_protocol="
-                          f"{protocol!r}; use dsgd, server_momentum, resam or dra",
-                          field="optimizer")
-    if config.shard == "workers":
-        raise ConfigError("shard='workers' is not supported with replicated or "
-                          "Byzantine servers; use shard='runs' or 'none'",
-                          field="shard")
-    if protocol == "single":
-        return
-    if int(config.num_slow_servers) > n_ps - f_ps:
-        raise ConfigError(f"num_slow_servers must be at most the {n_ps - f_ps} "
-                          f"correct servers, got {config.num_slow_servers}",
-                          field="num_slow_servers")
-    if int(config.num_slow_workers) > n_wr - num_attackers(config):
-        raise ConfigError(f"num_slow_workers must be at most the "
-                          f"{n_wr - num_attackers(config)} correct workers, got "
-                          f"{config.num_slow_workers}", field="num_slow_workers")
-    if protocol == "guanyu":
-        _check_guanyu(config, n_ps, f_ps, n_wr, f_wr)
-    else:
-        _check_liubei(config, n_ps, f_ps, n_wr, f_wr)
-
-
-def _check_server_attack(config) -> None:
-    name = config.server_attack
-    try:
-        entry = attacks.entry(name)
-    except ValueError as e:
-        raise ConfigError(str(e).replace("unknown attack", "unknown server_attack",
-                                         1), field="server_attack") from None
-    if entry.data_level or entry.needs_own or entry.adaptive:
-        raise ConfigError(
-            f"server_attack {entry.name!r} does not apply to models (it is "
-            "data-level, needs the attacker's own rows or targets a worker-side "
-            "rule); use sign_flip, fall_of_empires, a_little_is_enough, inf, "
-            "gaussian, mimic, ...", field="server_attack")
-
-
-def _check_guanyu(config, n_ps, f_ps, n_wr, f_wr) -> None:
-    if n_ps < 3 * f_ps + 3:
-        raise ConfigError(f"guanyu needs num_servers >= 3 num_byzantine_servers + 3 "
-                          f"= {3 * f_ps + 3}, got num_servers={n_ps}",
-                          field="num_servers")
-    if n_wr < 3 * f_wr + 3:
-        raise ConfigError(f"guanyu needs num_workers >= 3 num_byzantine + 3 = "
-                          f"{3 * f_wr + 3}, got num_workers={n_wr}",
-                          field="num_workers")
-    q_ps, q_wr = server_quorums(config)
-    if not 2 * f_ps + 3 <= q_ps <= n_ps - f_ps:
-        raise ConfigError(f"guanyu needs 2 num_byzantine_servers + 3 <= "
-                          f"server_quorum <= num_servers - num_byzantine_servers, "
-                          f"i.e. in [{2 * f_ps + 3}, {n_ps - f_ps}] (0: the "
-                          f"largest), got {config.server_quorum}",
-                          field="server_quorum")
-    if not 2 * f_wr + 3 <= q_wr <= n_wr - f_wr:
-        raise ConfigError(f"guanyu needs 2 num_byzantine + 3 <= worker_quorum <= "
-                          f"num_workers - num_byzantine, i.e. in [{2 * f_wr + 3}, "
-                          f"{n_wr - f_wr}] (0: the largest), got "
-                          f"{config.worker_quorum}", field="worker_quorum")
-    _check_rule_on_quorum(config, q_wr, f_wr)
-
-
-def _check_rule_on_quorum(config, m: int, f: int) -> None:
-    """The robust rule must accept the ``m`` vectors a server aggregates."""
-    if config.preaggregator:
-        aggregators.PREAGGREGATORS.check(config.preaggregator, num_workers=m,
-                                         num_byzantine=f)
-        if aggregators.PREAGGREGATORS.entry(config.preaggregator).name == "bucketing":
-            s = config.preaggregator_kwargs.get("bucket_size", 2)
-            if isinstance(s, int) and s >= 1:
-                m = -(-m // s)
-    try:
-        aggregators.check(config.aggregator, num_workers=m, num_byzantine=f)
-    except ValueError as e:
-        raise ConfigError(f"a server aggregates {m} vectors per round (its worker "
-                          f"quorum): {e}", field="worker_quorum") from None
-
-
-def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
-    if n_ps < 3 * f_ps + 1:
-        raise ConfigError(f"liubei needs num_servers >= 3 num_byzantine_servers + 1 "
-                          f"= {3 * f_ps + 1}, got num_servers={n_ps}",
-                          field="num_servers")
-    if n_wr < 2 * f_wr + 1:
-        raise ConfigError(f"liubei needs num_workers >= 2 num_byzantine + 1 = "
-                          f"{2 * f_wr + 1}, got num_workers={n_wr}",
-                          field="num_workers")
-    for key in ("server_quorum", "worker_quorum"):
-        if int(config[key]) != 0:
-            raise ConfigError(f"{key} is a GuanYu setting; LiuBei is synchronous "
-                              f"(every message arrives): leave {key}=0", field=key)
-    if config.optimizer not in _LIUBEI_OPTIMIZERS:
-        raise ConfigError(f"liubei's models filter bounds a server step by "
-                          f"lr * clip_norm: use optimizer dsgd or resam, got "
-                          f"{config.optimizer!r}", field="optimizer")
-    if not config.clip_norm > 0:
-        raise ConfigError("liubei's models filter needs the workers' vectors "
-                          "bounded: set clip_norm > 0", field="clip_norm")
-    _check_rule_on_quorum(config, n_wr, f_wr)
 
 
 # ------------------------------------------------------------------ program
@@ -383,6 +198,7 @@ def make_server_program(config, data: SimData, model, *,
                           "Byzantine servers; use shard='runs' or 'none'",
                           field="shard")
     spec = resolve(config)
+    config = spec.to_config()  # (read as a ConfigDict below)
     protocol = config.server_protocol
     n = int(config.num_workers)
     f = int(config.num_byzantine)

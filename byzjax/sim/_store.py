@@ -37,7 +37,7 @@ import uuid
 import warnings
 from typing import Any, Iterator
 
-from byzjax.sim._config import ConfigError
+from byzjax.sim._errors import ConfigError
 
 __all__ = [
     "BadRecordWarning",

@@ -59,15 +59,10 @@ import ml_collections
 from byzjax import distributed
 from byzjax._registry import unknown_name
 from byzjax.sim import _store
-from byzjax.sim._config import (
-    FLOAT_HPARAMS,
-    ConfigError,
-    RunSpec,
-    check_environment,
-    override,
-    resolve,
-    validate,
-)
+from byzjax.sim._errors import ConfigError
+from byzjax.sim._fields import FLOAT_HPARAMS
+from byzjax.sim._spec import RunSpec, resolve
+from byzjax.sim._validate import check_environment, override, validate
 from byzjax.sim._run import load_sim_data, run_group, run_id
 
 __all__ = ["load_config", "load_sweep", "expand_sweep", "validate_sweep", "run_sweep",

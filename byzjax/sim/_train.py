@@ -28,14 +28,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from byzjax import aggregators, attacks, optim
 from byzjax import data as bdata
 from byzjax._tree import pairwise_sq_distances
-from byzjax.sim._config import RunSpec, resolve
+from byzjax.sim._fields import GRAD_STRATEGIES, parse_grad_strategy
+from byzjax.sim._spec import RunSpec, resolve
 from byzjax.sim._diagnostics import EXPLAIN, make_explain
 
 __all__ = ["SimState", "SimData", "make_train", "make_program", "Program",
@@ -153,13 +153,11 @@ def make_program(config: RunSpec, data: SimData, model, *,
       A :class:`Program`.
     """
     spec = resolve(config)
-    if spec.get("server_protocol", "single") != "single" or int(
-            spec.get("num_byzantine_servers", 0)):
+    if spec.replicated_servers:
         from byzjax.sim._servers import make_server_program
 
-        # (the server simulator reads the config fields as given)
-        return make_server_program(ml_collections.ConfigDict(dict(spec.config)),
-                                   data, model, worker_sharding=worker_sharding)
+        return make_server_program(spec, data, model,
+                                   worker_sharding=worker_sharding)
     n = spec.num_workers
     n_att = spec.num_attackers
     n_honest = n - n_att
@@ -451,9 +449,6 @@ def make_train(config, data: SimData, model) -> Callable:
 
 
 # ------------------------------------------------- per-worker computation
-#: Per-worker gradient strategies (config field ``grad_strategy``).
-GRAD_STRATEGIES = ("auto", "vmap", "unrolled", "map", "chunked:<c>")
-
 #: ``"auto"`` unrolls at most this many workers on the CPU (compile time grows
 #: linearly with the number of unrolled copies); beyond it the workers run in
 #: vmapped groups of this size, one group after another.
@@ -495,21 +490,14 @@ def resolve_grad_strategy(strategy: str, *, num_workers: int, backend: str,
       >>> resolve_grad_strategy("chunked:4", num_workers=15, backend="cpu")
       'chunked:4'
     """
-    strategy = str(strategy).strip().lower()
+    strategy = parse_grad_strategy(strategy)
     if strategy == "auto":
         if backend != "cpu" or sharded or not convolutional:
             return "vmap"
         if num_workers <= MAX_UNROLLED_WORKERS:
             return "unrolled"
         return f"chunked:{MAX_UNROLLED_WORKERS}"
-    if strategy in ("vmap", "unrolled", "map"):
-        return strategy
-    if strategy.startswith("chunked:") and strategy[8:].isdigit() and int(
-            strategy[8:]) > 0:
-        return strategy
-    raise ValueError(
-        f"unknown grad_strategy {strategy!r}; choose auto, vmap, unrolled, map "
-        "or chunked:<c> (c a positive integer, e.g. chunked:5)")
+    return strategy
 
 
 def map_workers(fn: Callable, xs, *, strategy: str):
