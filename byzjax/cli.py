@@ -26,45 +26,34 @@ import sys
 import time
 import warnings
 
-from byzjax import distributed
+from byzjax import aggregators, attacks, distributed
 from byzjax.optim import optimizer_names
+from byzjax.sim import FIELDS
 
 __all__ = ["main", "build_config"]
 
-_FLAGS = {
-    # flag: (config field, type, help; the default is read from get_config())
-    "dataset": ("dataset", str, "dataset name: mnist, fashion_mnist, cifar10, "
-                "cifar100, digits or synthetic"),
-    "data_source": ("data_source", str, "where the data comes from: offline "
-                    "(files fetched by scripts/fetch_data.sh), tfds "
-                    "(tensorflow-datasets) or auto (offline, else tfds)"),
-    "split": ("split", str, "how the training set is divided over workers: "
-              "homogeneous, dirichlet or label_sorted"),
-    "model": ("model", str, "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet"),
-    "num_workers": ("num_workers", int, "number of workers n, honest and "
-                    "Byzantine together"),
-    "num_byzantine": ("num_byzantine", int, "declared number of Byzantine workers "
-                      "f, given to the aggregator (0 <= f < n/2)"),
-    "num_attackers": ("num_attackers", int, "real number of attacking workers "
-                      "(-1: as many as --num-byzantine)"),
-    "aggregator": ("aggregator", str, "robust aggregation rule, e.g. trimmed_mean, "
-                   "krum, mda, geometric_median"),
-    "preaggregator": ("preaggregator", str, "pre-aggregation applied before the "
-                      "aggregator: nnm, bucketing, static_clipping, or '' for "
-                      "none"),
-    "attack": ("attack", str, "attack of the Byzantine workers, e.g. alie, foe, "
-               "sign_flip, label_flip, none"),
-    "optimizer": ("optimizer", str, ", ".join(optimizer_names()[:-1]) + " or "
-                  + optimizer_names()[-1]),
-    "beta": ("beta", float, "momentum coefficient in [0, 1), no unit (worker "
-             "momentum for resam, server momentum for server_momentum)"),
-    "lr": ("learning_rate", float, "learning rate, step size per round (> 0)"),
-    "rounds": ("num_rounds", int, "training rounds, one aggregated step each (a "
-               "multiple of --eval-every)"),
-    "eval_every": ("eval_every", int, "rounds between test-set evaluations (one "
-                   "evaluation chunk; progress, checkpoints and --log follow it)"),
-    "batch_size": ("batch_size", int, "examples per worker per round"),
-}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _field_help(field) -> str:
+    """A field's help, with the live registry names where it names a rule."""
+    live = {"optimizer": optimizer_names, "aggregator": aggregators.names,
+            "attack": attacks.names}
+    if field.name in live:
+        names = live[field.name]()
+        return f"{field.help}; one of: {', '.join(names)}"
+    return field.help
+
+
+def _flags() -> dict:
+    """``byzjax train``'s named options: flag -> (config field, type, help),
+    made from the field table (``byzjax.sim.FIELDS``)."""
+    return {f.flag: (f.name, _TYPES[f.kind], _field_help(f))
+            for f in FIELDS.values() if f.flag}
+
+
+#: flag: (config field, type, help); the default is read from get_config().
+_FLAGS = _flags()
 
 
 class _CliError(Exception):
@@ -97,7 +86,7 @@ def build_config(args):
 
     config = sim.load_config(args.config) if args.config else sim.get_config()
     overridden = set()
-    for flag, (field, _, _) in _FLAGS.items():
+    for flag, (field, _, _) in _flags().items():
         value = getattr(args, flag, None)
         if value is not None:
             sim.override(config, field, value)
@@ -261,68 +250,14 @@ resumes it: finished seeds are read back, a killed run continues from its
 last checkpoint."""
 
 
-#: What the config fields without a named option mean (units in words).
-_FIELD_HELP = {
-    "aggregator_kwargs": "keyword arguments of the aggregator",
-    "attack_eps": "attack strength (ALIE's z, FoE's eps); < 0: the attack's "
-                  "default",
-    "attack_kwargs": "keyword arguments of the attack",
-    "b1": "decay rate of Adam's first moment (DRA, MRA)",
-    "b2": "decay rate of Adam's second moment (DRA, MRA)",
-    "checkpoint_every": "evaluation chunks between orbax checkpoints; 0: never",
-    "clip_norm": "per-worker gradient clipping, maximum L2 norm; <= 0: off",
-    "dampening": "momentum dampening; < 0: EMA form (dampening = beta); 0: "
-                 "m <- beta m + g",
-    "dirichlet_alpha": "concentration of the dirichlet split (smaller: more "
-                       "heterogeneous workers)",
-    "eps": "Adam's epsilon (DRA, MRA)",
-    "eval_size": "test examples per evaluation; 0: the whole test set",
-    "grad_strategy": "per-worker gradients: auto, vmap, unrolled, map or "
-                     "chunked:<c>",
-    "lr_decay_every": "rounds per step of the step schedule",
-    "lr_schedule": "constant, or step: lr / (1 + round // lr_decay_every)",
-    "preaggregator_kwargs": "keyword arguments of the pre-aggregation",
-    "mra_safeguard": "'' (faithful: NaN on a negative second moment) or clamp",
-    "nesterov": "Nesterov momentum (True / False)",
-    "num_devices": "devices used; 0: every visible device",
-    "run_batching": "how a group's runs share one program: auto, vmap or map",
-    "shard": "device sharding: none, runs (seeds x points) or workers",
-    "split_seed": "seed of the division of the training set over workers",
-    "weight_decay": "L2 regularisation coefficient",
-    "similarity_gamma": "fraction of each worker's data drawn uniformly in the "
-                        "gamma_similarity split (1: homogeneous, 0: sorted)",
-    "momentum_init": "initial value of every worker momentum coordinate (m_0)",
-    "momentum_bias_correction": "send m / (1 - beta^t) (True / False)",
-    "clip_point": "where per-worker clipping acts: gradient (before the worker "
-                  "stage) or sent (after it)",
-    "attack_point": "what the attack replaces: sent (the vectors workers send) "
-                    "or gradient (the clipped gradients)",
-    "server_protocol": "parameter servers: single, guanyu or liubei "
-                       "(docs/SERVERS.md)",
-    "num_servers": "number of parameter-server replicas",
-    "num_byzantine_servers": "number of Byzantine server replicas",
-    "server_quorum": "GuanYu's server quorum q_ps; 0: the largest, "
-                     "num_servers - num_byzantine_servers",
-    "worker_quorum": "GuanYu's worker quorum q_wr; 0: the largest, "
-                     "num_workers - num_byzantine",
-    "server_attack": "what Byzantine servers send (an attack applied to models)",
-    "scatter_period": "LiuBei's T: iterations between two gather steps",
-    "delay_distribution": "per-message delays: exponential, uniform or zero",
-    "num_slow_servers": "correct servers that are slow machines",
-    "num_slow_workers": "correct workers that are slow machines",
-    "slow_factor": "delay multiplier of the slow machines (>= 1)",
-}
-
-
 def _train_epilog(defaults) -> str:
     import textwrap
 
-    flag_help = {field: text for field, _, text in _FLAGS.values()}
     lines = ["config fields (--set FIELD=VALUE; default in parentheses):"]
     for k in sorted(defaults.keys()):
         value = defaults[k]
         shown = "{}" if hasattr(value, "keys") and not len(value) else repr(value)
-        text = _FIELD_HELP.get(k) or flag_help.get(k, "")
+        text = _field_help(FIELDS[k])
         lines += textwrap.wrap(f"{k} ({shown}): {text}", 78, initial_indent="  ",
                                subsequent_indent="      ")
     lines += [
@@ -385,7 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="FILE",
                    help="Python file with get_config() returning a run config "
                         "(default: byzjax.sim.get_config())")
-    for flag, (field, typ, text) in _FLAGS.items():
+    for flag, (field, typ, text) in _flags().items():
         t.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ,
                        metavar=typ.__name__.upper(),
                        help=f"{text} (default: {defaults[field]!r})")

@@ -147,7 +147,6 @@ def test_checkpoint_that_does_not_fit_the_program_is_warned_about_and_dropped(
     import numpy as np
 
     from byzjax import sim
-    from byzjax.sim import _run
 
     c = sim.get_config()
     c.dataset = "synthetic"

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from byzjax import cli, sim
-from byzjax.sim import _errors as _config, _run, _sweep
+from byzjax.sim import _errors as _config
+from byzjax.sim import _run, _schedule
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +20,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("data loaded or program built before the error")
 
-    for module in (_run, _sweep):
+    for module in (_run, _schedule):
         monkeypatch.setattr(module, "load_sim_data", forbidden)
     monkeypatch.setattr(_run, "make_program", forbidden)
     monkeypatch.setattr("byzjax.data.load_train_test", forbidden)

@@ -196,15 +196,15 @@ def _assert_same_records(a, b, tol):
 
 @pytest.mark.slow
 def test_concurrent_sweep_shards_produce_every_run_once(tmp_path):
-    from byzjax.sim import _sweep
+    from byzjax.sim import _files, _grid, _schedule
 
     path = tmp_path / "sweep.py"
     path.write_text(SWEEP)
-    sweep = _sweep.load_sweep(str(path))
-    expected = {rid for g in _sweep.expand_sweep(sweep) for _, _, rid in g.run_ids()}
+    sweep = _files.load_sweep(str(path))
+    expected = {rid for g in _grid.expand_sweep(sweep) for _, _, rid in g.run_ids()}
     assert len(expected) == 12
     # Unsharded, in this process.
-    _sweep.run_sweep(sweep, str(tmp_path / "whole"), progress=False,
+    _schedule.run_sweep(sweep, str(tmp_path / "whole"), progress=False,
                      log=distributed.quiet)
     # Two shards at once into one folder, as two independent jobs would.
     cmd = [sys.executable, "-m", "byzjax", "sweep", str(path), "--outdir",
@@ -297,7 +297,7 @@ def worker_main(outdir: str) -> None:
     import jax
 
     from byzjax import sim
-    from byzjax.sim import _sweep
+    from byzjax.sim import _files, _schedule
     from tests.helpers import TinyMLP, make_data
 
     result = {"process_index": jax.process_index(),
@@ -306,7 +306,7 @@ def worker_main(outdir: str) -> None:
               "local_device_count": jax.local_device_count()}
     # A sweep as `byzjax launch -- sweep` runs it: its group (no shard set) is
     # split by runs over the 8 devices of both processes.
-    summary = _sweep.run_sweep(_sweep.load_sweep(os.path.join(outdir, "sweep.py")),
+    summary = _schedule.run_sweep(_files.load_sweep(os.path.join(outdir, "sweep.py")),
                                os.path.join(outdir, "runs"), progress=False,
                                log=distributed.quiet)
     result["runs"] = summary["runs"]
@@ -338,11 +338,11 @@ def test_two_processes_four_devices_each(tmp_path):
 
     # The same in this single process (one device) as the reference.
     from byzjax import sim
-    from byzjax.sim import _sweep
+    from byzjax.sim import _files, _schedule
     from tests.helpers import TinyMLP, make_data
 
     assert seen[0]["runs"] == len(SEEDS)
-    _sweep.run_sweep(_sweep.load_sweep(str(tmp_path / "sweep.py")),
+    _schedule.run_sweep(_files.load_sweep(str(tmp_path / "sweep.py")),
                      str(tmp_path / "ref_runs"), progress=False, log=distributed.quiet)
     sim.run_group(_workers_config(), seeds=SEEDS, data=make_data(8), model=TinyMLP(),
                   progress=False, outdir=str(tmp_path / "ref_workers" / "runs"))

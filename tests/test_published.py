@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from byzjax import cli, report
-from byzjax.sim import _store, _sweep
-from byzjax.sim._config import ConfigError
+from byzjax.sim import ConfigError, _files, _grid, _store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +61,7 @@ RECORDS = [
 
 
 def test_published_is_checked():
-    _sweep.check_published(_sweep_dict())
+    _grid.check_published(_sweep_dict())
     bad = [
         ({"source": "", "metric": "final_accuracy", "cells": [{"attack": "alie",
                                                               "value": 1.0}]},
@@ -78,7 +77,7 @@ def test_published_is_checked():
     ]
     for published, message in bad:
         with pytest.raises(ConfigError, match=message):
-            _sweep.check_published(_sweep_dict(published))
+            _grid.check_published(_sweep_dict(published))
 
 
 def test_cells_json_matches_a_numpy_summary(tmp_path):
@@ -146,8 +145,8 @@ def test_report_json_cli_reads_the_sweep_file(tmp_path, capsys):
 
 def test_thesis_sweeps_declare_valid_published_values():
     for name, count in (("table_4_1", 28), ("table_4_2", 24)):
-        sweep = _sweep.load_sweep(os.path.join(ROOT, "experiments", f"{name}.py"))
-        published = _sweep.published_of(sweep)
+        sweep = _files.load_sweep(os.path.join(ROOT, "experiments", f"{name}.py"))
+        published = _grid.published_of(sweep)
         assert len(published["cells"]) == count
         grid = dict(sweep.grid)
         for cell in published["cells"]:

@@ -94,7 +94,7 @@ def test_tidy_rows_use_the_runs_own_hyper_parameters_and_tolerate_missing_keys()
 
 
 def test_missing_optional_packages_are_one_line_errors(tmp_path, monkeypatch):
-    from byzjax.sim._config import ConfigError
+    from byzjax.sim import ConfigError
 
     _fake_results(tmp_path)
     monkeypatch.setitem(sys.modules, "pandas", None)
@@ -309,7 +309,7 @@ def test_report_of_a_real_sweep_in_headless_chromium(tmp_path):
         import ml_collections
 
         from byzjax import sim
-        from byzjax.sim import _sweep
+        from byzjax.sim import _schedule
 
         base = sim.get_config()
         base.dataset, base.model = "synthetic", "mlp"
@@ -334,7 +334,7 @@ def test_report_of_a_real_sweep_in_headless_chromium(tmp_path):
                 pass
 
         writers = {}
-        _sweep.run_sweep(sweep, outdir, progress=False, log=lambda *_: None,
+        _schedule.run_sweep(sweep, outdir, progress=False, log=lambda *_: None,
                          on_chunk=ChunkLogger(lambda n: writers.setdefault(
                              n, Memory())))
         assert json.load(open(os.path.join(outdir, "sweep.json")))["published"]

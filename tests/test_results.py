@@ -15,7 +15,7 @@ import time
 import pytest
 
 from byzjax import report, sim
-from byzjax.sim import _store, _sweep
+from byzjax.sim import _files, _grid, _schedule, _store
 
 
 def _strict_load(path):
@@ -118,13 +118,13 @@ def _tiny_config():
 
 @pytest.mark.slow
 def test_bad_record_is_computed_again_and_good_ones_are_not(tmp_path):
-    group = _sweep.SweepGroup(_tiny_config(), [{}], [0, 1], {})
-    taken, first, computed = _sweep.run_missing(group, str(tmp_path), progress=False)
+    group = _grid.SweepGroup(_tiny_config(), [{}], [0, 1], {})
+    taken, first, computed = _schedule.run_missing(group, str(tmp_path), progress=False)
     assert taken and computed == 2
     bad = tmp_path / "runs" / (first[1]["run_id"] + ".json")
     bad.write_text(bad.read_text()[:100])
     with pytest.warns(_store.BadRecordWarning, match=first[1]["run_id"]):
-        taken, again, computed = _sweep.run_missing(group, str(tmp_path),
+        taken, again, computed = _schedule.run_missing(group, str(tmp_path),
                                                     progress=False)
     assert computed == 1
     assert again[0] == first[0]  # read back, not recomputed
@@ -211,7 +211,7 @@ def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    groups = _sweep.expand_sweep(_sweep.load_sweep(str(path)))
+    groups = _grid.expand_sweep(_files.load_sweep(str(path)))
     expected = {rid for g in groups for _, _, rid in g.run_ids()}
     # Every run computed exactly once, by one process or the other.
     print("runs computed by each process:", [s["runs"] for s in summaries])

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byzjax import attacks, servers, sim
-from byzjax.sim._validate import _check_servers as check_servers, server_quorums
+from byzjax.sim._validate import _check_servers as check_servers
+from byzjax.sim._validate import server_quorums
 from tests.helpers import (
     TinyMLP,
     flat_params,
@@ -328,10 +329,10 @@ def test_server_fields_at_their_defaults_keep_run_ids():
               "delay_distribution", "num_slow_servers", "num_slow_workers",
               "slow_factor"):
         del old[k]
-    from byzjax.sim import _run
+    from byzjax.sim import _records
 
-    assert _run.run_id(old, 0, sim.hparams_of(old)) == ids[0]
-    assert _run.static_key(old) == ids[1]
+    assert _records.run_id(old, 0, sim.hparams_of(old)) == ids[0]
+    assert _records.static_key(old) == ids[1]
     c.server_protocol, c.num_servers = "guanyu", 6
     assert sim.run_id(c, 0, sim.hparams_of(c)) != ids[0]
 

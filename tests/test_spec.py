@@ -13,7 +13,7 @@ import pytest
 from byzjax import data, optim, parallel, report, sim
 from byzjax.cli import _FLAGS
 from byzjax.sim import _fields
-from byzjax.sim._run import run_id, static_key
+from byzjax.sim._records import run_id, static_key
 
 
 def test_resolve_decodes_sentinels_and_canonical_names():
@@ -149,7 +149,7 @@ def test_gamma_similarity_split_reaches_the_simulator():
 def test_config_files_import_siblings_without_changing_sys_path(tmp_path):
     import sys
 
-    from byzjax.sim import _sweep
+    from byzjax.sim import _files
 
     (tmp_path / "cfg.py").write_text(
         "from byzjax.sim import get_config as default\n"
@@ -165,7 +165,7 @@ def test_config_files_import_siblings_without_changing_sys_path(tmp_path):
         "from byzjax.sim import import_file\n"
         "get_config = import_file('../cfg.py', relative_to=__file__).get_config\n")
     before = list(sys.path)
-    assert _sweep.load_sweep(str(tmp_path / "sweep.py")).base.num_workers == 5
+    assert _files.load_sweep(str(tmp_path / "sweep.py")).base.num_workers == 5
     other = sim.import_file(str(sub / "other.py"))
     assert other.get_config().num_workers == 5
     assert sim.import_file(str(sub / "other.py")) is other  # imported once

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from byzjax import report, sim
-from byzjax.sim import _sweep
+from byzjax.sim import _files, _grid
 
 SWEEP = textwrap.dedent(
     """
@@ -51,8 +51,8 @@ def _write_sweep(tmp_path):
 
 
 def test_expand_sweep_groups_overrides_and_exclude(tmp_path):
-    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
-    groups = _sweep.expand_sweep(sweep)
+    sweep = _files.load_sweep(_write_sweep(tmp_path))
+    groups = _grid.expand_sweep(sweep)
     assert len(groups) == 3 * 2 * 2 - 2  # 2 excluded
     for g in groups:
         assert len(g.points) == 2 and g.seeds == [0, 1]
@@ -64,14 +64,15 @@ def test_expand_sweep_groups_overrides_and_exclude(tmp_path):
 
 
 def test_float_axis_in_grid_is_rejected(tmp_path):
-    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
+    sweep = _files.load_sweep(_write_sweep(tmp_path))
     sweep.grid = {"beta": [0.1, 0.2]}
     with pytest.raises(ValueError, match="vmapped"):
-        _sweep.expand_sweep(sweep)
+        _grid.expand_sweep(sweep)
 
 
 def _expected_ids(path):
-    groups = _sweep.expand_sweep(_sweep.load_sweep(path))
+    # (validate_sweep runs dsgd once per seed: it does not read the beta axis)
+    groups = _grid.validate_sweep(_files.load_sweep(path))
     return {rid for g in groups for _, _, rid in g.run_ids()}
 
 
@@ -82,10 +83,10 @@ def _present(outdir):
 
 @pytest.mark.slow
 def test_set_one_grid_axis_keeps_the_others(tmp_path):
-    sweep = _sweep.load_sweep(_write_sweep(tmp_path))
-    _sweep.set_sweep_field(sweep, "grid.attack", ["alie"])
-    _sweep.set_sweep_field(sweep, "hparams.beta", [0.99])
-    groups = _sweep.expand_sweep(sweep)
+    sweep = _files.load_sweep(_write_sweep(tmp_path))
+    _grid.set_sweep_field(sweep, "grid.attack", ["alie"])
+    _grid.set_sweep_field(sweep, "hparams.beta", [0.99])
+    groups = _grid.expand_sweep(sweep)
     assert len(groups) == 3 * 2 - 1  # aggregators x optimizers, one excluded
     assert {g.labels["attack"] for g in groups} == {"alie"}
     assert {g.labels["optimizer"] for g in groups} == {"dsgd", "resam"}
@@ -171,7 +172,7 @@ def test_run_group_writes_one_record_per_run(tmp_path):
                                   "attacks_accuracy"])
 def test_shipped_sweeps_are_valid(name):
     root = os.path.join(os.path.dirname(__file__), "..", "experiments")
-    groups = _sweep.expand_sweep(_sweep.load_sweep(os.path.join(root, name + ".py")))
+    groups = _grid.expand_sweep(_files.load_sweep(os.path.join(root, name + ".py")))
     assert groups
     for g in groups:
         sim.validate(g.config)
@@ -183,7 +184,7 @@ def test_committed_attack_records_are_runs_of_the_sweep():
     # docs/analysis/records/attacks_accuracy/runs/ resumes the sweep only if
     # every record's run id is still one of the sweep's (the file name).
     root = os.path.join(os.path.dirname(__file__), "..")
-    groups = _sweep.expand_sweep(_sweep.load_sweep(
+    groups = _grid.expand_sweep(_files.load_sweep(
         os.path.join(root, "experiments", "attacks_accuracy.py")))
     ids = {rid for g in groups for _, _, rid in g.run_ids()}
     folder = os.path.join(root, "docs", "analysis", "records", "attacks_accuracy",

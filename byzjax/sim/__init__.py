@@ -17,35 +17,18 @@ folder of records, and ``published_of`` reads a sweep's published values.
 
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, Field, coerce_field, get_config
-from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
-from byzjax.sim._validate import (
-    check_environment,
-    hparams_of,
-    ignored_fields,
-    override,
-    validate,
-)
-from byzjax.sim._run import (
-    load_sim_data,
-    make_model,
-    run_group,
-    run_id,
-    static_key,
-    write_json_atomic,
-)
-from byzjax.sim._store import check_outdir, clean_orphans, load_records
-from byzjax.sim._sweep import (
+from byzjax.sim._files import file_error, import_file, load_config, load_sweep
+from byzjax.sim._grid import (
     SweepGroup,
-    file_error,
-    import_file,
-    load_config,
-    load_sweep,
     published_of,
-    run_missing,
-    run_sweep,
     set_sweep_field,
     validate_sweep,
 )
+from byzjax.sim._records import run_id, static_key, write_json_atomic
+from byzjax.sim._run import load_sim_data, make_model, run_group
+from byzjax.sim._schedule import run_missing, run_sweep
+from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
+from byzjax.sim._store import check_outdir, clean_orphans, load_records
 from byzjax.sim._train import (
     Program,
     SimData,
@@ -53,6 +36,13 @@ from byzjax.sim._train import (
     make_program,
     make_train,
     resolve_grad_strategy,
+)
+from byzjax.sim._validate import (
+    check_environment,
+    hparams_of,
+    ignored_fields,
+    override,
+    validate,
 )
 
 __all__ = [

@@ -8,8 +8,6 @@ flattened into one vmapped axis of ``P * S`` runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -19,26 +17,25 @@ from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from byzjax import data as bdata
 from byzjax import distributed, models, parallel
 from byzjax.sim import _store
 from byzjax.sim._errors import ConfigError
-from byzjax.sim._fields import FLOAT_HPARAMS, ID_DEFAULTS, RESULT_NEUTRAL, SPLIT_FIELDS
-from byzjax.sim._spec import RunSpec, resolve
-from byzjax.sim._validate import validate
+from byzjax.sim._fields import FLOAT_HPARAMS, SPLIT_FIELDS
+from byzjax.sim._records import (
+    params_sha256,
+    plain_config,
+    run_id,
+    static_key,
+    to_python,
+)
+from byzjax.sim._spec import RunSpec, resolve, spec_for_points
 from byzjax.sim._train import SimData, labels_num_classes, make_program
 
-__all__ = [
-    "load_sim_data",
-    "make_model",
-    "run_group",
-    "run_id",
-    "write_json_atomic",
-    "static_key",
-]
+__all__ = ["load_sim_data", "split_options", "make_model", "run_group",
+           "run_batching", "batched_program", "check_memory", "available_memory"]
 
 
 def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
@@ -111,35 +108,6 @@ def make_model(config: RunSpec, num_classes: int):
     return models.get(resolve(config).model, num_classes=num_classes)
 
 
-def static_key(config) -> str:
-    """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _id_fields(config).items() if k not in FLOAT_HPARAMS}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def run_id(config, seed: int, hparams: dict[str, float]) -> str:
-    """A stable identifier of one run: static config, seed and float values."""
-    d = _id_fields(config)
-    d.update({k: float(v) for k, v in hparams.items()})
-    d["seed"] = int(seed)
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _id_fields(config) -> dict:
-    """The fields that identify a run: all but :data:`RESULT_NEUTRAL` ones and
-    :data:`ID_DEFAULTS` fields at their default (ids made before such a field
-    existed stay valid)."""
-    return {k: v for k, v in _plain(config).items()
-            if k not in RESULT_NEUTRAL and not (k in ID_DEFAULTS
-                                                and v == ID_DEFAULTS[k])}
-
-
-def write_json_atomic(path: str, record: dict) -> None:
-    """Writes a run record to ``path`` atomically, as standard JSON with a
-    checksum (see :func:`byzjax.sim._store.write_record`)."""
-    _store.write_record(path, record)
-
-
 def run_group(
     config,
     *,
@@ -189,16 +157,12 @@ def run_group(
       metric curves, ``final_accuracy``, ``max_accuracy``, ``diverged_round``).
     """
     spec = resolve(config)
-    base = spec.hparams
-    points = [dict(base, **{k: float(v) for k, v in p.items()})
+    points = [dict(spec.hparams, **{k: float(v) for k, v in p.items()})
               for p in (hparam_points or [{}])]
-    for p in points:
-        unknown = set(p) - set(FLOAT_HPARAMS)
-        if unknown:
-            raise ValueError(f"not float hyper-parameters: {sorted(unknown)}; "
-                             f"vmappable ones are {FLOAT_HPARAMS}")
-        if p != base:  # the point's values pass the same range checks
-            validate(ml_collections.ConfigDict(dict(spec.config, **p)))
+    # (checks the points; a stage the base config leaves off that the points
+    # turn on -- attack_eps, clip_norm -- is compiled in, so their values
+    # reach the program)
+    spec = spec_for_points(spec, points)
     if data is None:
         data = load_sim_data(spec)
     if model is None:
@@ -225,6 +189,7 @@ def run_group(
     state = init(keys, hp)
     if mesh is not None and shard == "runs":  # keep one sharding: one compile
         state = parallel.shard_leading(state, mesh)
+    check_memory(chunk.lower(state, hp).compile(), num_runs=len(padded))
     history = []
     every = spec.checkpoint_every
     ckpt = None
@@ -267,18 +232,18 @@ def run_group(
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
-    params_sha = _params_sha256(parallel.fetch(state.params), len(runs))
+    params_sha = params_sha256(parallel.fetch(state.params), len(runs))
 
     records = []
     where = distributed.run_fields(mesh)  # backend, device and process counts
     for r, (p, s) in enumerate(runs):
-        curves = {k: [_py(h[k][r]) for h in history] for k in history[0]}
+        curves = {k: [to_python(h[k][r]) for h in history] for k in history[0]}
         acc = np.asarray(curves["test_accuracy"], np.float64)
         diverged = int(history[-1]["diverged_round"][r])
         rec = {
             "run_id": run_id(spec, s, p),
             "static_key": static_key(spec),
-            "config": _plain(spec),
+            "config": plain_config(spec),
             "seed": int(s),
             "hparams": p,
             "metrics": curves,
@@ -302,19 +267,6 @@ def run_group(
     if ckpt is not None:
         ckpt.delete()
     return records
-
-
-def _params_sha256(params, num_runs: int) -> list[str]:
-    """sha256 of each run's final parameters (leaves in tree order, raw bytes)."""
-    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(
-        jax.device_get(params))]
-    out = []
-    for r in range(num_runs):
-        h = hashlib.sha256()
-        for leaf in leaves:
-            h.update(np.ascontiguousarray(leaf[r]).tobytes())
-        out.append(h.hexdigest())
-    return out
 
 
 def _is_key(x) -> bool:
@@ -378,6 +330,62 @@ class _Checkpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def available_memory() -> tuple[int | None, str]:
+    """Bytes the program may use on the default device, and where that came from.
+
+    An accelerator's own limit (``memory_stats()["bytes_limit"]``), else the
+    host's available memory (``MemAvailable`` of ``/proc/meminfo``), else
+    ``None`` (unknown: nothing is refused).
+    """
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # backends without memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    return None, "unknown"
+
+
+def check_memory(compiled, *, num_runs: int, limit: int | None = None) -> None:
+    """Refuses a compiled chunk program that cannot fit in memory, before it runs.
+
+    The estimate is XLA's buffer assignment (``compiled.memory_analysis()``:
+    arguments, outputs and temporaries).
+
+    Args:
+      compiled: a ``jax.stages.Compiled`` (``jit(f).lower(...).compile()``).
+      num_runs: runs in the program (for the message).
+      limit: bytes available (default: :func:`available_memory`).
+
+    Raises:
+      ConfigError: one line with the estimate and the memory available.
+    """
+    try:
+        stats = compiled.memory_analysis()
+        need = int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                   + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    except Exception:  # no analysis on this backend
+        return
+    where = "given limit"
+    if limit is None:
+        limit, where = available_memory()
+    if limit is not None and need > limit:
+        raise ConfigError(
+            f"the program of these {num_runs} run(s) needs about "
+            f"{need / 2**30:.1f} GiB (XLA's buffer assignment) but "
+            f"{limit / 2**30:.1f} GiB is free ({where}); lower batch_size or "
+            "num_workers, or run fewer seeds / points together",
+            field="batch_size")
+
+
 def run_batching(config: RunSpec, shard: str = "none") -> str:
     """How the runs of a group share one program: ``"vmap"`` or ``"map"``.
 
@@ -408,13 +416,3 @@ def batched_program(program, mode: str):
     return jax.jit(init), jax.jit(chunk)
 
 
-def _py(x):
-    x = np.asarray(x)
-    return x.item() if x.ndim == 0 else x.tolist()
-
-
-def _plain(config) -> dict:
-    if isinstance(config, RunSpec):
-        return dict(config.config)
-    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return json.loads(json.dumps(d, default=str))

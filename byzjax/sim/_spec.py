@@ -18,10 +18,11 @@ from typing import Any, Literal, Mapping
 import ml_collections
 
 from byzjax import aggregators, attacks, data, models, optim
+from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, KWARGS_FIELDS
 from byzjax.sim._validate import ignored_fields, num_attackers, validate
 
-__all__ = ["RunSpec", "resolve", "IgnoredFieldWarning"]
+__all__ = ["RunSpec", "resolve", "spec_for_points", "IgnoredFieldWarning"]
 
 
 class IgnoredFieldWarning(UserWarning):
@@ -202,3 +203,71 @@ def _ignored_message(config, ignored) -> str:
             f"{config.attack}, preaggregator {config.preaggregator or 'none'}, "
             f"server_protocol {config.server_protocol}): "
             f"{', '.join(ignored)}; left at their defaults and out of the run id")
+
+
+#: Float fields whose off value removes a stage from the program: field ->
+#: (is the stage on for this value, the off value in words).
+STAGE_FIELDS = {"attack_eps": (lambda v: v >= 0, "-1 (the attack's default)"),
+                "clip_norm": (lambda v: v > 0, "0 (no clipping)")}
+
+
+def spec_for_points(spec: RunSpec, points) -> RunSpec:
+    """The spec whose one program runs every hyper-parameter point of ``points``.
+
+    Checks each point (float fields only, each in its range) and that it sets
+    no float field the run does not read (``b1`` with ``dsgd``): such a point
+    would be a second run id for the same computation. A stage the base
+    config leaves off (``attack_eps=-1``: the attack's default strength;
+    ``clip_norm=0``: no clipping) but the points turn on is compiled in, so
+    the points' values reach the program; one program cannot hold both, so
+    points may not mix a stage's off value with others.
+
+    Args:
+      spec: the group's spec.
+      points: dicts of every float field (``spec.hparams`` updated).
+
+    Returns:
+      ``spec``, or ``spec`` with those stages on (same run ids: a run id holds
+      the point's float values).
+
+    Raises:
+      ConfigError: one line saying what to change.
+
+    Example:
+      >>> from byzjax.sim import get_config
+      >>> spec = resolve(get_config())            # attack_eps=-1: ALIE's default
+      >>> points = [dict(spec.hparams, attack_eps=e) for e in (0.5, 1.0)]
+      >>> spec.attack_eps, spec_for_points(spec, points).attack_eps
+      (None, 0.5)
+    """
+    for p in points:
+        unknown = sorted(set(p) - set(FLOAT_HPARAMS))
+        if unknown:
+            raise ConfigError(f"not float hyper-parameters: {', '.join(unknown)}; "
+                              f"vmappable ones are {', '.join(FLOAT_HPARAMS)}",
+                              field=unknown[0])
+        if p != spec.hparams:  # the point's values pass the same checks
+            config = spec.to_config()
+            config.update(p)
+            validate(config)
+            ignored = [k for k in ignored_fields(config) if k in p
+                       and p[k] != spec.hparams[k]]
+            if ignored:
+                raise ConfigError(
+                    f"a hyper-parameter point sets {', '.join(ignored)}, which "
+                    f"this run does not read (optimizer {spec.optimizer}, attack "
+                    f"{spec.attack}); it would only repeat the same run under "
+                    "another id: remove it", field=ignored[0])
+    change = {}
+    for field, (on, off_text) in STAGE_FIELDS.items():
+        states = {on(p[field]) for p in points}
+        if len(states) > 1:
+            raise ConfigError(
+                f"the points mix {field}={off_text} with other values; one "
+                f"program cannot both have and lack that stage: put {field}'s "
+                "off value in a separate group", field=field)
+        if states == {True} and getattr(spec, field) is None:
+            change[field] = next(p[field] for p in points)
+        if states == {False} and getattr(spec, field) is not None:
+            change[field] = FIELDS[field].default
+    return spec.with_hparams(change) if change else spec

@@ -27,7 +27,6 @@ from byzjax.sim._fields import (
     SPLIT_FIELDS,
     check_field_ranges,
     coerce_field,
-    get_config,
 )
 
 __all__ = ["validate", "override", "check_environment", "num_attackers",
@@ -42,6 +41,7 @@ def hparams_of(config) -> dict[str, float]:
     """The traced float hyper-parameters of ``config`` as a dict of Python floats.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> hparams_of(get_config())["learning_rate"]
       0.75
     """
@@ -52,6 +52,7 @@ def num_attackers(config) -> int:
     """The real number of attacking rows (``num_attackers`` or ``num_byzantine``).
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> num_attackers(get_config())
       5
     """
@@ -89,6 +90,7 @@ def override(config, key: str, value: Any) -> None:
       ConfigError: unknown field or wrong type.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> override(c, "aggregator_kwargs.radius", 10.0)
       >>> c.aggregator_kwargs.radius
@@ -134,6 +136,7 @@ def validate(config) -> None:
       ConfigError: (a ``ValueError``) with one line saying what to change.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> c.learning_rate = -1.0
       >>> try:
@@ -246,6 +249,7 @@ def check_environment(config) -> None:
         for more devices than there are.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> c.dataset, c.data_source
       ('mnist', 'offline')
@@ -373,6 +377,7 @@ def ignored_fields(config) -> tuple[str, ...]:
     config is assumed (:func:`validate`).
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> c.optimizer, c.b1, c.attack, c.attack_eps = "dsgd", 0.5, "label_flip", 1.0
       >>> ignored_fields(c)
@@ -417,6 +422,7 @@ def server_quorums(config) -> tuple[int, int]:
     """GuanYu's ``(q_ps, q_wr)`` with 0 resolved to the largest allowed value.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> c.num_servers, c.num_byzantine_servers, c.num_byzantine = 7, 1, 3
       >>> server_quorums(c)
@@ -433,6 +439,7 @@ def _check_servers(config) -> None:
     """The server fields (``docs/SERVERS.md``), after their own ranges.
 
     Example:
+      >>> from byzjax.sim import get_config
       >>> c = get_config()
       >>> c.server_protocol, c.num_servers, c.num_byzantine_servers = "guanyu", 5, 1
       >>> try:
