@@ -49,162 +49,59 @@ al., 2021) and ``_write`` (``write_report``); every public name is here.
 
 from __future__ import annotations
 
-from byzjax.report._cells import (
-    AGG_ORDER as AGG_ORDER,
-)
-from byzjax.report._cells import (
-    ATTACK_ORDER as ATTACK_ORDER,
-)
-from byzjax.report._cells import (
-    AXES as AXES,
-)
-from byzjax.report._cells import (
-    CODE_FIELDS as CODE_FIELDS,
-)
-from byzjax.report._cells import (
-    CURVE_METRICS as CURVE_METRICS,
-)
-from byzjax.report._cells import (
-    METRIC_NAMES as METRIC_NAMES,
-)
-from byzjax.report._cells import (
-    NAMES as NAMES,
-)
-from byzjax.report._cells import (
-    NEUTRAL_FIELDS as NEUTRAL_FIELDS,
-)
-from byzjax.report._cells import (
-    OPT_ORDER as OPT_ORDER,
-)
-from byzjax.report._cells import (
-    SHORT as SHORT,
-)
-from byzjax.report._cells import (
-    ConfigGroup as ConfigGroup,
-)
-from byzjax.report._cells import (
-    cell_stats as cell_stats,
-)
-from byzjax.report._cells import (
-    code_lines as code_lines,
-)
-from byzjax.report._cells import (
-    code_versions as code_versions,
-)
-from byzjax.report._cells import (
-    code_warning as code_warning,
-)
-from byzjax.report._cells import (
-    config_fields as config_fields,
-)
-from byzjax.report._cells import (
-    config_groups as config_groups,
-)
-from byzjax.report._cells import (
-    config_id as config_id,
-)
-from byzjax.report._cells import (
-    display_name as display_name,
-)
-from byzjax.report._cells import (
-    load_runs as load_runs,
-)
-from byzjax.report._cells import (
-    mean_of_rounded as mean_of_rounded,
-)
-from byzjax.report._cells import (
-    per_seed_text as per_seed_text,
-)
-from byzjax.report._cells import (
-    seed_stats as seed_stats,
-)
-from byzjax.report._cells import (
-    split_configs as split_configs,
-)
-from byzjax.report._figures import (
-    CMAP as CMAP,
-)
-from byzjax.report._figures import (
-    LINE_COLORS as LINE_COLORS,
-)
-from byzjax.report._figures import (
-    plot_boxplots as plot_boxplots,
-)
-from byzjax.report._figures import (
-    plot_cell_curves as plot_cell_curves,
-)
-from byzjax.report._figures import (
-    plot_curves as plot_curves,
-)
-from byzjax.report._figures import (
-    plot_heatmaps as plot_heatmaps,
-)
-from byzjax.report._figures import (
-    plot_run_diagnostics as plot_run_diagnostics,
-)
-from byzjax.report._figures import (
-    plot_times as plot_times,
-)
-from byzjax.report._figures import (
-    write_run_figures as write_run_figures,
-)
-from byzjax.report._html import (
-    require_jinja2 as require_jinja2,
-)
-from byzjax.report._html import (
-    write_html as write_html,
-)
-from byzjax.report._json import (
-    JSON_AXES as JSON_AXES,
-)
-from byzjax.report._json import (
-    cells_json as cells_json,
-)
-from byzjax.report._json import (
-    json_document as json_document,
-)
-from byzjax.report._json import (
-    read_json_cells as read_json_cells,
-)
-from byzjax.report._json import (
-    write_json as write_json,
-)
-from byzjax.report._json import (
-    write_json_cells as write_json_cells,
-)
-from byzjax.report._momentum import (
-    momentum_boxes as momentum_boxes,
-)
-from byzjax.report._momentum import (
-    momentum_gains as momentum_gains,
-)
-from byzjax.report._momentum import (
-    plot_momentum_boxes as plot_momentum_boxes,
-)
-from byzjax.report._tables import (
-    AGGREGATOR_FIELDS as AGGREGATOR_FIELDS,
-)
-from byzjax.report._tables import (
-    best_cells as best_cells,
-)
-from byzjax.report._tables import (
-    best_table as best_table,
-)
-from byzjax.report._tables import (
-    full_table as full_table,
-)
-from byzjax.report._tidy import (
-    load as load,
-)
-from byzjax.report._tidy import (
-    tidy_rows as tidy_rows,
-)
-from byzjax.report._tidy import (
-    write_tidy as write_tidy,
-)
-from byzjax.report._write import (
-    write_report as write_report,
-)
+from byzjax.report._cells import AGG_ORDER as AGG_ORDER
+from byzjax.report._cells import ATTACK_ORDER as ATTACK_ORDER
+from byzjax.report._cells import AXES as AXES
+from byzjax.report._cells import CODE_FIELDS as CODE_FIELDS
+from byzjax.report._cells import CURVE_METRICS as CURVE_METRICS
+from byzjax.report._cells import METRIC_NAMES as METRIC_NAMES
+from byzjax.report._cells import NAMES as NAMES
+from byzjax.report._cells import NEUTRAL_FIELDS as NEUTRAL_FIELDS
+from byzjax.report._cells import OPT_ORDER as OPT_ORDER
+from byzjax.report._cells import SHORT as SHORT
+from byzjax.report._cells import ConfigGroup as ConfigGroup
+from byzjax.report._cells import cell_stats as cell_stats
+from byzjax.report._cells import code_lines as code_lines
+from byzjax.report._cells import code_versions as code_versions
+from byzjax.report._cells import code_warning as code_warning
+from byzjax.report._cells import config_fields as config_fields
+from byzjax.report._cells import config_groups as config_groups
+from byzjax.report._cells import config_id as config_id
+from byzjax.report._cells import display_name as display_name
+from byzjax.report._cells import load_runs as load_runs
+from byzjax.report._cells import mean_of_rounded as mean_of_rounded
+from byzjax.report._cells import per_seed_text as per_seed_text
+from byzjax.report._cells import seed_stats as seed_stats
+from byzjax.report._cells import show_value as show_value
+from byzjax.report._cells import split_configs as split_configs
+from byzjax.report._figures import CMAP as CMAP
+from byzjax.report._figures import LINE_COLORS as LINE_COLORS
+from byzjax.report._figures import plot_boxplots as plot_boxplots
+from byzjax.report._figures import plot_cell_curves as plot_cell_curves
+from byzjax.report._figures import plot_curves as plot_curves
+from byzjax.report._figures import plot_heatmaps as plot_heatmaps
+from byzjax.report._figures import plot_run_diagnostics as plot_run_diagnostics
+from byzjax.report._figures import plot_times as plot_times
+from byzjax.report._figures import write_run_figures as write_run_figures
+from byzjax.report._html import require_jinja2 as require_jinja2
+from byzjax.report._html import write_html as write_html
+from byzjax.report._json import JSON_AXES as JSON_AXES
+from byzjax.report._json import cells_json as cells_json
+from byzjax.report._json import json_document as json_document
+from byzjax.report._json import read_json_cells as read_json_cells
+from byzjax.report._json import write_json as write_json
+from byzjax.report._json import write_json_cells as write_json_cells
+from byzjax.report._momentum import momentum_boxes as momentum_boxes
+from byzjax.report._momentum import momentum_gains as momentum_gains
+from byzjax.report._momentum import plot_momentum_boxes as plot_momentum_boxes
+from byzjax.report._tables import AGGREGATOR_FIELDS as AGGREGATOR_FIELDS
+from byzjax.report._tables import best_cells as best_cells
+from byzjax.report._tables import best_table as best_table
+from byzjax.report._tables import full_table as full_table
+from byzjax.report._tidy import load as load
+from byzjax.report._tidy import tidy_rows as tidy_rows
+from byzjax.report._tidy import write_tidy as write_tidy
+from byzjax.report._write import write_report as write_report
 
 __all__ = [
     "SHORT",
@@ -226,6 +123,7 @@ __all__ = [
     "config_groups",
     "mean_of_rounded",
     "seed_stats",
+    "show_value",
     "cell_stats",
     "per_seed_text",
     "code_versions",
