@@ -13,9 +13,10 @@ make Table 4.1; the model is part of each cell). Writes
 * ``DOCS/figures/momentum_fmnist.png``: the momentum box plots;
 * the blocks between ``<!-- BEGIN generated: NAME -->`` and
   ``<!-- END generated: NAME -->`` in ``DOCS/REPRODUCTION.md``: one row per
-  published cell (measured mean +- std and model beside published, the gap,
-  the explanation of gaps over 3 points) and the count of published cells
-  within 3 points, by column.
+  published cell (measured mean +- std, each seed's value and the model
+  beside published, the gap, the explanation of gaps over 3 points), the
+  count of published cells within 3 points, by column, and the code versions
+  of the runs (a warning when they are mixed or unknown).
 
 Run it again when more runs have finished: nothing else in the document changes.
 """
@@ -82,7 +83,8 @@ def _pct(x) -> str:
 def published_rows(name: str, cells: list[dict]) -> tuple[str, dict]:
     """Markdown rows, one per published cell, and the per-column counts."""
     measured = [c for c in cells if c["seeds"]]
-    lines = ["| optimizer | attack | published | measured (same rule) | model | "
+    lines = ["| optimizer | attack | published | measured (same rule; each seed) | "
+             "model | "
              "seeds | best rule measured | gap (points) | gap > 3: why |",
              "|---|---|---|---|---|---|---|---|---|"]
     counts: dict[str, list[int]] = {}
@@ -119,10 +121,11 @@ def published_rows(name: str, cells: list[dict]) -> tuple[str, dict]:
                 why = EXPLANATIONS.get((name, key[0], key[1], key[2], m["model"]),
                                        "unexplained")
             div = f", {m['diverged']} diverged" if m["diverged"] else ""
+            seeds = report.per_seed_text(m["per_seed"])
             lines.append(
                 f"| {OPT_NAMES.get(key[0], key[0])} | "
                 f"{ATTACK_NAMES.get(key[1], key[1])} | {pub if i == 0 else ''} | "
-                f"{m['mean']:.4f} +- {m['std']:.4f}{div} | {m['model']} | "
+                f"{m['mean']:.4f} +- {m['std']:.4f} ({seeds}){div} | {m['model']} | "
                 f"{len(m['seeds'])} | {best['mean']:.4f} "
                 f"{report.SHORT.get(best['aggregator'], best['aggregator'])} | "
                 f"{_pct(gap)} | {why} |")
@@ -194,6 +197,13 @@ def momentum_gain_lines(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def code_text(runs: list[dict]) -> str:
+    """Which code made ``runs`` (``report.code_lines``), as markdown lines."""
+    return "\n".join(line[0].upper() + line[1:] + "." if not line.endswith(".")
+                     else line for line in report.code_lines(runs)).replace(
+        "\n", "  \n")
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN generated: {re.escape(name)} -->\n)"
                          rf"(?:.*?\n)?(<!-- END generated: {re.escape(name)} -->)",
@@ -225,7 +235,7 @@ def main(argv=None) -> int:
                 f"`docs/reproduction/{name}.json`. Gap = measured (same rule, "
                 "first model listed) minus published.\n\n" + rows
                 + "\n\nPublished cells within 3 points, by column:\n\n"
-                + count_lines(counts))
+                + count_lines(counts) + "\n\n" + code_text(runs))
         text = replace_block(text, name, body)
         print(f"{name}: {len(runs)} runs from {src}; wrote {path}")
     runs, folders = _runs(args.results, "momentum_fmnist")
@@ -248,7 +258,8 @@ def main(argv=None) -> int:
                 "server, max top-1 accuracy). The paper reports, over its whole "
                 "grid, that when loss > 0.2 the workers' momentum always "
                 "increases the accuracy and recovers more than 0.2 in more than "
-                "60% of the cases.\n\n" + momentum_gain_lines(runs))
+                "60% of the cases.\n\n" + momentum_gain_lines(runs)
+                + "\n\n" + code_text(runs))
         print(f"momentum_fmnist: {len(runs)} runs; wrote {path}")
     else:
         body = "Pending: no `momentum_fmnist` results yet."

@@ -85,7 +85,9 @@ def test_cells_json_matches_a_numpy_summary(tmp_path):
     path = os.path.join(outdir, "cells.json")
     cells = report.write_json(outdir, path, published=PUBLISHED)
     with open(path) as fh:
-        assert json.load(fh) == cells
+        doc = json.load(fh)
+    assert doc["cells"] == cells == report.read_json_cells(path)
+    assert doc["code"] == report.code_versions(RECORDS)
     by = {(c["optimizer"], c["aggregator"], c["attack"]): c for c in cells}
     # Three measured cells, and the declared cell nothing measured (mra, foe).
     assert len(cells) == 4
@@ -102,7 +104,9 @@ def test_cells_json_matches_a_numpy_summary(tmp_path):
     assert pending["seeds"] == [] and pending["mean"] is None
     assert pending["published"] == 0.918
     assert set(c) == {"optimizer", "attack", "aggregator", "model", "rounds", "seeds",
-                      "mean", "std", "diverged", "published"}
+                      "mean", "std", "diverged", "published", "config_id",
+                      "per_seed", "gap", "mean_of_rounded", "gap_of_rounded",
+                      "code", "code_warning"}
 
 
 def test_cells_json_separates_cells_by_the_fields_that_vary():
@@ -134,13 +138,13 @@ def test_report_json_cli_reads_the_sweep_file(tmp_path, capsys):
     assert cli.main(["report", outdir, "--json", out, "--sweep",
                      str(sweep)]) == 0
     assert "with a published value" in capsys.readouterr().out
-    cells = json.load(open(out))
+    cells = report.read_json_cells(out)
     assert sum(c["published"] is not None for c in cells) == 3
     # Without --sweep, OUTDIR/sweep.json (written by byzjax sweep) is used.
     with open(os.path.join(outdir, "sweep.json"), "w") as fh:
         json.dump({"published": PUBLISHED}, fh)
     assert cli.main(["report", outdir, "--json", out]) == 0
-    assert json.load(open(out)) == cells
+    assert report.read_json_cells(out) == cells
 
 
 def test_thesis_sweeps_declare_valid_published_values():

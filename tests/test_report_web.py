@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from byzjax import report
+from byzjax.report import _figures
 from byzjax.sim import _store
 
 OPTS, ATTS, AGGS, SEEDS = ("dsgd", "resam"), ("none", "alie"), ("mean",
@@ -155,9 +156,9 @@ def test_text_on_a_heatmap_cell_contrasts_with_it():
     import matplotlib
 
     cmap = matplotlib.colormaps[report.CMAP]
-    assert report._text_color(cmap(0.0)) == "white"  # dark blue
-    assert report._text_color(cmap(1.0)) == "black"  # light yellow
-    assert report._text_color((0.5, 0.5, 0.5, 1)) == "black"
+    assert _figures._text_color(cmap(0.0)) == "white"  # dark blue
+    assert _figures._text_color(cmap(1.0)) == "black"  # light yellow
+    assert _figures._text_color((0.5, 0.5, 0.5, 1)) == "black"
 
 
 def test_heatmap_of_a_ragged_grid_has_no_overlapping_labels(tmp_path):
@@ -168,7 +169,7 @@ def test_heatmap_of_a_ragged_grid_has_no_overlapping_labels(tmp_path):
             for o, a, g in [("server_momentum", "alie", "krum"),
                             ("server_momentum", "alie", "trimmed_mean"),
                             ("resam", "alie", "krum"), ("resam", "none", "mean")]]
-    fig = report._heatmap_figure(runs, "final_accuracy")
+    fig = _figures._heatmap_figure(runs, "final_accuracy")
     fig.set_dpi(60)
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)

@@ -57,13 +57,22 @@ def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
     assert "| all | 28 | 3 | 2 of 3 |" in text
     assert "0.9600 AVG" in text                         # best rule measured
     assert "Pending: no `momentum_fmnist` results yet." in text
-    cells = json.load(open(docs / "reproduction" / "table_4_1.json"))
+    doc = json.load(open(docs / "reproduction" / "table_4_1.json"))
+    assert [v["runs"] for v in doc["code"]] == [5]  # 5 runs, none with code
+    assert "5 runs of unknown code" in doc["code_warning"]
+    assert "Warning: 5 runs of unknown code" in text
+    cells = doc["cells"]
     resam = [c for c in cells if (c["optimizer"], c["attack"], c["aggregator"])
              == ("resam", "alie", "trimmed_mean")]
-    assert resam == [{"optimizer": "resam", "attack": "alie",
-                      "aggregator": "trimmed_mean", "model": "mnist_cnn",
-                      "rounds": 500, "seeds": [0], "mean": 0.94, "std": 0.0,
-                      "diverged": 0, "published": 0.777}]
+    core = ("optimizer", "attack", "aggregator", "model", "rounds", "seeds", "mean",
+            "std", "diverged", "published", "per_seed", "gap")
+    assert [{k: c[k] for k in core} for c in resam] == [
+        {"optimizer": "resam", "attack": "alie", "aggregator": "trimmed_mean",
+         "model": "mnist_cnn", "rounds": 500, "seeds": [0], "mean": 0.94,
+         "std": 0.0, "diverged": 0, "published": 0.777,
+         "per_seed": [{"seed": 0, "value": 0.94}], "gap": 0.94 - 0.777}]
+    # Each seed's value beside the mean.
+    assert "| 0.3900 +- 0.0100 (0.400, 0.380) | mnist_cnn | 2 |" in text
     neg_inf, = [c for c in cells if c["attack"] == "neg_inf" and c["seeds"]]
     assert neg_inf["seeds"] == [0]
     # Run again: the blocks are replaced, not duplicated.
@@ -95,5 +104,5 @@ def test_script_draws_the_momentum_figure_and_the_papers_summary(tmp_path):
     row, = [line for line in summary.splitlines() if line.startswith("| all | ")]
     assert row.startswith("| all | 220 | ")
     assert any(line.startswith("| f = 24 | 100 | ") for line in text.splitlines())
-    cells = json.load(open(docs / "reproduction" / "momentum_fmnist.json"))
+    cells = json.load(open(docs / "reproduction" / "momentum_fmnist.json"))["cells"]
     assert {c["aggregator"] for c in cells} >= {"krum", "bulyan", "mean"}
