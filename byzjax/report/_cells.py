@@ -24,8 +24,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from byzjax.optim import optimizer_names
-from byzjax.sim import ConfigError, get_config, load_records
-from byzjax.sim._config import RESULT_NEUTRAL
+from byzjax.sim import ConfigError, get_config, ignored_fields, load_records
+from byzjax.sim._fields import RESULT_NEUTRAL
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -229,9 +229,28 @@ def config_fields(run: dict, *, ignore: Sequence[str] = ()) -> dict[str, Any]:
     d = dict(_defaults())
     d.update({k: _canonical(v) for k, v in (run.get("config") or {}).items()})
     d.update({k: _canonical(v) for k, v in (run.get("hparams") or {}).items()})
+    for k in _ignored(d):  # fields the run did not read: at their defaults
+        d[k] = _canonical(_defaults()[k])
     for k in NEUTRAL_FIELDS + ("seed",) + tuple(ignore):
         d.pop(k, None)
     return d
+
+
+def _ignored(d: dict) -> tuple[str, ...]:
+    """:func:`byzjax.sim.ignored_fields` of a record's config (empty if the
+    config is not valid today, e.g. a rule since renamed)."""
+    config = get_config()
+    try:
+        for k in config:
+            if k in d:
+                v = d[k]
+                if isinstance(config[k], int) and not isinstance(config[k], bool) \
+                        and isinstance(v, float) and v.is_integer():
+                    v = int(v)  # (numbers are canonical floats here)
+                config[k] = v
+        return ignored_fields(config)
+    except (ValueError, TypeError, KeyError):
+        return ()
 
 
 def config_id(run: dict, *, ignore: Sequence[str] = ()) -> str:
