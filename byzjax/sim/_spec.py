@@ -206,9 +206,9 @@ def _ignored_message(config, ignored) -> str:
 
 
 #: Float fields whose off value removes a stage from the program: field ->
-#: (is the stage on for this value, the off value in words).
-STAGE_FIELDS = {"attack_eps": (lambda v: v >= 0, "-1 (the attack's default)"),
-                "clip_norm": (lambda v: v > 0, "0 (no clipping)")}
+#: (is the stage on for this value, the off value, its meaning).
+STAGE_FIELDS = {"attack_eps": (lambda v: v >= 0, -1.0, "the attack's default"),
+                "clip_norm": (lambda v: v > 0, 0.0, "no clipping")}
 
 
 def spec_for_points(spec: RunSpec, points) -> RunSpec:
@@ -259,15 +259,15 @@ def spec_for_points(spec: RunSpec, points) -> RunSpec:
                     f"{spec.attack}); it would only repeat the same run under "
                     "another id: remove it", field=ignored[0])
     change = {}
-    for field, (on, off_text) in STAGE_FIELDS.items():
+    for field, (on, off, meaning) in STAGE_FIELDS.items():
         states = {on(p[field]) for p in points}
         if len(states) > 1:
             raise ConfigError(
-                f"the points mix {field}={off_text} with other values; one "
+                f"the points mix {field}={off:g} ({meaning}) with other values; one "
                 f"program cannot both have and lack that stage: put {field}'s "
                 "off value in a separate group", field=field)
         if states == {True} and getattr(spec, field) is None:
             change[field] = next(p[field] for p in points)
         if states == {False} and getattr(spec, field) is not None:
-            change[field] = FIELDS[field].default
+            change[field] = off
     return spec.with_hparams(change) if change else spec
