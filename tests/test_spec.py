@@ -56,8 +56,8 @@ def test_resolve_validates_once_with_one_line():
 
 def test_every_config_field_is_a_spec_attribute():
     spec = sim.resolve(sim.get_config())
-    declared = {f.name for f in dataclasses.fields(sim.RunSpec)} - {"config",
-                                                                   "ignored"}
+    declared = {f.name for f in dataclasses.fields(sim.RunSpec)} - {
+        "config", "ignored", "extra"}
     # One typed attribute per field of the field table, no more, no fewer,
     # and no fallback to the raw config.
     assert declared == set(sim.FIELDS) == set(sim.get_config().keys())

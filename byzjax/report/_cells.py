@@ -25,7 +25,7 @@ import numpy as np
 
 from byzjax.optim import optimizer_names
 from byzjax.sim import ConfigError, get_config, ignored_fields, load_records
-from byzjax.sim._fields import RESULT_NEUTRAL
+from byzjax.sim._fields import result_neutral
 
 #: Short names the thesis uses in its tables.
 SHORT = {
@@ -95,7 +95,7 @@ _ORDERS = {"optimizer": OPT_ORDER, "attack": ATTACK_ORDER, "aggregator": AGG_ORD
 #: Fields that change how a run executes, not its numbers: they never split a
 #: cell (``byzjax.sim``'s result-neutral fields, batching and device placement).
 NEUTRAL_FIELDS = tuple(dict.fromkeys(
-    tuple(RESULT_NEUTRAL) + ("checkpoint_every", "grad_strategy", "run_batching",
+    tuple(result_neutral()) + ("checkpoint_every", "grad_strategy", "run_batching",
                              "shard", "num_devices")))
 
 #: The fields of a record's ``code`` entry (``byzjax.sim._store.code_fields``).

@@ -16,7 +16,15 @@ folder of records, and ``published_of`` reads a sweep's published values.
 """
 
 from byzjax.sim._errors import ConfigError
-from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, Field, coerce_field, get_config
+from byzjax.sim._fields import (
+    FIELDS,
+    Field,
+    coerce_field,
+    float_hparams,
+    get_config,
+    register_field,
+    unregister_field,
+)
 from byzjax.sim._files import file_error, import_file, load_config, load_sweep
 from byzjax.sim._grid import (
     SweepGroup,
@@ -49,6 +57,9 @@ __all__ = [
     "FIELDS",
     "Field",
     "FLOAT_HPARAMS",
+    "float_hparams",
+    "register_field",
+    "unregister_field",
     "ConfigError",
     "IgnoredFieldWarning",
     "coerce_field",
@@ -87,3 +98,10 @@ __all__ = [
     "clean_orphans",
     "load_records",
 ]
+
+
+def __getattr__(name: str):
+    # FLOAT_HPARAMS is read live from the field table (registered fields too).
+    if name == "FLOAT_HPARAMS":
+        return float_hparams()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

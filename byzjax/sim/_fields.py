@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 import ml_collections
 
 from byzjax._registry import unknown_name
 from byzjax.sim._errors import ConfigError
 
-__all__ = ["Field", "FIELDS", "get_config", "FLOAT_HPARAMS", "RESULT_NEUTRAL",
-           "ID_DEFAULTS", "KWARGS_FIELDS", "SPLIT_FIELDS", "check_field_ranges",
-           "coerce_field", "parse_grad_strategy", "GRAD_STRATEGIES"]
+__all__ = ["Field", "FIELDS", "get_config", "float_hparams", "result_neutral",
+           "id_defaults", "kwargs_fields", "register_field", "unregister_field",
+           "SPLIT_FIELDS", "check_field_ranges", "coerce_field",
+           "parse_grad_strategy", "GRAD_STRATEGIES"]
 
 RunId = Literal["always", "never", "unless_default"]
 
@@ -282,24 +283,97 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        check=_finite(1.0), must="a finite number >= 1", run_id="unless_default"),
 )}
 
-#: Float hyper-parameters passed as traced arrays (vmappable).
-FLOAT_HPARAMS: tuple[str, ...] = ("learning_rate", "beta", "b1", "b2", "eps",
-                                  "weight_decay", "clip_norm", "attack_eps")
-assert set(FLOAT_HPARAMS) == {f.name for f in FIELDS.values() if f.traced}
+#: The built-in float hyper-parameters, in the order records list them.
+_BUILTIN_TRACED = ("learning_rate", "beta", "b1", "b2", "eps", "weight_decay",
+                   "clip_norm", "attack_eps")
+assert set(_BUILTIN_TRACED) == {f.name for f in FIELDS.values() if f.traced}
 
-#: Fields that change how a run is executed, not its numbers: left out of run
-#: identifiers, so changing them does not re-run finished runs.
-RESULT_NEUTRAL: tuple[str, ...] = tuple(
-    f.name for f in FIELDS.values() if f.run_id == "never")
 
-#: Fields added after results existed, with their defaults: left out of run
-#: identifiers while at the default, so records made before they existed stay
-#: valid.
-ID_DEFAULTS: Mapping[str, Any] = {
-    f.name: f.default for f in FIELDS.values() if f.run_id == "unless_default"}
+def float_hparams() -> tuple[str, ...]:
+    """The traced float hyper-parameters (vmappable), registered ones included.
 
-#: The ``*_kwargs`` fields (the chosen rule's keyword arguments).
-KWARGS_FIELDS = tuple(f.name for f in FIELDS.values() if f.kind == "dict")
+    Example:
+      >>> float_hparams()[:3]
+      ('learning_rate', 'beta', 'b1')
+    """
+    return _BUILTIN_TRACED + tuple(f.name for f in FIELDS.values()
+                                   if f.traced and f.name not in _BUILTIN_TRACED)
+
+
+def result_neutral() -> tuple[str, ...]:
+    """Fields that change how a run executes, not its numbers (out of run ids)."""
+    return tuple(f.name for f in FIELDS.values() if f.run_id == "never")
+
+
+def id_defaults() -> dict[str, Any]:
+    """Fields left out of run ids while at their default (added after results
+    existed, so the ids made before them stay valid), with those defaults."""
+    return {f.name: f.default for f in FIELDS.values()
+            if f.run_id == "unless_default"}
+
+
+def kwargs_fields() -> tuple[str, ...]:
+    """The ``*_kwargs`` fields (the chosen rule's keyword arguments)."""
+    return tuple(f.name for f in FIELDS.values() if f.kind == "dict")
+
+
+def register_field(field: Field) -> Field:
+    """Adds a config field from outside byzjax (e.g. a keyword of an optimiser
+    registered with :func:`byzjax.optim.register_optimizer`).
+
+    It then works like a built-in field everywhere: :func:`get_config`,
+    ``--set``, the help of ``byzjax train``, range checks, sweeps (a traced
+    field is a vmappable ``hparams`` axis), :attr:`RunSpec.extra
+    <byzjax.sim.RunSpec>`. So that run ids made before it existed stay valid,
+    its ``run_id`` must be ``"unless_default"`` or ``"never"``.
+
+    Raises:
+      ValueError: a name that is taken or not an identifier, or ``run_id``
+        ``"always"``.
+
+    Example:
+      >>> f = register_field(Field("toy_gamma", 1.0, "a toy factor",
+      ...                          run_id="unless_default", traced=True))
+      >>> get_config().toy_gamma, "toy_gamma" in float_hparams()
+      (1.0, True)
+      >>> unregister_field("toy_gamma")
+    """
+    if not isinstance(field, Field):
+        raise TypeError(f"register_field takes a byzjax.sim.Field, got "
+                        f"{type(field).__name__}")
+    if not field.name.isidentifier() or field.name in FIELDS:
+        raise ValueError(f"config field {field.name!r} is taken or not a Python "
+                         "identifier; choose another name")
+    if field.run_id == "always":
+        raise ValueError(f"config field {field.name!r}: a registered field needs "
+                         "run_id='unless_default' (or 'never'), so run ids made "
+                         "before it existed stay valid")
+    if field.traced and field.kind != "float":
+        raise ValueError(f"config field {field.name!r}: only float fields can be "
+                         "traced")
+    FIELDS[field.name] = field
+    return field
+
+
+def unregister_field(name: str) -> None:
+    """Removes a field added by :func:`register_field` (built-ins stay)."""
+    if name in _BUILTIN:
+        raise ValueError(f"{name!r} is a built-in config field")
+    FIELDS.pop(name, None)
+
+
+_BUILTIN = frozenset(FIELDS)
+
+
+def __getattr__(name: str):
+    # Module constants read live from FIELDS (PEP 562), so fields registered
+    # after import are included.
+    live = {"FLOAT_HPARAMS": float_hparams, "RESULT_NEUTRAL": result_neutral,
+            "ID_DEFAULTS": id_defaults, "KWARGS_FIELDS": kwargs_fields}
+    if name in live:
+        return live[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Config fields that feed a split's keywords (``byzjax.data.SPLITS``):
 #: split -> {keyword: field}.

@@ -49,7 +49,7 @@ import ml_collections
 
 from byzjax._registry import unknown_name
 from byzjax.sim._errors import ConfigError
-from byzjax.sim._fields import FLOAT_HPARAMS
+from byzjax.sim._fields import float_hparams
 from byzjax.sim._files import SWEEP_FIELDS
 from byzjax.sim._records import run_id
 from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve, spec_for_points
@@ -236,12 +236,13 @@ def expand_sweep(sweep) -> list[SweepGroup]:
     _check_axes("hparams", hparams)
     _check_matches(sweep, base)
     for k in hparams:
-        if k not in FLOAT_HPARAMS:
+        if k not in float_hparams():
             raise ConfigError(f"hparams axis {k!r} is not a float hyper-parameter; "
-                              f"vmappable axes are {FLOAT_HPARAMS}; put it in grid",
+                              f"vmappable axes are "
+                              f"{', '.join(float_hparams())}; put it in grid",
                               field=k)
     for k in grid:
-        if k in FLOAT_HPARAMS:
+        if k in float_hparams():
             raise ConfigError(f"grid axis {k!r} is a float hyper-parameter; put it "
                               "in hparams so it is vmapped", field=k)
         if k not in base:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from byzjax.sim import _store
-from byzjax.sim._fields import FLOAT_HPARAMS, ID_DEFAULTS, RESULT_NEUTRAL
+from byzjax.sim._fields import float_hparams, id_defaults, result_neutral
 from byzjax.sim._spec import RunSpec
 
 __all__ = ["run_id", "static_key", "write_json_atomic", "params_sha256",
@@ -24,7 +24,7 @@ __all__ = ["run_id", "static_key", "write_json_atomic", "params_sha256",
 
 def static_key(config) -> str:
     """A stable hash of the static part of ``config`` (what compiles separately)."""
-    d = {k: v for k, v in _id_fields(config).items() if k not in FLOAT_HPARAMS}
+    d = {k: v for k, v in _id_fields(config).items() if k not in float_hparams()}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -40,9 +40,9 @@ def _id_fields(config) -> dict:
     """The fields that identify a run: all but :data:`RESULT_NEUTRAL` ones and
     :data:`ID_DEFAULTS` fields at their default (ids made before such a field
     existed stay valid)."""
+    neutral, defaults = result_neutral(), id_defaults()
     return {k: v for k, v in plain_config(config).items()
-            if k not in RESULT_NEUTRAL and not (k in ID_DEFAULTS
-                                                and v == ID_DEFAULTS[k])}
+            if k not in neutral and not (k in defaults and v == defaults[k])}
 
 
 def write_json_atomic(path: str, record: dict) -> None:

@@ -23,7 +23,7 @@ from byzjax import data as bdata
 from byzjax import distributed, models, parallel
 from byzjax.sim import _store
 from byzjax.sim._errors import ConfigError
-from byzjax.sim._fields import FLOAT_HPARAMS, SPLIT_FIELDS
+from byzjax.sim._fields import SPLIT_FIELDS, float_hparams
 from byzjax.sim._records import (
     params_sha256,
     plain_config,
@@ -180,7 +180,7 @@ def run_group(
                                 - len(runs))
     keys = jnp.stack([jax.random.key(int(s)) for _, s in padded])
     hp = {k: jnp.asarray([p[k] for p, _ in padded], jnp.float32)
-          for k in FLOAT_HPARAMS}
+          for k in float_hparams()}
     if mesh is not None and shard == "runs":
         keys, hp = parallel.shard_leading((keys, hp), mesh)
 

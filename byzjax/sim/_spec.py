@@ -19,7 +19,7 @@ import ml_collections
 
 from byzjax import aggregators, attacks, data, models, optim
 from byzjax.sim._errors import ConfigError
-from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, KWARGS_FIELDS
+from byzjax.sim._fields import FIELDS, float_hparams, kwargs_fields
 from byzjax.sim._validate import ignored_fields, num_attackers, validate
 
 __all__ = ["RunSpec", "resolve", "spec_for_points", "IgnoredFieldWarning"]
@@ -49,6 +49,8 @@ class RunSpec:
         run does not read are at their defaults.
       ignored: the fields the given config set that the run does not read
         (reset to their defaults in :attr:`config`).
+      extra: the decoded values of fields added with
+        :func:`~byzjax.sim.register_field` (read with :meth:`value`).
     """
 
     config: Mapping[str, Any]
@@ -107,11 +109,26 @@ class RunSpec:
     num_slow_workers: int
     slow_factor: float
     ignored: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({}))
+
+    def value(self, name: str) -> Any:
+        """Field ``name``: its typed attribute, or the value of a field added
+        with :func:`~byzjax.sim.register_field` (in :attr:`extra`).
+
+        Raises:
+          AttributeError: ``name`` is not a config field.
+        """
+        if name in self.extra:
+            return self.extra[name]
+        if name in _BUILTIN_NAMES:
+            return getattr(self, name)
+        raise AttributeError(f"{name!r} is not a config field")
 
     @property
     def hparams(self) -> dict[str, float]:
         """The float hyper-parameters (``FLOAT_HPARAMS``), the traced defaults."""
-        return {k: float(self.config[k]) for k in FLOAT_HPARAMS}
+        return {k: float(self.config[k]) for k in float_hparams()}
 
     @property
     def num_evals(self) -> int:
@@ -181,7 +198,7 @@ def resolve(config, *, warn: bool = True) -> RunSpec:
     values: dict[str, Any] = {}
     for f in FIELDS.values():
         v = plain[f.name]
-        if f.name in KWARGS_FIELDS:
+        if f.name in kwargs_fields():
             v = types.MappingProxyType(dict(v))
         elif f.none_when is not None and f.none_when(v):
             v = None
@@ -195,7 +212,9 @@ def resolve(config, *, warn: bool = True) -> RunSpec:
             config.preaggregator).name
     values["attack"] = attacks.entry(config.attack).name
     values["optimizer"] = optim.optimizer_entry(config.optimizer).name
-    return RunSpec(config=types.MappingProxyType(plain), ignored=ignored, **values)
+    extra = {k: values.pop(k) for k in list(values) if k not in _BUILTIN_NAMES}
+    return RunSpec(config=types.MappingProxyType(plain), ignored=ignored,
+                   extra=types.MappingProxyType(extra), **values)
 
 
 def _ignored_message(config, ignored) -> str:
@@ -241,10 +260,10 @@ def spec_for_points(spec: RunSpec, points) -> RunSpec:
       (None, 0.5)
     """
     for p in points:
-        unknown = sorted(set(p) - set(FLOAT_HPARAMS))
+        unknown = sorted(set(p) - set(float_hparams()))
         if unknown:
             raise ConfigError(f"not float hyper-parameters: {', '.join(unknown)}; "
-                              f"vmappable ones are {', '.join(FLOAT_HPARAMS)}",
+                              f"vmappable ones are {', '.join(float_hparams())}",
                               field=unknown[0])
         if p != spec.hparams:  # the point's values pass the same checks
             config = spec.to_config()
@@ -271,3 +290,8 @@ def spec_for_points(spec: RunSpec, points) -> RunSpec:
         if states == {False} and getattr(spec, field) is not None:
             change[field] = off
     return spec.with_hparams(change) if change else spec
+
+
+#: The built-in fields: the typed attributes of :class:`RunSpec`.
+_BUILTIN_NAMES = frozenset(f.name for f in dataclasses.fields(RunSpec)) - {
+    "config", "ignored", "extra"}

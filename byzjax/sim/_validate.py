@@ -22,11 +22,11 @@ from byzjax._registry import did_you_mean, unknown_name
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import (
     FIELDS,
-    FLOAT_HPARAMS,
-    KWARGS_FIELDS,
     SPLIT_FIELDS,
     check_field_ranges,
     coerce_field,
+    float_hparams,
+    kwargs_fields,
 )
 
 __all__ = ["validate", "override", "check_environment", "num_attackers",
@@ -45,7 +45,7 @@ def hparams_of(config) -> dict[str, float]:
       >>> hparams_of(get_config())["learning_rate"]
       0.75
     """
-    return {k: float(config[k]) for k in FLOAT_HPARAMS}
+    return {k: float(config[k]) for k in float_hparams()}
 
 
 def num_attackers(config) -> int:
@@ -107,12 +107,12 @@ def override(config, key: str, value: Any) -> None:
     if not sub:
         value = coerce_field(top, value)
         target, name = config, top
-    elif top in KWARGS_FIELDS and "." not in sub:
+    elif top in kwargs_fields() and "." not in sub:
         if top not in config:
             config[top] = ml_collections.ConfigDict()
         target, name = config[top], sub
     else:
-        raise ConfigError(f"{key!r}: only {', '.join(KWARGS_FIELDS)} have "
+        raise ConfigError(f"{key!r}: only {', '.join(kwargs_fields())} have "
                           "sub-fields", field=top)
     try:
         target[name] = value
