@@ -29,6 +29,7 @@ job array, several machines on one shared disk).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -50,6 +51,7 @@ __all__ = [
     "run_fields",
     "cluster_detected",
     "launch",
+    "check_launch",
     "free_port",
     "parse_shard",
     "shard_part",
@@ -357,6 +359,38 @@ def _forward(stream, prefix: str, out) -> None:
     stream.close()
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_launch(*, num_processes, local_devices=None, timeout=None) -> None:
+    """Checks the launcher's settings before any process is started.
+
+    Raises:
+      ValueError: one line naming the option and what to change.
+
+    Example:
+      >>> check_launch(num_processes=2, local_devices=4)
+      >>> try:
+      ...     check_launch(num_processes=1, local_devices=0)
+      ... except ValueError as e:
+      ...     print(e)
+      --local-devices must be an integer >= 1 (CPU devices per process), got 0
+    """
+    if not _whole(num_processes) or num_processes < 1:
+        raise ValueError(f"--num-processes must be an integer >= 1, got "
+                         f"{num_processes!r}")
+    if local_devices is not None and (not _whole(local_devices)
+                                      or local_devices < 1):
+        raise ValueError(f"--local-devices must be an integer >= 1 (CPU devices "
+                         f"per process), got {local_devices!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float))
+                                    and not isinstance(timeout, bool)
+                                    and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"--timeout must be a number of seconds > 0, got "
+                         f"{timeout!r}")
+
+
 def launch(
     argv: Sequence[str],
     *,
@@ -386,9 +420,13 @@ def launch(
     Returns:
       0 if every process succeeded, else the first non-zero exit code
       (124 on timeout).
+
+    Raises:
+      ValueError: a bad setting (:func:`check_launch`), before any process
+        is started.
     """
-    if num_processes < 1:
-        raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
+    check_launch(num_processes=num_processes, local_devices=local_devices,
+                 timeout=timeout)
     if not argv:
         raise ValueError("launch needs a program to run")
     base = dict(os.environ if env is None else env)
@@ -520,6 +558,11 @@ def add_launch_parser(subparsers) -> None:
 
 
 def _launch_command(args) -> int:
+    try:  # before anything else: one line, no process started
+        check_launch(num_processes=args.num_processes,
+                     local_devices=args.local_devices, timeout=args.timeout)
+    except ValueError as e:
+        raise SystemExit(f"launch: {e}") from None
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]

@@ -49,9 +49,9 @@ SWEEP = textwrap.dedent("""
 
 
 def _latest_checkpoint(outdir) -> int:
-    steps = [int(os.path.basename(p)) for p in
-             glob.glob(os.path.join(outdir, "checkpoints", "*", "*"))
-             if os.path.basename(p).isdigit()]
+    """The newest verified step (a step resumes once its manifest is written)."""
+    steps = [int(os.path.basename(p)[len("manifest-"):-len(".json")]) for p in
+             glob.glob(os.path.join(outdir, "checkpoints", "*", "manifest-*.json"))]
     return max(steps, default=0)
 
 
@@ -147,6 +147,7 @@ def test_checkpoint_that_does_not_fit_the_program_is_warned_about_and_dropped(
     import numpy as np
 
     from byzjax import sim
+    from byzjax.sim._checkpoint import Checkpoints
 
     c = sim.get_config()
     c.dataset = "synthetic"
@@ -155,7 +156,7 @@ def test_checkpoint_that_does_not_fit_the_program_is_warned_about_and_dropped(
     c.checkpoint_every = 1
     data = sim.load_sim_data(c)
     ckpt = str(tmp_path / "ckpt")
-    stale = _run._Checkpoints(ckpt, num_evals=2)
+    stale = Checkpoints(ckpt, num_evals=2)
     stale.save(1, {"params": np.zeros(3, np.float32)}, [{"round": np.int32(2)}])
     stale.manager.wait_until_finished()
     stale.manager.close()

@@ -9,7 +9,6 @@ flattened into one vmapped axis of ``P * S`` runs.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -22,6 +21,7 @@ import numpy as np
 from byzjax import data as bdata
 from byzjax import distributed, models, parallel
 from byzjax.sim import _store
+from byzjax.sim._checkpoint import Checkpoints
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import SPLIT_FIELDS, float_hparams
 from byzjax.sim._records import (
@@ -198,7 +198,7 @@ def run_group(
     if checkpoint_dir is not None and every > 0 and jax.process_count() == 1 and (
             program.num_evals > every or os.path.isdir(checkpoint_dir)):
         # (orbax is only imported when a checkpoint can be saved or read)
-        ckpt = _Checkpoints(checkpoint_dir, program.num_evals)
+        ckpt = Checkpoints(checkpoint_dir, program.num_evals)
         state, history = ckpt.restore(state, lambda s: chunk(s, hp))
         if history:
             print(f"resuming {len(runs)} run(s) at round "
@@ -257,6 +257,7 @@ def run_group(
             "shard": shard,
             **where,
             "final_params_sha256": params_sha[r],
+            "code": _store.code_fields(),  # what made it
         }
         rec = _store.sanitize(rec)
         if outdir is not None and distributed.is_main_process():
@@ -267,67 +268,6 @@ def run_group(
     if ckpt is not None:
         ckpt.delete()
     return records
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-class _Checkpoints:
-    """Orbax checkpoints of one group call: the batched simulator state (keys as
-    raw key data) and the metrics of the chunks done so far."""
-
-    def __init__(self, directory: str, num_evals: int):
-        import orbax.checkpoint as ocp
-
-        self._ocp = ocp
-        self.directory = os.path.abspath(directory)
-        self.num_evals = num_evals
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                                 cleanup_tmp_directories=True))
-
-    def save(self, step: int, state, history) -> None:
-        tree = {"state": jax.tree_util.tree_map(
-                    lambda x: jax.random.key_data(x) if _is_key(x) else x, state),
-                "history": {k: np.stack([np.asarray(h[k]) for h in history])
-                            for k in history[0]}}
-        self.manager.save(step, args=self._ocp.args.StandardSave(tree))
-
-    def restore(self, state, chunk_fn):
-        """``(state, history)`` from the last checkpoint, or ``(state, [])``."""
-        step = self.manager.latest_step()
-        if step is None or not 0 < step < self.num_evals:
-            return state, []
-        metrics = jax.eval_shape(chunk_fn, state)[1]
-        target = {"state": jax.tree_util.tree_map(
-                      lambda x: jax.random.key_data(x) if _is_key(x) else x, state),
-                  "history": {k: np.zeros((step,) + tuple(v.shape), v.dtype)
-                              for k, v in metrics.items()}}
-        try:
-            got = self.manager.restore(step,
-                                       args=self._ocp.args.StandardRestore(target))
-            restored = jax.tree_util.tree_map(
-                lambda old, new: (jax.random.wrap_key_data(
-                    new, impl=jax.random.key_impl(old)) if _is_key(old) else new),
-                state, got["state"])
-        except Exception as e:  # written by another version of the program
-            warnings.warn(f"checkpoint {self.directory} does not fit this program "
-                          f"({type(e).__name__}: {str(e)[:200]}); starting these "
-                          "runs from round 0", UserWarning, stacklevel=3)
-            self.manager.close()
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.__init__(self.directory, self.num_evals)
-            return state, []
-        history = [{k: np.asarray(v[i]) for k, v in got["history"].items()}
-                   for i in range(step)]
-        return restored, history
-
-    def delete(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def available_memory() -> tuple[int | None, str]:

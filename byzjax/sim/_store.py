@@ -13,11 +13,19 @@ content, so a truncated, edited or foreign file is recognised when read
 
 Locks are files created with ``O_CREAT | O_EXCL`` (atomic on local and NFS v3+
 disks) holding the host, process id and a token; the holder refreshes the
-file's modification time every :data:`HEARTBEAT_S` seconds. A lock is stale
-(and is broken) when its process is gone on this host, or when it has not been
-refreshed for :data:`STALE_AFTER_S` seconds (a process on another machine that
-died). So several processes, on one machine or several sharing a disk, split a
-sweep's groups between them and no group is computed twice.
+file's modification time (its heartbeat) every :data:`HEARTBEAT_S` seconds. A
+lock is stale, and is broken with a one-line :class:`StaleLockWarning`, when
+its heartbeat is older than :data:`STALE_AFTER_S` seconds, whatever its
+process id (after a restart the id may belong to another process, even this
+one), or, sooner, when it was taken on this host by a process that no longer
+exists. A fresh lock of another host is respected (its process id means
+nothing here). So several processes, on one machine or several sharing a
+disk, split a sweep's groups between them and no group is computed twice.
+
+Records say what made them: :func:`code_fields` (byzjax version, git commit,
+jax / jaxlib versions, device kind) is stored as ``record["code"]``. It is
+part of the record's content, not of its check: a record written by another
+version of byzjax reads as well as one of this version.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import math
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -41,6 +50,8 @@ from byzjax.sim._errors import ConfigError
 
 __all__ = [
     "BadRecordWarning",
+    "StaleLockWarning",
+    "code_fields",
     "sanitize",
     "write_record",
     "read_record",
@@ -52,9 +63,10 @@ __all__ = [
     "STALE_AFTER_S",
 ]
 
-#: Seconds between refreshes of a held lock.
+#: Seconds between refreshes (heartbeats) of a held lock.
 HEARTBEAT_S = 20.0
-#: A lock not refreshed for this long belongs to a dead process.
+#: A lock not refreshed for this long belongs to a dead or hung process and is
+#: broken, whatever its process id.
 STALE_AFTER_S = 120.0
 #: A temporary file older than this is an orphan even if its pid is alive
 #: (pids are reused; an atomic write takes milliseconds).
@@ -67,6 +79,93 @@ REQUIRED = ("run_id", "config", "seed", "hparams", "metrics", "final_accuracy",
 
 class BadRecordWarning(UserWarning):
     """A run record that cannot be trusted (truncated, altered or foreign)."""
+
+
+class StaleLockWarning(UserWarning):
+    """A group's lock left by a dead or hung process, broken to take it over."""
+
+
+# ------------------------------------------------------------------ provenance
+#: Seconds a ``git`` call may take before the commit is recorded as unknown.
+GIT_TIMEOUT_S = 5.0
+
+
+def _git(folder: str, *args: str) -> str | None:
+    """``git -C folder args`` stdout, or ``None`` (no git, not a checkout,
+    timeout, any failure)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", folder, *args], capture_output=True, text=True,
+            timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _git_state(package_dir: str) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the git checkout ``package_dir`` is tracked in,
+    or ``(None, None)`` (installed package, no git, untracked folder)."""
+    top = _git(package_dir, "rev-parse", "--show-toplevel")
+    if not top or not top.strip():
+        return None, None
+    top = top.strip()
+    rel = os.path.relpath(os.path.realpath(package_dir), os.path.realpath(top))
+    # A package installed in a folder inside some other repository (a
+    # virtualenv in a project) is not that repository's code.
+    tracked = _git(top, "ls-files", "--", os.path.join(rel, "__init__.py"))
+    if not tracked or not tracked.strip():
+        return None, None
+    head = _git(top, "rev-parse", "HEAD")
+    commit = head.strip() if head and head.strip() else None
+    status = _git(top, "status", "--porcelain", "--", rel)
+    dirty = None if status is None else bool(status.strip())
+    return commit, dirty
+
+
+_CODE: dict[str, Any] = {}
+
+
+def code_fields() -> dict[str, Any]:
+    """What made a record: byzjax, its git commit, jax, jaxlib, the device kind.
+
+    ``git_commit`` / ``git_dirty`` are set only when byzjax is imported from a
+    git checkout (``git_dirty``: uncommitted changes or new files in the
+    package's folder); otherwise, or when ``git`` is missing or slow, they are
+    ``None``. Computed once per process.
+
+    Returns:
+      ``{"byzjax", "git_commit", "git_dirty", "jax", "jaxlib", "device_kind"}``.
+
+    Example:
+      >>> fields = code_fields()
+      >>> sorted(fields)
+      ['byzjax', 'device_kind', 'git_commit', 'git_dirty', 'jax', 'jaxlib']
+      >>> import jax; fields["jax"] == jax.__version__
+      True
+    """
+    if not _CODE:
+        import jax
+
+        import byzjax
+
+        try:
+            import jaxlib
+
+            jaxlib_version = str(getattr(jaxlib, "__version__", None)
+                                 or jaxlib.version.__version__)
+        except Exception:  # pragma: no cover - jaxlib always ships with jax
+            jaxlib_version = None
+        commit, dirty = _git_state(os.path.dirname(os.path.abspath(byzjax.__file__)))
+        _CODE.update({
+            "byzjax": str(byzjax.__version__),
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "jax": str(jax.__version__),
+            "jaxlib": jaxlib_version,
+            "device_kind": str(jax.devices()[0].device_kind),
+        })
+    return dict(_CODE)
 
 
 def sanitize(value: Any) -> Any:
@@ -97,16 +196,29 @@ def write_record(path: str, record: dict) -> dict:
     The file appears complete or not at all (temporary file, ``fsync``,
     ``os.replace``). Returns the record as written (non-finite numbers as
     ``None``, with its ``checksum``).
+
+    Raises:
+      OSError: one line naming the file and the reason ("no space left on
+        device"); no temporary file is left behind.
     """
     record = sanitize(dict(record))
     record.pop("checksum", None)
     record["checksum"] = _checksum(record)
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        what = ("no space left on device" if e.errno == errno.ENOSPC
+                else e.strerror or str(e))
+        raise OSError(e.errno, f"cannot write run record {path}: {what}; the "
+                      "records written before it are kept (run the same command "
+                      "again to compute the rest)") from e
     return record
 
 
@@ -252,16 +364,25 @@ def _lock_info(path: str) -> dict | None:
         return None
 
 
-def _is_stale(path: str, info: dict | None) -> bool:
+def _stale_reason(path: str, info: dict | None, stale_after_s: float
+                  ) -> str | None:
+    """Why the lock at ``path`` (holding ``info``) is stale, or ``None``."""
     try:
         age = time.time() - os.path.getmtime(path)
     except OSError:
-        return False  # gone: not ours to break, just retry
-    if info is None:  # being written, or garbage
-        return age > STALE_AFTER_S
+        return None  # gone: not ours to break, just retry
+    if age > stale_after_s:  # no heartbeat: dead or hung, whatever its pid
+        return f"its heartbeat is {age:.0f} s old (stale after {stale_after_s:g} s)"
+    if info is None:  # being written, or garbage: judged by age only
+        return None
     if info.get("host") == socket.gethostname():
-        return not _pid_alive(int(info.get("pid", -1)))
-    return age > STALE_AFTER_S
+        try:
+            pid = int(info.get("pid", -1))
+        except (TypeError, ValueError):
+            return None
+        if pid > 0 and pid != os.getpid() and not _pid_alive(pid):
+            return f"its process {pid} is gone"
+    return None  # fresh; another host's pid cannot be judged here
 
 
 def _try_create(path: str, token: str) -> bool:
@@ -275,11 +396,12 @@ def _try_create(path: str, token: str) -> bool:
     return True
 
 
-def _acquire(path: str, token: str) -> bool:
+def _acquire(path: str, token: str, stale_after_s: float) -> bool:
     if _try_create(path, token):
         return True
     info = _lock_info(path)
-    if not _is_stale(path, info):
+    why = _stale_reason(path, info, stale_after_s)
+    if why is None:
         return False
     # Break the stale lock: move it aside (atomic; one breaker wins), check we
     # moved the stale one and not a fresh lock taken meanwhile, then retry.
@@ -302,16 +424,28 @@ def _acquire(path: str, token: str) -> bool:
         return False
     with contextlib.suppress(OSError):
         os.remove(aside)
+    who = ("" if info is None else
+           f" of process {info.get('pid')} on {info.get('host')}")
+    warnings.warn(f"breaking lock {path}{who}: {why}", StaleLockWarning,
+                  stacklevel=4)
     return _try_create(path, token)
 
 
 @contextlib.contextmanager
-def group_lock(lock_dir: str, group_id: str) -> Iterator[bool]:
+def group_lock(lock_dir: str, group_id: str, *, heartbeat_s: float | None = None,
+               stale_after_s: float | None = None) -> Iterator[bool]:
     """Tries to take the lock of one group; yields whether it was taken.
 
-    While held, a daemon thread refreshes the lock every :data:`HEARTBEAT_S`
-    seconds; the lock is removed on exit (a killed holder's lock is broken
-    later, see the module docstring).
+    While held, a daemon thread refreshes the lock (its heartbeat) every
+    ``heartbeat_s`` seconds; the lock is removed on exit (a killed holder's
+    lock is broken later, see the module docstring).
+
+    Args:
+      lock_dir: the folder of locks (``outdir/locks``).
+      group_id: the group.
+      heartbeat_s: seconds between heartbeats (default :data:`HEARTBEAT_S`).
+      stale_after_s: a lock whose heartbeat is older is broken (default
+        :data:`STALE_AFTER_S`); must exceed ``heartbeat_s``.
 
     Example:
       >>> import tempfile
@@ -321,16 +455,21 @@ def group_lock(lock_dir: str, group_id: str) -> Iterator[bool]:
       ...         print(mine, again)
       True False
     """
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else float(heartbeat_s)
+    stale_after_s = STALE_AFTER_S if stale_after_s is None else float(stale_after_s)
+    if not 0 < heartbeat_s < stale_after_s:
+        raise ValueError(f"lock timings: need 0 < heartbeat_s ({heartbeat_s:g}) < "
+                         f"stale_after_s ({stale_after_s:g})")
     os.makedirs(lock_dir, exist_ok=True)
     path = os.path.join(lock_dir, group_id + ".lock")
     token = uuid.uuid4().hex
-    if not _acquire(path, token):
+    if not _acquire(path, token, stale_after_s):
         yield False
         return
     stop = threading.Event()
 
     def beat():
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(heartbeat_s):
             with contextlib.suppress(OSError):
                 os.utime(path)
 
