@@ -161,7 +161,7 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
 
     Example:
       >>> import ml_collections, tempfile
-      >>> from byzjax.sim import get_config
+      >>> from byzjax.sim import ConfigError, get_config
       >>> sweep = ml_collections.ConfigDict({
       ...     "name": "demo", "base": get_config(),
       ...     "grid": {"aggregator": ["mean", "krum"]}})
