@@ -1,0 +1,5 @@
+import sys
+
+from byzjax.cli import main
+
+sys.exit(main())

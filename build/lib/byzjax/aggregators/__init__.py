@@ -1,0 +1,89 @@
+"""Robust aggregation rules over a leading worker axis.
+
+Every aggregator has the signature ``rule(updates, *, num_byzantine, **hparams)``
+where ``updates`` is a pytree with leaves ``[n, *param_shape]``; it returns a
+pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
+Python ints; float hyper-parameters may be traced (vmappable).
+
+Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``) keep a leading
+worker axis.
+
+Look rules up by name::
+
+    >>> from byzjax import aggregators
+    >>> agg = aggregators.get("mean")
+"""
+
+from byzjax._types import Aggregator, PreAggregator
+from byzjax.aggregators import (
+    _bulyan,
+    _centered_clipping,
+    _coordinate,
+    _geomed,
+    _krum,
+    _mda,
+    _nnm,
+    _preagg,
+    _selection,
+)
+from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
+from byzjax.aggregators._bulyan import *  # noqa: F403
+from byzjax.aggregators._centered_clipping import *  # noqa: F403
+from byzjax.aggregators._coordinate import *  # noqa: F403
+from byzjax.aggregators._geomed import *  # noqa: F403
+from byzjax.aggregators._krum import *  # noqa: F403
+from byzjax.aggregators._mda import *  # noqa: F403
+from byzjax.aggregators._mean import mean
+from byzjax.aggregators._nnm import *  # noqa: F403
+from byzjax.aggregators._preagg import *  # noqa: F403
+from byzjax.aggregators._selection import *  # noqa: F403
+
+__all__ = [
+    "AGGREGATORS",
+    "PREAGGREGATORS",
+    "Aggregator",
+    "PreAggregator",
+    "get",
+    "names",
+    "check",
+    "entry",
+    "get_preaggregator",
+    "preaggregator_names",
+    "mean",
+]
+for _module in (_bulyan, _centered_clipping, _coordinate, _geomed, _krum, _mda,
+                _nnm, _preagg, _selection):
+    __all__ += list(_module.__all__)
+del _module
+
+
+def get(name: str):
+    """Returns the aggregator registered as ``name`` (e.g. ``"trimmed_mean"``)."""
+    return AGGREGATORS.get(name)
+
+
+def entry(name: str):
+    """Returns the registry entry (function and requirements) of ``name``."""
+    if name in AGGREGATORS:
+        return AGGREGATORS.entry(name)
+    return PREAGGREGATORS.entry(name)
+
+
+def names() -> tuple[str, ...]:
+    """Canonical names of all registered aggregators."""
+    return AGGREGATORS.names()
+
+
+def check(name: str, *, num_workers: int, num_byzantine: int):
+    """Raises ``ValueError`` unless aggregator ``name`` accepts ``(n, f)``."""
+    return AGGREGATORS.check(name, num_workers=num_workers, num_byzantine=num_byzantine)
+
+
+def get_preaggregator(name: str):
+    """Returns the pre-aggregator registered as ``name`` (e.g. ``"nnm"``)."""
+    return PREAGGREGATORS.get(name)
+
+
+def preaggregator_names() -> tuple[str, ...]:
+    """Canonical names of all registered pre-aggregators."""
+    return PREAGGREGATORS.names()

@@ -1,0 +1,117 @@
+"""Nearest Neighbour Mixing (NNM), a pre-aggregation (Allouah et al. 2023).
+
+Each row is replaced by the mean of its ``n - f`` nearest rows, itself
+included, Euclidean over all leaves together.
+The neighbourhoods come from the ``[n, n]`` distance matrix (one Gram matmul
+per leaf, then a sort of the small matrix); the mixing is one
+``[n, n] @ [n, d]`` matmul per leaf with a 0/1 weight matrix scaled by
+``1/(n - f)``. The stack is never sorted.
+
+Ties: a row is always its own first neighbour; other rows at equal distance
+are taken in increasing index order, so the output is permutation
+equivariant up to ties.
+
+**Non-finite rows** (``inf``/``NaN``, or a squared norm that overflows) are
+infinitely far from every other row, so no finite row mixes them in while at
+most ``f`` rows are non-finite. A non-finite row has no nearest neighbours of
+its own: it is replaced by the mixture of the *most central* finite row (the
+finite row of least sum of distances to its ``n - f - 1`` nearest others,
+lowest index on ties), i.e. by the mean of ``n - f`` finite rows, as if that
+worker had sent a copy of the central row. So with at most ``f`` non-finite
+rows every output row is finite; with more, a row whose neighbourhood
+contains a non-finite row is ``NaN``.
+
+Reference:
+  Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by Mixing:
+  A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023,
+  https://arxiv.org/abs/2302.01772.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
+from byzjax.aggregators._base import PREAGGREGATORS, validate
+from byzjax.aggregators._krum import first_argmin, krum_scores
+
+__all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
+
+
+def _mixing(updates: PyTree, num_byzantine: int):
+    n = validate("nnm", updates, num_byzantine)
+    m = n - num_byzantine
+    d2, finite = pairwise_sq_distances(updates, with_finite=True)
+    eye = jnp.eye(n, dtype=bool)
+    # Self first (key -1), then by distance, then by index (stable sort).
+    order = jnp.argsort(jnp.where(eye, -1.0, d2), axis=1, stable=True)
+    near = jnp.zeros((n, n), bool).at[jnp.arange(n)[:, None], order[:, :m]].set(True)
+    scores = krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=m - 1)
+    central = first_argmin(scores, finite)
+    near = jnp.where(finite[:, None], near, near[central][None, :])
+    return near, finite, m
+
+
+def nearest_neighbour_weights(updates: PyTree, *, num_byzantine: int) -> jax.Array:
+    """The NNM mixing matrix: ``float[n, n]``, row ``i`` holds ``1/(n - f)`` on the
+    ``n - f`` rows mixed into output row ``i`` and 0 elsewhere.
+
+    See :func:`nearest_neighbour_mixing` (same arguments).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.array([[0.0], [1.0], [3.0]])}
+      >>> aggregators.nearest_neighbour_weights(x, num_byzantine=1)
+      Array([[0.5, 0.5, 0. ],
+             [0.5, 0.5, 0. ],
+             [0. , 0.5, 0.5]], dtype=float32)
+    """
+    near, _, m = _mixing(updates, num_byzantine)
+    return near.astype(jnp.float32) / m
+
+
+@PREAGGREGATORS.register("nnm", aliases=("nearest_neighbor_mixing",
+                                         "nearest_neighbour_mixing"))
+def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
+    """NNM: every row becomes the mean of its ``n - f`` nearest rows (itself included).
+
+    A pre-aggregation: the output keeps the worker axis and is meant to be fed
+    to a robust aggregator (e.g. ``trimmed_mean(nnm(x))``); it brings the
+    mixed honest rows close together so that rules such as coordinate-wise
+    median or Krum reach the optimal resilience order under heterogeneity
+    (Allouah et al. 2023). Non-finite rows and ties: see the module docstring.
+
+    Cost: one Gram matmul per leaf (``O(n^2 d)``), a sort of the ``[n, n]``
+    distance matrix, and one ``[n, n] @ [n, d]`` matmul per leaf.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``; ``n`` static.
+      num_byzantine: static int ``f`` with ``n > 2f``; ``f = 0`` mixes every
+        row into the plain mean.
+
+    Returns:
+      Pytree with leaves ``[n, *param_shape]`` (input dtypes).
+
+    Raises:
+      ValueError: if ``n <= 2f``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.array([[0.0], [1.0], [3.0], [100.0]])}
+      >>> aggregators.nearest_neighbour_mixing(x, num_byzantine=1)["w"]
+      Array([[ 1.333...],
+             [ 1.333...],
+             [ 1.333...],
+             [34.666...]], dtype=float32)
+      >>> aggregators.get_preaggregator("nnm") is aggregators.nearest_neighbour_mixing
+      True
+    """
+    near, finite, m = _mixing(updates, num_byzantine)
+    weights = near.astype(jnp.float32) / m
+    # Columns of non-finite rows are zero while at most f rows are non-finite;
+    # with more, rows that mix a non-finite row become NaN (no silent zeros).
+    touched = jnp.any(near & ~finite[None, :], axis=1)
+    return weighted_rows(updates, weights, keep=finite, nan_rows=touched)

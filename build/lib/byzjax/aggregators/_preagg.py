@@ -1,0 +1,132 @@
+"""Simple pre-aggregators: static clipping and bucketing.
+
+Pre-aggregators keep a leading worker axis: ``[n, ...] -> [m, ...]``; a robust
+aggregator is applied to their output. Both rules here are registered in
+``PREAGGREGATORS``; nearest neighbour mixing lives in ``_nnm.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from byzjax._tree import PyTree
+from byzjax.aggregators._base import PREAGGREGATORS, validate
+from byzjax.aggregators._networks import tree_sum
+
+__all__ = ["static_clipping", "bucketing"]
+
+
+@PREAGGREGATORS.register("static_clipping", aliases=("clipping",))
+def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
+                    max_norm: float | jax.Array) -> PyTree:
+    """Clips every row to Euclidean norm at most ``max_norm``, over all leaves together.
+
+    Row ``i`` becomes ``x_i * min(1, max_norm / ||x_i||)``. A row with a
+    non-finite entry (``inf``/``NaN``), or whose squared norm overflows the
+    accumulation dtype (at least float32, e.g. entries above about ``1e19``),
+    has no meaningful direction to keep, so it becomes a **zero row** (it then
+    behaves like a worker that sent nothing). Zero rows stay zero.
+
+    The squared norms are one reduction per leaf over the long axis, then one
+    fused elementwise pass scales the rows: the stack is read twice.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``, floating point.
+      num_byzantine: static ``f``; only checked (``n > 2f``).
+      max_norm: clipping radius ``c >= 0``; may be traced (vmappable). Negative
+        values act as 0.
+
+    Returns:
+      Pytree with leaves ``[n, *param_shape]``, the input dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"a": jnp.array([[3.0], [0.3], [jnp.nan]]),
+      ...      "b": jnp.array([[4.0, 0.0], [0.4, 0.0], [1.0, 1.0]])}
+      >>> out = aggregators.static_clipping(x, max_norm=1.0)
+      >>> out["a"].ravel().tolist(), out["b"].tolist()
+      ([0.6, 0.3, 0.0], [[0.8, 0.0], [0.4, 0.0], [0.0, 0.0]])
+    """
+    n = validate("static_clipping", updates, num_byzantine)
+    leaves = jax.tree_util.tree_leaves(updates)
+    acc = jnp.result_type(*[jnp.promote_types(leaf.dtype, jnp.float32)
+                            for leaf in leaves])
+    sq = tree_sum([jnp.sum(jnp.square(leaf.reshape(n, -1).astype(acc)), axis=1)
+                   for leaf in leaves])
+    ok = jnp.isfinite(sq)
+    norm = jnp.sqrt(jnp.where(ok, sq, 0.0))
+    limit = jnp.maximum(jnp.asarray(max_norm, acc), 0.0)
+    # norm == 0 gives limit / 0 = inf (or nan for limit == 0): min(1, .) == 1.
+    scale = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
+
+    def _clip(x):
+        shape = (n,) + (1,) * (x.ndim - 1)
+        keep = ok.reshape(shape)
+        return jnp.where(keep, x * scale.reshape(shape).astype(x.dtype),
+                         jnp.zeros((), x.dtype))
+
+    return jax.tree_util.tree_map(_clip, updates)
+
+
+@PREAGGREGATORS.register("bucketing", needs_key=True)
+def bucketing(updates: PyTree, *, num_byzantine: int = 0, key: jax.Array,
+              bucket_size: int) -> PyTree:
+    """Random buckets of ``bucket_size`` rows, each replaced by its mean.
+
+    The rows are shuffled with ``jax.random.permutation(key, n)``; consecutive
+    groups of ``s = bucket_size`` shuffled rows form the buckets. The output
+    has ``m = ceil(n / s)`` rows; when ``s`` does not divide ``n`` the **last
+    bucket is smaller** (``n - (m-1) s`` rows) and is the mean of those rows.
+    ``s = 1`` only shuffles; ``s >= n`` gives one bucket, the mean.
+
+    Bucketing is not robust by itself: a non-finite row makes its bucket's
+    mean non-finite (``NaN`` or ``inf``), so at most ``f`` output rows are
+    non-finite and the robust aggregator that follows handles them. Declare
+    the same ``f`` to that aggregator, which now sees ``m`` rows (check
+    ``m > 2f`` or the rule's own requirement).
+
+    Each output row is an unrolled, fused sum of ``s`` dynamically indexed input
+    rows, so the stack is read once and no shuffled copy is made.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``, floating point.
+      num_byzantine: static ``f``; only checked (``n > 2f``).
+      key: PRNG key (traced; split it between rounds).
+      bucket_size: static ``s >= 1``.
+
+    Returns:
+      Pytree with leaves ``[ceil(n / s), *param_shape]``, the input dtype.
+
+    Reference:
+      Karimireddy, He, Jaggi, "Byzantine-robust learning on heterogeneous
+      datasets via bucketing", ICLR 2022, https://arxiv.org/abs/2006.09365.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.arange(5.0)[:, None]}
+      >>> out = aggregators.bucketing(x, key=jax.random.key(0), bucket_size=2)
+      >>> out["w"].shape, float(out["w"].sum())  # 3 buckets: 2 + 2 + 1 rows
+      ((3, 1), ...)
+    """
+    n = validate("bucketing", updates, num_byzantine)
+    if (not isinstance(bucket_size, int) or isinstance(bucket_size, bool)
+            or bucket_size < 1):
+        raise ValueError(f"bucketing: bucket_size must be a Python int >= 1 (it sets "
+                         f"the output shape), got {bucket_size!r}")
+    perm = jax.random.permutation(key, n)
+    buckets = [list(range(b, min(b + bucket_size, n)))
+               for b in range(0, n, bucket_size)]
+
+    def _leaf(x):
+        acc = jnp.promote_types(x.dtype, jnp.float32)
+        out = []
+        for members in buckets:
+            rows = [jax.lax.dynamic_index_in_dim(x, perm[p], axis=0, keepdims=False)
+                    .astype(acc) for p in members]
+            out.append((tree_sum(rows) / len(members)).astype(x.dtype))
+        return jnp.stack(out)
+
+    return jax.tree_util.tree_map(_leaf, updates)

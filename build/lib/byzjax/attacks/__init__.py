@@ -1,0 +1,63 @@
+"""Byzantine attacks: honest rows in, Byzantine rows out.
+
+Every attack has the signature ``attack(honest, *, num_byzantine, key=None,
+**hparams)``: ``honest`` is a pytree with leaves ``[n_honest, *param_shape]``
+(the rows of the honest workers, which an omniscient attacker sees) and the
+result has leaves ``[num_byzantine, *param_shape]``. ``num_byzantine`` and
+integer options are static Python ints; float strengths (``eps``, ``scale``)
+may be traced, so they can be vmapped.
+
+Registry names (aliases in brackets): ``sign_flip``, ``sign_flip_own``,
+``fall_of_empires`` (``foe``, ``empire``), ``a_little_is_enough`` (``alie``,
+``little``), ``inf``, ``neg_inf``, ``nan``, ``mimic``, ``gaussian``,
+``label_flip``, ``none``, ``adaptive_alie``, ``adaptive_foe``, ``optimized``
+(``optimised``: the Byzantine row found by gradient ascent through the server's
+own pipeline). Each entry
+records ``needs_key``, ``data_level`` (label flip and none: the attack stage
+leaves the Byzantine rows untouched), ``needs_own`` (takes the Byzantine
+workers' own rows as ``byzantine_own=``) and ``adaptive``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from byzjax import attacks
+    >>> honest = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+    >>> attacks.get("foe")(honest, num_byzantine=1, eps=2.0)
+    {'w': Array([[-2., -3.]], dtype=float32)}
+    >>> attacks.entry("label_flip").data_level, attacks.entry("gaussian").needs_key
+    (True, True)
+"""
+
+from byzjax._types import Attack
+from byzjax.attacks import _adaptive, _classic, _optimized
+from byzjax.attacks._adaptive import *  # noqa: F403
+from byzjax.attacks._base import ATTACKS, AttackEntry, honest_mean, honest_std
+from byzjax.attacks._classic import *  # noqa: F403
+from byzjax.attacks._optimized import *  # noqa: F403
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackEntry",
+    "get",
+    "entry",
+    "names",
+    "honest_mean",
+    "honest_std",
+]
+__all__ += (list(_classic.__all__) + list(_adaptive.__all__)
+            + list(_optimized.__all__))
+
+
+def get(name: str):
+    """Returns the attack registered as ``name`` (or an alias, e.g. ``"alie"``)."""
+    return ATTACKS.get(name)
+
+
+def entry(name: str) -> AttackEntry:
+    """Returns the registry entry of ``name``: the function and its flags."""
+    return ATTACKS.entry(name)
+
+
+def names() -> tuple[str, ...]:
+    """Canonical names of all registered attacks."""
+    return ATTACKS.names()

@@ -1,0 +1,33 @@
+"""Flax models of the sources' experiments, by name.
+
+Every model maps float images ``[b, H, W, C]`` to logits ``[b, num_classes]``
+and is called as ``model.init(key, x)`` / ``model.apply(variables, x,
+train=..., rngs=..., mutable=...)``; the simulator vmaps over workers outside.
+
+>>> from byzjax import models
+>>> model = models.get("mnist_cnn", num_classes=10)
+>>> models.count_params(model, models.input_shape("mnist"))
+176050
+>>> models.has_batch_stats("cifar_cnn"), models.uses_dropout("cifar_cnn")
+(True, True)
+
+| name | architecture (R ReLU, P MaxPool2, D Dropout) | parameters |
+|---|---|---|
+| ``mlp`` | 784-100-R-10 | 79,510 |
+| ``mnist_cnn`` | C20(5x5)-R-P-C20(5x5)-R-P-L500-R-L10 | 176,050 |
+| ``cifar_cnn`` | 2x(C64-R-BN)-P-D-2x(C128-R-BN)-P-D-L128-R-D-L10 | 1,310,922 |
+| ``wide_resnet`` | WRN-28-10 | 36,489,290 |
+
+BatchNorm and dropout under per-worker vectorisation (documented in
+:mod:`byzjax.models._cnn`): each worker normalises with its own batch statistics
+in training; running averages are server state, updated from the mean over
+workers; each worker has its own dropout key, split from the round key.
+"""
+
+from byzjax.models import _registry
+from byzjax.models._cnn import CifarCNN, MnistCNN
+from byzjax.models._mlp import MLP
+from byzjax.models._registry import *  # noqa: F403
+from byzjax.models._wrn import WideResNet
+
+__all__ = list(_registry.__all__) + ["MLP", "MnistCNN", "CifarCNN", "WideResNet"]
