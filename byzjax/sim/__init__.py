@@ -17,14 +17,8 @@ folder of records, and ``published_of`` reads a sweep's published values.
 
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import FIELDS, FLOAT_HPARAMS, Field, coerce_field, get_config
-from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
-from byzjax.sim._validate import (
-    check_environment,
-    hparams_of,
-    ignored_fields,
-    override,
-    validate,
-)
+from byzjax.sim._kit import Program, SimData, SimState, resolve_grad_strategy
+from byzjax.sim._program import make_program, make_train
 from byzjax.sim._run import (
     load_sim_data,
     make_model,
@@ -33,6 +27,7 @@ from byzjax.sim._run import (
     static_key,
     write_json_atomic,
 )
+from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
 from byzjax.sim._store import check_outdir, clean_orphans, load_records
 from byzjax.sim._sweep import (
     SweepGroup,
@@ -46,13 +41,12 @@ from byzjax.sim._sweep import (
     set_sweep_field,
     validate_sweep,
 )
-from byzjax.sim._train import (
-    Program,
-    SimData,
-    SimState,
-    make_program,
-    make_train,
-    resolve_grad_strategy,
+from byzjax.sim._validate import (
+    check_environment,
+    hparams_of,
+    ignored_fields,
+    override,
+    validate,
 )
 
 __all__ = [
