@@ -7,7 +7,7 @@ evaluation, mini-batch sampling and label flip, the per-worker map
 run's optimiser stages (:func:`stages_for`, :func:`learning_rate_schedule`)
 and small tree helpers. The programs (:mod:`byzjax.sim._single`,
 :mod:`byzjax.sim._guanyu`, :mod:`byzjax.sim._liubei`) sit above it; the
-diagnostics they record are in :mod:`byzjax.sim._diagnostics`, below it.
+diagnostics they record are in :mod:`byzjax.sim._diagnostics`, beside it.
 """
 
 from __future__ import annotations
