@@ -29,6 +29,7 @@ job array, several machines on one shared disk).
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import socket
@@ -37,6 +38,9 @@ import sys
 import threading
 import time
 from typing import Sequence, TypeVar
+
+import jax
+from jax.experimental import multihost_utils
 
 __all__ = [
     "initialize",
@@ -147,8 +151,6 @@ def initialize(
     """
     if _state["initialized"]:
         return True
-    import jax
-
     if jax.distributed.is_initialized():  # the caller joined the run itself
         _state["initialized"] = True
         return True
@@ -161,8 +163,6 @@ def initialize(
         if cluster is None:
             return False
         _set_cpu_collectives(cpu_collectives)
-        import jax
-
         jax.distributed.initialize(initialization_timeout=initialization_timeout)
         _state["initialized"] = True
         return True
@@ -179,8 +179,6 @@ def initialize(
     if count is not None and index is not None and not 0 <= index < count:
         raise ValueError(f"process_id must be in [0, {count}), got {index}")
     _set_cpu_collectives(cpu_collectives)
-    import jax
-
     jax.distributed.initialize(coordinator_address=address, num_processes=count,
                                process_id=index,
                                initialization_timeout=initialization_timeout)
@@ -189,8 +187,6 @@ def initialize(
 
 
 def _set_cpu_collectives(name: str) -> None:
-    import jax
-
     platforms = os.environ.get("JAX_PLATFORMS", "") or str(
         jax.config.jax_platforms or "")
     if platforms in ("", "cpu") or platforms.startswith("cpu"):
@@ -204,15 +200,11 @@ def is_initialized() -> bool:
 
 def process_index() -> int:
     """This process's index (0 in a single-process run)."""
-    import jax
-
     return jax.process_index()
 
 
 def process_count() -> int:
     """The number of processes of the run (1 in a single-process run)."""
-    import jax
-
     return jax.process_count()
 
 
@@ -229,8 +221,6 @@ def is_main_process() -> bool:
 def barrier(name: str) -> None:
     """Waits until every process reached ``barrier(name)`` (no-op in one process)."""
     if process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -242,8 +232,6 @@ def describe_devices() -> dict:
       >>> d["backend"], d["process_count"], d["device_count"] >= 1
       ('cpu', 1, True)
     """
-    import jax
-
     return {
         "backend": jax.default_backend(),
         "device_count": jax.device_count(),
@@ -537,8 +525,6 @@ def announce() -> None:
 
 def add_launch_parser(subparsers) -> None:
     """Adds ``byzjax launch --num-processes N [...] -- <command>``."""
-    import argparse
-
     p = subparsers.add_parser(
         "launch", help="run a byzjax command in N local processes (one JAX run)",
         description="Starts N local processes joined by jax.distributed on a free "

@@ -32,10 +32,13 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
 from typing import Any, Callable, Mapping, Sequence
+
+from byzjax.sim._errors import ConfigError
 
 __all__ = ["ChunkLogger", "TensorBoardWriter", "make_writer", "make_chunk_logger",
            "KINDS", "tag_of"]
@@ -73,7 +76,6 @@ class TensorBoardWriter:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            from byzjax.sim import ConfigError
 
             raise ConfigError("--log tensorboard needs tensorboardX: pip install "
                               "'byzjax[tensorboard]' (or pip install "
@@ -97,8 +99,6 @@ def make_writer(kind: str, logdir: str):
     Raises:
       ConfigError: an unknown kind, or its package is not installed.
     """
-    from byzjax.sim import ConfigError
-
     os.makedirs(logdir, exist_ok=True)
     if kind == "tensorboard":
         return TensorBoardWriter(logdir)
@@ -185,10 +185,6 @@ def make_chunk_logger(kind: str, logdir: str) -> ChunkLogger | None:
 
 def _require(kind: str) -> None:
     """Raises ConfigError when ``kind``'s package cannot be imported."""
-    import importlib
-
-    from byzjax.sim import ConfigError
-
     need = {"tensorboard": ("tensorboardX", "pip install 'byzjax[tensorboard]'"),
             "clu": ("clu.metric_writers", "pip install clu tensorflow")}
     if kind not in need:

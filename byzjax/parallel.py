@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -235,7 +236,6 @@ def fetch(tree):
                                     for i in spread):
             gathered = _replicate_fn(meshes.pop())([leaves[i] for i in spread])
         else:  # pragma: no cover - other sharding kinds
-            from jax.experimental import multihost_utils
 
             gathered = [multihost_utils.process_allgather(leaves[i], tiled=True)
                         for i in spread]

@@ -398,7 +398,7 @@ def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
     simulator's own sampler and key.
     """
     from byzjax import sim
-    from byzjax.sim._train import sample_batch_indices
+    from byzjax.sim._kit import sample_batch_indices
 
     if (config.optimizer, config.aggregator) != ("resam", "trimmed_mean") or (
             config.attack not in ("alie", "label_flip")):

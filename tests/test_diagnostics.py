@@ -170,7 +170,8 @@ def test_explain_without_selection_rule_or_attackers():
     honest = {"w": x["w"][:5]}
     for overrides, num_honest in (({"aggregator": "trimmed_mean"}, 5),
                                   ({"aggregator": "mda"}, 7)):  # no attackers
-        explain = make_explain(tiny_config(**overrides), num_honest=num_honest)
+        explain = make_explain(sim.resolve(tiny_config(**overrides)),
+                               num_honest=num_honest)
         out = explain(x, x)
         assert np.isnan(float(out["byz_selected"]))
         assert np.isnan(float(out["byz_weight"]))

@@ -12,7 +12,7 @@ from jax import lax
 from byzjax import models, sim
 from byzjax.models._cnn import _pool
 from byzjax.models._layers import conv_nhwc
-from byzjax.sim._train import map_workers, resolve_grad_strategy
+from byzjax.sim._kit import map_workers, resolve_grad_strategy
 from tests.helpers import flat_params
 
 STRATEGIES = ("vmap", "unrolled", "map", "chunked:2")

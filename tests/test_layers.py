@@ -23,7 +23,7 @@ SIM_LAYERS = [
     {"_validate"},
     {"_spec"},
     {"_store", "_checkpoint"},
-    {"_kit"},
+    {"_kit", "_diagnostics"},
     {"_single", "_server_kit"},
     {"_guanyu", "_liubei"},
     {"_program"},

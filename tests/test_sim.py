@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from byzjax import sim
-from byzjax.sim._train import flip_byzantine_labels
+from byzjax.sim._kit import flip_byzantine_labels
 from tests.helpers import (
     TinyMLP,
     flat_params,

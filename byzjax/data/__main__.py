@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from byzjax.data import _offline
+
 __all__ = ["main"]
 
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
-    from byzjax.data import _offline
-
     parser = argparse.ArgumentParser(prog="python -m byzjax.data")
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="build/verify the offline cache of a dataset")

@@ -16,6 +16,7 @@ import numpy as np
 
 from byzjax._registry import normalize_name
 from byzjax.data import _offline
+from byzjax.data._tfds import load_tfds
 
 __all__ = [
     "Dataset",
@@ -184,7 +185,6 @@ def load(name: str, *, split: str = "train", source: str = "auto",
         )
     use_tfds = source == "tfds" or (source == "auto" and not meta.offline)
     if use_tfds:
-        from byzjax.data._tfds import load_tfds  # noqa: PLC0415
 
         images, labels, num_classes = load_tfds(key, split=split, data_dir=data_dir)
         return _finish(images, labels, num_classes, key)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax._registry import normalize_name
+from byzjax.data import info as data_info
 from byzjax.models._cnn import CifarCNN, MnistCNN
 from byzjax.models._mlp import MLP
 from byzjax.models._wrn import WideResNet
@@ -150,8 +151,6 @@ def input_shape(dataset_name: str) -> tuple[int, int, int]:
       >>> input_shape("mnist"), input_shape("cifar100")
       ((28, 28, 1), (32, 32, 3))
     """
-    from byzjax.data import info as data_info  # noqa: PLC0415
-
     return data_info(dataset_name).image_shape
 
 

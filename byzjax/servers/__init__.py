@@ -12,7 +12,8 @@ servers are trusted:
 
 This package holds what does not depend on a model or a training loop (message
 delays and quorums, the coordinate-wise median of a quorum, LiuBei's filters);
-the simulator's rounds are in :mod:`byzjax.sim._servers` and
+the simulator's rounds are in :mod:`byzjax.sim._guanyu` and
+:mod:`byzjax.sim._liubei`, and
 ``docs/SERVERS.md`` describes both protocols and every modelling choice.
 
 Example:

@@ -8,6 +8,7 @@ Euclidean over all leaves together.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -255,7 +256,6 @@ def models_filter_threshold(learning_rate, *, clip_norm, num_workers: int,
       ...                               num_byzantine=1, steps_since_gather=1))
       6.0
     """
-    import math
 
     scale = math.sqrt(num_workers - num_byzantine)
     return (jnp.asarray(learning_rate, jnp.float32) * clip_norm * scale

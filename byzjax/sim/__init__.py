@@ -32,19 +32,13 @@ from byzjax.sim._grid import (
     set_sweep_field,
     validate_sweep,
 )
+from byzjax.sim._kit import Program, SimData, SimState, resolve_grad_strategy
+from byzjax.sim._program import make_program, make_train
 from byzjax.sim._records import run_id, static_key, write_json_atomic
 from byzjax.sim._run import load_sim_data, make_model, run_group
 from byzjax.sim._schedule import run_missing, run_sweep
 from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve
 from byzjax.sim._store import check_outdir, clean_orphans, load_records
-from byzjax.sim._train import (
-    Program,
-    SimData,
-    SimState,
-    make_program,
-    make_train,
-    resolve_grad_strategy,
-)
 from byzjax.sim._validate import (
     check_environment,
     hparams_of,

@@ -24,6 +24,8 @@ from byzjax.sim import _store
 from byzjax.sim._checkpoint import Checkpoints
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import SPLIT_FIELDS, float_hparams
+from byzjax.sim._kit import SimData, labels_num_classes
+from byzjax.sim._program import make_program
 from byzjax.sim._records import (
     params_sha256,
     plain_config,
@@ -32,7 +34,6 @@ from byzjax.sim._records import (
     to_python,
 )
 from byzjax.sim._spec import RunSpec, resolve, spec_for_points
-from byzjax.sim._train import SimData, labels_num_classes, make_program
 
 __all__ = ["load_sim_data", "split_options", "make_model", "run_group",
            "run_batching", "batched_program", "check_memory", "available_memory"]

@@ -34,17 +34,22 @@ import contextlib
 import errno
 import glob
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 import warnings
 from typing import Any, Iterator
+
+import jax
+import jaxlib
 
 from byzjax.sim._errors import ConfigError
 
@@ -145,20 +150,12 @@ def code_fields() -> dict[str, Any]:
       True
     """
     if not _CODE:
-        import jax
-
-        import byzjax
-
-        try:
-            import jaxlib
-
-            jaxlib_version = str(getattr(jaxlib, "__version__", None)
-                                 or jaxlib.version.__version__)
-        except Exception:  # pragma: no cover - jaxlib always ships with jax
-            jaxlib_version = None
-        commit, dirty = _git_state(os.path.dirname(os.path.abspath(byzjax.__file__)))
+        jaxlib_version = str(getattr(jaxlib, "__version__", None)
+                             or jaxlib.version.__version__)
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        commit, dirty = _git_state(package)
         _CODE.update({
-            "byzjax": str(byzjax.__version__),
+            "byzjax": _byzjax_version(),
             "git_commit": commit,
             "git_dirty": dirty,
             "jax": str(jax.__version__),
@@ -166,6 +163,14 @@ def code_fields() -> dict[str, Any]:
             "device_kind": str(jax.devices()[0].device_kind),
         })
     return dict(_CODE)
+
+
+def _byzjax_version() -> str:
+    """The installed distribution's version, else the package's own."""
+    try:
+        return importlib.metadata.version("byzjax")
+    except importlib.metadata.PackageNotFoundError:  # run from a bare checkout
+        return str(sys.modules["byzjax"].__version__)
 
 
 def sanitize(value: Any) -> Any:

@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 from typing import Any
 
+import jax
 import ml_collections
 
 from byzjax import aggregators, attacks, data, models, optim, servers
@@ -263,8 +264,6 @@ def check_environment(config) -> None:
                           "which is not installed: pip install 'byzjax[tfds]'")
     wanted = int(config.num_devices or 0)
     if wanted:
-        import jax
-
         present = jax.device_count()
         if wanted > present:
             raise ConfigError(f"num_devices={wanted} but {present} device(s) are "

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from byzjax import optim
 from byzjax.report._cells import (
     ATTACK_ORDER,
     SHORT,
@@ -48,8 +49,16 @@ GRID_FIELDS = ("aggregator", "aggregator_kwargs", "optimizer", "attack",
                "num_attackers")
 
 
+def _placement_fields() -> tuple[str, ...]:
+    """Config fields only one of the two placements reads (``dampening`` and
+    the like of ``resam``): they come with the placement, part of the grid."""
+    reads = [set(optim.optimizer_entry(name).config_fields.values())
+             for name in _PLACEMENT]
+    return tuple(sorted(set.union(*reads) - set.intersection(*reads)))
+
+
 def _setting(run) -> str:
-    return config_id(run, ignore=GRID_FIELDS)
+    return config_id(run, ignore=GRID_FIELDS + _placement_fields())
 
 
 def _variants(runs) -> dict[str, str]:
@@ -57,7 +66,8 @@ def _variants(runs) -> dict[str, str]:
     the momentum kind and learning rate} (labels ``""`` when there is one)."""
     fields = {}
     for r in runs:
-        fields.setdefault(_setting(r), config_fields(r, ignore=GRID_FIELDS))
+        fields.setdefault(_setting(r), config_fields(
+            r, ignore=GRID_FIELDS + _placement_fields()))
     keys = sorted(set().union(*fields.values())) if fields else []
     differ = [k for k in keys if k not in ("nesterov", "learning_rate") and len(
         {repr(f.get(k)) for f in fields.values()}) > 1]

@@ -1,0 +1,91 @@
+"""The simulator's top layer: a config -> one compiled training program.
+
+``make_train(config, data, model) -> train(key, hparams)``: the whole run is
+traced once: per-worker gradients are computed over the worker axis
+(``vmap``, or separate calls unrolled in the program on XLA:CPU: config
+``grad_strategy``, :func:`~byzjax.sim.resolve_grad_strategy`), the byzjax
+optax chain (worker transform -> attack -> pre-aggregation -> aggregation)
+and the server update run inside ``lax.scan`` over rounds, and an evaluation
+follows every ``eval_every`` rounds. Seeds and float hyper-parameters are
+arguments, so ``jax.vmap(train)`` runs many of them in one program (purejaxrl
+/ evosax style).
+
+The pieces are exposed separately so long jobs can stream progress:
+``init(key, hparams) -> state`` and ``run_chunk(state, hparams) -> (state,
+metrics)`` (``eval_every`` rounds plus one evaluation); ``train =
+scan(run_chunk, init(...))`` (:class:`~byzjax.sim.Program`).
+
+:func:`make_program` resolves a config once and picks the program: one
+correct server (:mod:`byzjax.sim._single`), GuanYu or one Byzantine server
+(:mod:`byzjax.sim._guanyu`), LiuBei (:mod:`byzjax.sim._liubei`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from byzjax.sim._errors import ConfigError
+from byzjax.sim._guanyu import make_guanyu_program
+from byzjax.sim._kit import Program, SimData
+from byzjax.sim._liubei import make_liubei_program
+from byzjax.sim._single import make_single_program
+from byzjax.sim._spec import RunSpec, resolve
+
+__all__ = ["make_program", "make_train"]
+
+
+def make_program(config: RunSpec, data: SimData, model, *,
+                 worker_sharding=None, byzantine_gradients: bool | None = None
+                 ) -> Program:
+    """Builds the pure functions of one configuration.
+
+    Args:
+      config: a :class:`~byzjax.sim.RunSpec` (or a config, resolved here once
+        with :func:`~byzjax.sim.resolve`). Its static fields are read here;
+        float hyper-parameters come at call time.
+      data: :class:`~byzjax.sim.SimData` (arrays, ideally already on the
+        device).
+      model: a Flax linen module mapping ``[b, H, W, C]`` to ``[b, classes]``
+        and taking ``train=`` (BatchNorm/dropout switch).
+      worker_sharding: optional ``jax.sharding.Sharding`` for the stacked
+        ``[n, ...]`` worker gradients (``shard="workers"``, see
+        :mod:`byzjax.parallel`); one correct server only.
+      byzantine_gradients: compute the Byzantine workers' own gradients
+        (one correct server; see
+        :func:`~byzjax.sim._single.make_single_program`). ``None`` (default):
+        only when something reads them. The server programs compute all ``n``.
+
+    Returns:
+      A :class:`~byzjax.sim.Program`.
+
+    Raises:
+      ConfigError: ``worker_sharding`` with replicated or Byzantine servers.
+
+    Example (tiny synthetic data; see tests for the full check)::
+
+        program = make_program(config, data, model)
+        state, metrics = jax.jit(program.train)(jax.random.key(0), hp)
+    """
+    spec = resolve(config)
+    if not spec.replicated_servers:
+        return make_single_program(spec, data, model,
+                                   worker_sharding=worker_sharding,
+                                   byzantine_gradients=byzantine_gradients)
+    if worker_sharding is not None:
+        raise ConfigError("shard='workers' is not supported with replicated or "
+                          "Byzantine servers; use shard='runs' or 'none'",
+                          field="shard")
+    if spec.server_protocol == "liubei":
+        return make_liubei_program(spec, data, model)
+    return make_guanyu_program(spec, data, model)
+
+
+def make_train(config, data: SimData, model) -> Callable:
+    """``train(key, hparams) -> (final state, metrics [num_evals])``, one program.
+
+    Example (tiny synthetic data; see tests for the full check)::
+
+        train = make_train(config, data, model)
+        state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
+    """
+    return make_program(config, data, model).train
