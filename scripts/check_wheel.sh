@@ -11,7 +11,10 @@ PY="${PYTHON:-python3}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -m pip install -q build >/dev/null
-"$PY" -m build --wheel --outdir "$WORK/dist" . >/dev/null 2>&1
+# (built from a copy of the tracked files, so no build/ folder is left here)
+mkdir "$WORK/src"
+git ls-files -z | xargs -0 cp --parents -t "$WORK/src"
+"$PY" -m build --wheel --outdir "$WORK/dist" "$WORK/src" >/dev/null 2>&1
 "$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install -q "$WORK"/dist/byzjax-*.whl >/dev/null 2>&1
 cd "$WORK"  # away from the checkout: the installed package only

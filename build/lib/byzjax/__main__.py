@@ -1,5 +1,0 @@
-import sys
-
-from byzjax.cli import main
-
-sys.exit(main())
