@@ -1,5 +1,6 @@
-"""Result files: checked when read, standard JSON, no orphans, one computation
-per run even with several processes on one folder."""
+"""The results folder (byzjax.sim._store): records checked when read, standard
+JSON, orphaned temporary files removed, group locks. Several processes on one
+folder: test_sweep_resume_and_locks.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -173,49 +173,3 @@ def test_lock_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path):
     os.utime(tmp_path / "g.lock", (old, old))
     with _store.group_lock(locks, "g") as mine:
         assert mine
-
-
-SWEEP = textwrap.dedent("""
-    import ml_collections
-    from byzjax.sim import get_config
-
-    def get_sweep():
-        base = get_config()
-        base.dataset = "synthetic"
-        base.num_workers = 5
-        base.num_byzantine = 1
-        base.batch_size = 4
-        base.num_rounds = 4
-        base.eval_every = 2
-        s = ml_collections.ConfigDict()
-        s.name = "shared"
-        s.base = base
-        s.grid = {"aggregator": ["mean", "trimmed_mean", "coordinate_median",
-                                 "meamed"]}
-        s.seeds = [0, 1]
-        return s
-""")
-
-
-@pytest.mark.slow
-def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
-    path = tmp_path / "shared.py"
-    path.write_text(SWEEP)
-    outdir = str(tmp_path / "out")
-    cmd = [sys.executable, "-m", "byzjax", "sweep", str(path), "--outdir", outdir,
-           "--quiet", "--no-report"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    groups = _sweep.expand_sweep(_sweep.load_sweep(str(path)))
-    expected = {rid for g in groups for _, _, rid in g.run_ids()}
-    # Every run computed exactly once, by one process or the other.
-    print("runs computed by each process:", [s["runs"] for s in summaries])
-    assert sum(s["runs"] for s in summaries) == len(expected) == 8
-    assert {os.path.basename(f)[:-5]
-            for f in glob.glob(os.path.join(outdir, "runs", "*.json"))} == expected
-    assert not glob.glob(os.path.join(outdir, "locks", "*.lock"))
