@@ -8,8 +8,6 @@ import glob
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -133,9 +131,20 @@ def test_bad_record_is_computed_again_and_good_ones_are_not(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoints")
 
 
+def _dead_pid() -> int:
+    """A process id no process has (found without starting one)."""
+    for pid in range(2 ** 22 - 1, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise RuntimeError("no free process id")
+
+
 def test_orphaned_temporary_files_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = _dead_pid()
     orphan = tmp_path / f"a.json.tmp.{dead}"
     live = tmp_path / f"b.json.tmp.{os.getpid()}"
     old_live = tmp_path / f"c.json.tmp.{os.getpid()}"
@@ -158,8 +167,7 @@ def test_lock_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path):
             assert not other
     assert not glob.glob(str(tmp_path / "*.lock"))  # released
     # A lock left by a killed process on this host is broken at once.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = _dead_pid()
     (tmp_path / "g.lock").write_text(json.dumps(
         {"host": socket.gethostname(), "pid": int(dead), "token": "t"}))
     with _store.group_lock(locks, "g") as mine:
