@@ -1,11 +1,28 @@
-"""Test configuration: CPU only, float32, hypothesis profile sized for CI."""
+"""Test configuration: CPU only, float32, hypothesis profile sized for CI, and the
+markers of tests whose files do not mark them themselves."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+#: test (file::name) -> markers added at collection (``scripts/test.sh --fast``
+#: leaves out slow, subprocess, multidevice and browser tests).
+EXTRA_MARKERS = {
+    "test_report_web.py::test_report_of_a_real_sweep_in_headless_chromium":
+        ("browser", "slow"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = f"{os.path.basename(str(item.fspath))}::{item.originalname}" \
+            if hasattr(item, "originalname") else None
+        for marker in EXTRA_MARKERS.get(name, ()):
+            item.add_marker(getattr(pytest.mark, marker))

@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
                     reason="ruff not installed (pip install -e '.[test]')")
 def test_ruff_clean():

@@ -20,11 +20,18 @@ import pytest
 from byzjax import parallel, sim
 
 EIGHT = jax.device_count() >= 8
-multidevice = pytest.mark.skipif(not EIGHT, reason="needs 8 devices (run via "
-                                 "test_multidevice_suite)")
+_needs_eight = pytest.mark.skipif(not EIGHT, reason="needs 8 devices (run via "
+                                  "test_multidevice_suite)")
+
+
+def multidevice(test):
+    """Marks a test that runs only inside the 8-device process."""
+    return pytest.mark.multidevice(_needs_eight(test))
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 @pytest.mark.skipif(EIGHT, reason="already inside the multi-device process")
 def test_multidevice_suite():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

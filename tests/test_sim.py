@@ -116,13 +116,20 @@ def test_training_learns_without_attack():
     assert float(metrics["test_accuracy"][-1]) > 0.8
 
 
-def test_diagnostics_are_consistent():
+@pytest.fixture(scope="module")
+def foe_on_mean():
+    """One round program (FOE against the mean), its first state and the jitted
+    round step, compiled once for the diagnostics tests."""
     config = tiny_config(aggregator="mean", attack="foe", attack_eps=1.1)
-    data = make_data(config.num_workers)
-    program = sim.make_program(config, data, TinyMLP())
+    program = sim.make_program(config, make_data(config.num_workers), TinyMLP())
     hp = traced_hparams(config)
-    state = program.init(jax.random.key(0), hp)
-    _, m = jax.jit(program.round_step)(state, hp)
+    return program, hp, program.init(jax.random.key(0), hp), jax.jit(
+        program.round_step)
+
+
+def test_diagnostics_are_consistent(foe_on_mean):
+    _, hp, state, step = foe_on_mean
+    _, m = step(state, hp)
     assert float(m["agg_dist"]) > 0
     assert float(m["honest_spread"]) > 0
     np.testing.assert_allclose(float(m["resilience"]),
@@ -176,18 +183,14 @@ def test_adaptive_attack_targets_the_simulated_pipeline():
     assert float(m["agg_dist"]) >= float(m_alie["agg_dist"]) - 1e-7
 
 
-def test_round_diagnostics_switch():
-    config = tiny_config(aggregator="mean", attack="foe", attack_eps=1.1)
-    data = make_data(config.num_workers)
-    program = sim.make_program(config, data, TinyMLP())
-    hp = traced_hparams(config)
-    state = program.init(jax.random.key(0), hp)
+def test_round_diagnostics_switch(foe_on_mean):
+    program, hp, state, step = foe_on_mean
     keys = ("agg_dist", "honest_spread", "resilience", "cosine")
-    s_on, m_on = jax.jit(program.round_step)(state, hp)
+    s_on, m_on = step(state, hp)
     s_off, m_off = jax.jit(lambda s, hp: program.round_step(s, hp, diagnostics=False))(
         state, hp)
-    s_tr, m_tr = jax.jit(program.round_step)(state, hp, jnp.asarray(True))
-    _, m_fa = jax.jit(program.round_step)(state, hp, jnp.asarray(False))
+    s_tr, m_tr = step(state, hp, jnp.asarray(True))  # one compile for both flags
+    _, m_fa = step(state, hp, jnp.asarray(False))
     assert all(np.isfinite(float(m_on[k])) for k in keys)
     assert all(np.isnan(float(m_off[k])) and np.isnan(float(m_fa[k])) for k in keys)
     for k in keys:

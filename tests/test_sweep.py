@@ -1,14 +1,11 @@
-"""Sweeps: expansion, resumption after kill -9, and reports."""
+"""Sweep files: expansion, overrides, shipped sweeps; run_group's records and the
+best table. Killed and concurrent sweeps: test_sweep_resume_and_locks.py."""
 
 from __future__ import annotations
 
 import glob
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 
@@ -81,7 +78,6 @@ def _present(outdir):
                   for p in glob.glob(os.path.join(outdir, "runs", "*.json")))
 
 
-@pytest.mark.slow
 def test_set_one_grid_axis_keeps_the_others(tmp_path):
     sweep = _files.load_sweep(_write_sweep(tmp_path))
     _grid.set_sweep_field(sweep, "grid.attack", ["alie"])
@@ -91,45 +87,6 @@ def test_set_one_grid_axis_keeps_the_others(tmp_path):
     assert {g.labels["attack"] for g in groups} == {"alie"}
     assert {g.labels["optimizer"] for g in groups} == {"dsgd", "resam"}
     assert all([p["beta"] for p in g.points] == [0.99] for g in groups)
-
-
-def test_sweep_killed_midway_resumes_with_every_run_exactly_once(tmp_path):
-    path = _write_sweep(tmp_path)
-    outdir = str(tmp_path / "out")
-    expected = _expected_ids(path)
-    cmd = [sys.executable, "-m", "byzjax", "sweep", path, "--outdir", outdir,
-           "--quiet", "--no-report"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(_present(outdir)) >= 4:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "sweep ended before it could be killed: " + (
-        proc.stderr.read().decode()[-2000:])
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = _present(outdir)
-    assert 0 < len(partial) < len(expected)
-
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    final = _present(outdir)
-    assert len(final) == len(set(final)) == len(expected)
-    assert set(final) == expected
-    # The runs finished before the kill were not run again.
-    assert f"{len(expected) - len(partial)} to run" in done.stdout + done.stderr
-
-    # Reports: the best-aggregator table and the figures are produced.
-    paths = report.write_report(outdir)
-    table = open(paths["best"]).read()
-    assert "dsgd" in table and "resam" in table and "alie" in table
-    assert os.path.getsize(paths["curves"]) > 1000
-    runs = report.load_runs(outdir)
-    assert len(runs) == len(expected)
-    assert all(r["config"]["dataset"] == "synthetic" for r in runs)
 
 
 def test_best_table_picks_the_best_aggregator():

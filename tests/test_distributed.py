@@ -1,5 +1,7 @@
-"""Several processes, one JAX run: launcher, sharded simulation, robust data
-parallel training across processes, and sweeps split over independent jobs.
+"""byzjax.distributed: ``--shard i/k`` parts, multi-process settings, the local
+launcher, and several processes in one JAX run (sharded simulation, robust data
+parallel training across processes). Independent jobs sharing a results folder
+are tested in test_sweep_resume_and_locks.py.
 
 The multi-process test starts 2 real processes x 4 CPU devices on 127.0.0.1
 (gloo collectives) with :func:`byzjax.distributed.launch`; each runs
@@ -11,7 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -90,6 +91,7 @@ def test_cluster_detection_needs_several_processes(monkeypatch):
     assert distributed.cluster_detected() == "auto"
 
 
+@pytest.mark.subprocess
 def test_launch_sets_the_environment_and_reports_the_first_failure(tmp_path):
     script = tmp_path / "p.py"
     script.write_text(textwrap.dedent("""
@@ -114,6 +116,7 @@ def test_launch_sets_the_environment_and_reports_the_first_failure(tmp_path):
     assert {e["JAX_PLATFORMS"] for e in envs} == {"cpu"}
 
 
+@pytest.mark.subprocess
 def test_launch_stops_every_process_on_timeout(tmp_path):
     code = distributed.launch(
         [sys.executable, "-c", "import time; time.sleep(60)"], num_processes=2,
@@ -121,28 +124,31 @@ def test_launch_stops_every_process_on_timeout(tmp_path):
     assert code == 124
 
 
-def test_cli_rejects_bad_shard_and_incomplete_settings_in_one_line(tmp_path):
+def test_cli_rejects_bad_shard_and_incomplete_settings_in_one_line(tmp_path,
+                                                                 capsys):
+    from byzjax import cli
+
     sweep = tmp_path / "s.py"
     sweep.write_text(SWEEP)
-    run = [sys.executable, "-m", "byzjax"]
-    out = subprocess.run(run + ["sweep", str(sweep), "--shard", "2/2", "--outdir",
-                                str(tmp_path / "o"), "--no-report"],
-                         env=_env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert out.stderr.strip().splitlines() == [
-        "byzjax sweep: error: --shard i/k needs k >= 1 and 0 <= i < k; got '2/2'"]
-    out = subprocess.run(run + ["train", "--dataset", "synthetic",
-                                "--num-processes", "2", "--outdir",
-                                str(tmp_path / "t")],
-                         env=_env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert out.stderr.strip().splitlines() == [
-        "byzjax train: error: distributed: multi-process run needs "
-        "--coordinator-address / JAX_COORDINATOR_ADDRESS, --process-id / "
-        "JAX_PROCESS_ID"]
+    for argv, line in (
+            (["sweep", str(sweep), "--shard", "2/2", "--outdir", str(tmp_path / "o"),
+              "--no-report"],
+             "byzjax sweep: error: --shard i/k needs k >= 1 and 0 <= i < k; got '2/2'"),
+            (["train", "--dataset", "synthetic", "--num-processes", "2", "--outdir",
+              str(tmp_path / "t")],
+             "byzjax train: error: distributed: multi-process run needs "
+             "--coordinator-address / JAX_COORDINATOR_ADDRESS, --process-id / "
+             "JAX_PROCESS_ID")):
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+    assert not (tmp_path / "o" / "runs").exists()
 
 
-# ------------------------------------------------- sweeps over independent jobs
+# ------------------------------------------------------------ a small sweep
 SWEEP = textwrap.dedent(
     """
     import ml_collections
@@ -192,44 +198,6 @@ def _assert_same_records(a, b, tol):
             np.testing.assert_allclose(np.asarray(ra["metrics"][k], float),
                                        np.asarray(rb["metrics"][k], float),
                                        rtol=tol, atol=tol, err_msg=k)
-
-
-@pytest.mark.slow
-def test_concurrent_sweep_shards_produce_every_run_once(tmp_path):
-    from byzjax.sim import _files, _grid, _schedule
-
-    path = tmp_path / "sweep.py"
-    path.write_text(SWEEP)
-    sweep = _files.load_sweep(str(path))
-    expected = {rid for g in _grid.expand_sweep(sweep) for _, _, rid in g.run_ids()}
-    assert len(expected) == 12
-    # Unsharded, in this process.
-    _schedule.run_sweep(sweep, str(tmp_path / "whole"), progress=False,
-                     log=distributed.quiet)
-    # Two shards at once into one folder, as two independent jobs would.
-    cmd = [sys.executable, "-m", "byzjax", "sweep", str(path), "--outdir",
-           str(tmp_path / "split"), "--quiet", "--no-report", "--shard"]
-    procs = [subprocess.Popen(cmd + [f"{i}/2"], env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=300))
-        finally:
-            if p.poll() is None:
-                p.kill()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    ran = [json.loads(out.strip().splitlines()[-1])["runs"] for out, _ in outs]
-    assert ran == [6, 6]  # disjoint halves: nothing ran twice
-    whole, split = _records(tmp_path / "whole"), _records(tmp_path / "split")
-    assert set(whole) == expected
-    _assert_same_records(whole, split, tol=1e-6)
-    # A re-run of a finished shard has nothing left to do.
-    again = subprocess.run(cmd + ["1/2"], env=_env(), capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout.strip().splitlines()[-1])["runs"] == 0
 
 
 # -------------------------------------------------------- 2 processes x 4 devices
@@ -321,10 +289,12 @@ def worker_main(outdir: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.multidevice
 def test_two_processes_four_devices_each(tmp_path):
     (tmp_path / "sweep.py").write_text(SWEEP_ONE_GROUP)
     code = distributed.launch(
-        [sys.executable, "-c", "import sys; from tests.test_multiprocess import "
+        [sys.executable, "-c", "import sys; from tests.test_distributed import "
          "worker_main; worker_main(sys.argv[1])", str(tmp_path)],
         num_processes=2, local_devices=4, timeout=400, env=_env())
     assert code == 0

@@ -1,5 +1,6 @@
-"""Result files: checked when read, standard JSON, no orphans, one computation
-per run even with several processes on one folder."""
+"""The results folder (byzjax.sim._store): records checked when read, standard
+JSON, orphaned temporary files removed, group locks. Several processes on one
+folder: test_sweep_resume_and_locks.py."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import glob
 import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
 from byzjax import report, sim
-from byzjax.sim import _files, _grid, _schedule, _store
+from byzjax.sim import _grid, _schedule, _store
 
 
 def _strict_load(path):
@@ -134,9 +132,20 @@ def test_bad_record_is_computed_again_and_good_ones_are_not(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoints")
 
 
+def _dead_pid() -> int:
+    """A process id no process has (found without starting one)."""
+    for pid in range(2 ** 22 - 1, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise RuntimeError("no free process id")
+
+
 def test_orphaned_temporary_files_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = _dead_pid()
     orphan = tmp_path / f"a.json.tmp.{dead}"
     live = tmp_path / f"b.json.tmp.{os.getpid()}"
     old_live = tmp_path / f"c.json.tmp.{os.getpid()}"
@@ -159,8 +168,7 @@ def test_lock_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path):
             assert not other
     assert not glob.glob(str(tmp_path / "*.lock"))  # released
     # A lock left by a killed process on this host is broken at once.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = _dead_pid()
     (tmp_path / "g.lock").write_text(json.dumps(
         {"host": socket.gethostname(), "pid": int(dead), "token": "t"}))
     with _store.group_lock(locks, "g") as mine:
@@ -174,49 +182,3 @@ def test_lock_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path):
     os.utime(tmp_path / "g.lock", (old, old))
     with _store.group_lock(locks, "g") as mine:
         assert mine
-
-
-SWEEP = textwrap.dedent("""
-    import ml_collections
-    from byzjax.sim import get_config
-
-    def get_sweep():
-        base = get_config()
-        base.dataset = "synthetic"
-        base.num_workers = 5
-        base.num_byzantine = 1
-        base.batch_size = 4
-        base.num_rounds = 4
-        base.eval_every = 2
-        s = ml_collections.ConfigDict()
-        s.name = "shared"
-        s.base = base
-        s.grid = {"aggregator": ["mean", "trimmed_mean", "coordinate_median",
-                                 "meamed"]}
-        s.seeds = [0, 1]
-        return s
-""")
-
-
-@pytest.mark.slow
-def test_two_concurrent_sweeps_compute_each_run_once(tmp_path):
-    path = tmp_path / "shared.py"
-    path.write_text(SWEEP)
-    outdir = str(tmp_path / "out")
-    cmd = [sys.executable, "-m", "byzjax", "sweep", str(path), "--outdir", outdir,
-           "--quiet", "--no-report"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    groups = _grid.expand_sweep(_files.load_sweep(str(path)))
-    expected = {rid for g in groups for _, _, rid in g.run_ids()}
-    # Every run computed exactly once, by one process or the other.
-    print("runs computed by each process:", [s["runs"] for s in summaries])
-    assert sum(s["runs"] for s in summaries) == len(expected) == 8
-    assert {os.path.basename(f)[:-5]
-            for f in glob.glob(os.path.join(outdir, "runs", "*.json"))} == expected
-    assert not glob.glob(os.path.join(outdir, "locks", "*.lock"))
