@@ -78,7 +78,8 @@ def sweep_files(tmp_path_factory):
     sweep = _files.load_sweep(path)
     expected = {rid for g in _grid.validate_sweep(sweep) for _, _, rid in g.run_ids()}
     assert len(expected) == 2 * RUNS_PER_GROUP
-    _schedule.run_sweep(sweep, str(folder / "ref"), progress=False, log=distributed.quiet)
+    _schedule.run_sweep(sweep, str(folder / "ref"), progress=False,
+                        log=distributed.quiet)
     ref = _records(folder / "ref")
     assert set(ref) == expected
     return path, expected, ref
