@@ -218,7 +218,8 @@ def bulyan_selection(
     return _select_by_scores(updates, n, f, theta, kind, squared)
 
 
-@AGGREGATORS.register("bulyan", min_workers=_min_workers, requirement=_REQUIREMENT)
+@AGGREGATORS.register("bulyan", min_workers=_min_workers, requirement=_REQUIREMENT,
+                      display_name="Bulyan", short_name="BULYAN", order=8)
 def bulyan(
     updates: PyTree,
     *,

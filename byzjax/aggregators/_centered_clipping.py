@@ -35,6 +35,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
@@ -61,7 +62,9 @@ def _combine(center, updates, weights, finite, n):
         center, moved)
 
 
-@AGGREGATORS.register("centered_clipping", stateful=True, aliases=("cc",))
+@AGGREGATORS.register("centered_clipping", stateful=True, aliases=("cc",),
+                      keywords={"radius": at_least(0), "num_iterations": at_least(0)},
+                      display_name="centered clipping", short_name="CC", order=9)
 def centered_clipping(
     updates: PyTree,
     *,

@@ -37,6 +37,8 @@ boolean stacks raise a ``TypeError``, as in every rule).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -47,8 +49,11 @@ from byzjax.aggregators._networks import (
     nan_to_inf,
     network_plan,
     order_statistics,
+    overflow_exponent,
+    power_of_two,
+    safe_mean,
     tree_sum,
-    trimmed_sum,
+    trimmed_values,
 )
 
 __all__ = [
@@ -63,6 +68,20 @@ __all__ = [
 def _rows(x: jax.Array) -> list[jax.Array]:
     """The ``n`` row arrays of a leaf with NaN mapped to +inf (fused, no copy)."""
     return [nan_to_inf(x[i]) for i in range(x.shape[0])]
+
+
+def _nan_if_from_nan(result: jax.Array, x: jax.Array) -> jax.Array:
+    """``NaN`` where ``result`` is ``+inf`` and the coordinate holds a ``NaN``.
+
+    ``NaN`` sorts as ``+inf``; a ``+inf`` result means more values were
+    non-finite than the rule could set aside, and when one of them was
+    ``NaN`` the answer is undefined: ``NaN``, not ``+inf``. Fused with the
+    network (no extra pass); ordinary results are untouched.
+    """
+    has_nan = functools.reduce(jnp.logical_or,
+                               [jnp.isnan(x[i]) for i in range(x.shape[0])])
+    return jnp.where(jnp.isposinf(result) & has_nan,
+                     jnp.asarray(jnp.nan, result.dtype), result)
 
 
 def _acc(x: jax.Array) -> jnp.dtype:
@@ -94,7 +113,7 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
     acc = _acc(x)
     rows = _rows(x)
     if keep == m:  # every value is kept: the mean, no ordering needed
-        return (tree_sum([r.astype(acc) for r in rows]) / m).astype(x.dtype)
+        return safe_mean([r.astype(acc) for r in rows]).astype(x.dtype)
     med_pos = _median_positions(m, lower) if center == "median" else ()
     if 2 * keep >= m:
         # Every window k (0 <= k <= lo) of `keep` consecutive order statistics
@@ -109,19 +128,41 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
                 raise AssertionError("the trimmed mean's range is the core")
             summed = [p for p in range(lo, hi) if p not in exact]
         out = apply_plan(rows, network_plan(m, exact=exact, summed=summed))
-        cs = {p: out[p].astype(acc) for p in exact}
-        if center == "median":
-            c = _median_of(cs, m, lower, acc)
-        else:
-            c = tree_sum([out[p].astype(acc) for p in range(lo, hi)]) / (hi - lo)
+        stats = {p: out[p].astype(acc) for p in (*exact, *summed)}
         starts = range(lo + 1)
     else:
         if center != "median":
             raise AssertionError("short windows are only used around the median")
         out = apply_plan(rows, network_plan(m, exact=range(m)))
-        cs = {p: out[p].astype(acc) for p in range(m)}
-        c = _median_of(cs, m, lower, acc)
+        exact = range(m)
+        stats = {p: out[p].astype(acc) for p in exact}
+        lo = hi = 0
         starts = range(m - keep + 1)
+    values = [row.astype(acc) for row in rows]
+
+    def closing(scale):
+        # `scale` is None (the plain arithmetic) or an exact power of two.
+        sc = (lambda v: v) if scale is None else (lambda v: v * scale)
+        cs = {p: sc(stats[p]) for p in exact}
+        if center == "median":
+            c = _median_of(cs, m, lower, acc)
+        else:
+            c = tree_sum([sc(stats[p]) for p in range(lo, hi)]) / (hi - lo)
+        return _closest_total(cs, c, [sc(v) for v in values], keep, starts, acc)
+
+    # Distances and sums may overflow where the values do not (|1e38 + 3e38|):
+    # wherever the plain result is not finite, the same arithmetic on values
+    # scaled by 2**-k (exact, and rounding commutes with it) is used. Both
+    # run in the same fused loop; ordinary results are bit-identical.
+    plain = closing(None)
+    k = overflow_exponent(m)
+    scaled = closing(power_of_two(-k, acc)) * power_of_two(k, acc)
+    total = jnp.where(jnp.isfinite(plain), plain, scaled)
+    return _nan_if_from_nan(total, x).astype(x.dtype)
+
+
+def _closest_total(cs, c, values, keep, starts, acc):
+    """Mean of the ``keep`` values closest to ``c`` (ties at the edge share)."""
     # The `keep` values closest to c are `keep` consecutive order statistics,
     # so the keep-th smallest distance is the least window radius.
     radius = None
@@ -133,8 +174,7 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
     # infinite value that is not kept cannot spoil the result.
     inside, inside_n, edge, edge_n = [], [], [], []
     zero = jnp.zeros((), acc)
-    for row in rows:
-        v = row.astype(acc)
+    for v in values:
         d = jnp.abs(v - c)
         lt, eq = d < radius, d == radius
         inside.append(jnp.where(lt, v, zero))
@@ -143,10 +183,12 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
         edge_n.append(eq.astype(acc))
     slots = keep - tree_sum(inside_n)
     total = tree_sum(inside) + slots * (tree_sum(edge) / tree_sum(edge_n))
-    return (total / keep).astype(x.dtype)
+    return total / keep
 
 
-@AGGREGATORS.register("coordinate_median", aliases=("median", "cwm"))
+@AGGREGATORS.register("coordinate_median", aliases=("median", "cwm"),
+                      display_name="coordinate-wise median", short_name="CWM",
+                      order=2)
 def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
                       lower: bool = False) -> PyTree:
     """Coordinate-wise median (CWM).
@@ -182,12 +224,14 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
 
     def _leaf(x):
         stats = dict(zip(positions, order_statistics(_rows(x), positions)))
-        return _median_of(stats, n, lower, _acc(x)).astype(x.dtype)
+        return _nan_if_from_nan(_median_of(stats, n, lower, _acc(x)),
+                                x).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 
 
-@AGGREGATORS.register("trimmed_mean", aliases=("cwtm", "trmean"))
+@AGGREGATORS.register("trimmed_mean", aliases=("cwtm", "trmean"),
+                      display_name="trimmed mean", short_name="CWTM", order=1)
 def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """Coordinate-wise trimmed mean (CWTM; Fabris 2023, Alg. 12).
 
@@ -217,18 +261,19 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> aggregators.trimmed_mean(x, num_byzantine=1)
       {'w': Array([2.], dtype=float32)}
     """
-    n = validate("trimmed_mean", updates, num_byzantine)
-    keep = n - 2 * num_byzantine
+    validate("trimmed_mean", updates, num_byzantine)
 
     def _leaf(x):
         acc = _acc(x)
         rows = [r.astype(acc) for r in _rows(x)] if acc != x.dtype else _rows(x)
-        return (trimmed_sum(rows, num_byzantine) / keep).astype(x.dtype)
+        # (the mean of the kept values; finite whenever it is, see safe_mean)
+        out = safe_mean(trimmed_values(rows, num_byzantine))
+        return _nan_if_from_nan(out, x).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 
 
-@AGGREGATORS.register("meamed")
+@AGGREGATORS.register("meamed", display_name="MeaMed", short_name="MEAMED", order=4)
 def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTree:
     """MeaMed: per coordinate, the mean of the ``n - f`` values closest to the median.
 
@@ -269,7 +314,7 @@ def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTre
         updates)
 
 
-@AGGREGATORS.register("phocas")
+@AGGREGATORS.register("phocas", display_name="Phocas", short_name="PHOCAS", order=10)
 def phocas(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """Phocas: per coordinate, the mean of the ``n - f`` values closest to the trimmed
     mean.

@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least, greater_than
 from byzjax._tree import PyTree, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
@@ -98,7 +99,11 @@ def _weights(dist, finite, smoothing):
     return w / jnp.sum(w)
 
 
-@AGGREGATORS.register("geometric_median", aliases=("geomed", "rfa"))
+@AGGREGATORS.register("geometric_median", aliases=("geomed", "rfa"),
+                      keywords={"num_iterations": at_least(0),
+                                "tolerance": at_least(0),
+                                "smoothing": greater_than(0)},
+                      display_name="geometric median", short_name="GM", order=7)
 def geometric_median(
     updates: PyTree,
     *,

@@ -371,7 +371,8 @@ def minimum_diameter_subset(
     return _subset(updates, num_byzantine, method)[0]
 
 
-@AGGREGATORS.register("mda", aliases=("minimum_diameter_averaging", "brute"))
+@AGGREGATORS.register("mda", aliases=("minimum_diameter_averaging", "brute"),
+                      display_name="MDA", short_name="MDA", order=3)
 def minimum_diameter_averaging(
     updates: PyTree, *, num_byzantine: int,
     method: Literal["auto", "enumerate", "search"] = "auto",

@@ -73,7 +73,9 @@ def nearest_neighbour_weights(updates: PyTree, *, num_byzantine: int) -> jax.Arr
 
 
 @PREAGGREGATORS.register("nnm", aliases=("nearest_neighbor_mixing",
-                                         "nearest_neighbour_mixing"))
+                                         "nearest_neighbour_mixing"),
+                         display_name="nearest-neighbour mixing", short_name="NNM",
+                         order=0)
 def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """NNM: every row becomes the mean of its ``n - f`` nearest rows (itself included).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree
 from byzjax.aggregators._base import PREAGGREGATORS, validate
 from byzjax.aggregators._networks import tree_sum
@@ -17,7 +18,10 @@ from byzjax.aggregators._networks import tree_sum
 __all__ = ["static_clipping", "bucketing"]
 
 
-@PREAGGREGATORS.register("static_clipping", aliases=("clipping",))
+@PREAGGREGATORS.register("static_clipping", aliases=("clipping",),
+                         keywords={"max_norm": at_least(0)},
+                         display_name="static clipping", short_name="CLIP",
+                         order=2)
 def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                     max_norm: float | jax.Array) -> PyTree:
     """Clips every row to Euclidean norm at most ``max_norm``, over all leaves together.
@@ -70,7 +74,15 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     return jax.tree_util.tree_map(_clip, updates)
 
 
-@PREAGGREGATORS.register("bucketing", needs_key=True)
+def _bucket_rows(num_workers: int, kwargs) -> int:
+    """``ceil(n / bucket_size)``: the number of buckets."""
+    return -(-num_workers // kwargs["bucket_size"])
+
+
+@PREAGGREGATORS.register("bucketing", needs_key=True,
+                         keywords={"bucket_size": at_least(1)},
+                         output_rows=_bucket_rows, display_name="bucketing",
+                         short_name="BUCK", order=1)
 def bucketing(updates: PyTree, *, num_byzantine: int = 0, key: jax.Array,
               bucket_size: int) -> PyTree:
     """Random buckets of ``bucket_size`` rows, each replaced by its mean.
