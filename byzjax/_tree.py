@@ -271,6 +271,39 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
     return (d2, finite) if with_finite else d2
 
 
+def overflow_scale(stack: PyTree, point: PyTree | None = None, *,
+                   keep: jax.Array | None = None) -> jax.Array:
+    """An exact power of two ``s <= 1`` with ``s * |x_ij - p_j| <= 2**40``.
+
+    For squared norms and Gram matrices that overflow although the rows are
+    finite (entries near ``1e20`` and above): computed on rows scaled by
+    ``s`` they stay finite for any realistic ``d`` (up to ``2**40``
+    coordinates), and rounding commutes with the scaling. Rows outside
+    ``keep`` (default: all) are ignored. One pass over the stack; meant for a
+    rescue branch, not the normal path. Scaling down by up to ``2**-88``, it
+    can flush the squares of rows ``1e26`` times smaller than the largest to
+    zero (float32 holds no Gram matrix of both).
+    """
+    n = num_rows(stack)
+    leaves = jax.tree_util.tree_leaves(stack)
+    points = (jax.tree_util.tree_leaves(point) if point is not None
+              else [None] * len(leaves))
+    biggest = jnp.zeros((), jnp.float32)
+    for leaf, p in zip(leaves, points):
+        a = jnp.abs(leaf.reshape(n, -1)).astype(jnp.float32)
+        if keep is not None:
+            a = jnp.where(keep[:, None], a, 0.0)
+        biggest = jnp.maximum(biggest, jnp.max(a))
+        if p is not None:
+            biggest = jnp.maximum(biggest,
+                                  jnp.max(jnp.abs(p)).astype(jnp.float32))
+    # |x - p| <= 2 * biggest < 2**(e + 1). (No sum here: XLA would rewrite
+    # 0.5 a + 0.5 b as 0.5 (a + b), which overflows.)
+    _, e = jnp.frexp(biggest)
+    shift = jnp.clip(e + 1 - 40, 0, 120)
+    return jnp.ldexp(jnp.ones((), jnp.float32), -shift)
+
+
 def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:
     """``float[n]``: ``||x_i - point||^2`` over all leaves (direct, not Gram form).
 

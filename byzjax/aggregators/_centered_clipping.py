@@ -36,7 +36,13 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree, sq_distances_to, weighted_rows
+from byzjax._tree import (
+    PyTree,
+    overflow_scale,
+    row_is_finite,
+    sq_distances_to,
+    weighted_rows,
+)
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
 
@@ -48,9 +54,42 @@ _AUTO_DIRECT_MAX = 2
 
 
 def _scales(dist, finite, radius):
-    """``min(1, tau / ||x_i - v||)`` on finite rows, 0 on non-finite ones."""
+    """``min(1, tau / ||x_i - v||)`` on finite rows, 0 on non-finite ones.
+
+    ``radius`` may be a vector (``tau`` times each row's scale, when ``dist``
+    is measured on scaled rows). A negative radius gives NaN (never a
+    negated step).
+    """
     clip = jnp.where(dist > radius, radius / jnp.where(dist > 0, dist, 1.0), 1.0)
+    clip = jnp.where(radius >= 0, clip, jnp.nan)
     return jnp.where(finite, clip, 0.0)
+
+
+def _distances(updates, v, radius):
+    """``(||x_i - v||, tau)`` per row, finite for every finite row.
+
+    Where a finite row's squared distance overflows (entries near ``1e20``),
+    it is measured on rows scaled by an exact power of two ``s``, and its
+    radius is ``tau * s`` (the clip factor is unchanged). Other rows keep the
+    plain distance and ``tau``, so ordinary results are bit-identical; the
+    rescue (one more pass) runs only when some distance is not finite.
+    """
+    dist = jnp.sqrt(sq_distances_to(updates, v))  # inf on non-finite rows
+    tau = jnp.broadcast_to(jnp.asarray(radius, dist.dtype), dist.shape)
+
+    def plain(_):
+        return dist, tau
+
+    def rescue(_):
+        keep = row_is_finite(updates)
+        s = overflow_scale(updates, v, keep=keep).astype(dist.dtype)
+        scaled = jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype), updates)
+        v_s = jax.tree_util.tree_map(lambda p: p * s.astype(p.dtype), v)
+        d_s = jnp.sqrt(sq_distances_to(scaled, v_s))
+        redo = keep & ~jnp.isfinite(dist)
+        return (jnp.where(redo, d_s, dist), jnp.where(redo, tau * s, tau))
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(dist)), plain, rescue, None)
 
 
 def _combine(center, updates, weights, finite, n):
@@ -129,9 +168,9 @@ def centered_clipping(
     if method == "direct":
         v = center
         for _ in range(num_iterations):  # static, small: unrolled on purpose
-            dist = jnp.sqrt(sq_distances_to(updates, v))  # inf on non-finite rows
+            dist, tau = _distances(updates, v, radius)
             finite = jnp.isfinite(dist)
-            v = _combine(v, updates, _scales(dist, finite, radius), finite, n)
+            v = _combine(v, updates, _scales(dist, finite, tau), finite, n)
         return v
 
     # Gram form: v_l = v_0 + sum_j b_j y_j with y_j = x_j - v_0.

@@ -58,7 +58,13 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least, greater_than
-from byzjax._tree import PyTree, sq_distances_to, weighted_rows
+from byzjax._tree import (
+    PyTree,
+    overflow_scale,
+    row_is_finite,
+    sq_distances_to,
+    weighted_rows,
+)
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._coordinate import coordinate_median
@@ -92,6 +98,39 @@ def _finite_center(center: PyTree) -> PyTree:
             lambda c: jnp.where(jnp.isfinite(c), c, jnp.zeros((), c.dtype)), tree)
 
     return jax.lax.cond(ok, lambda tree: tree, clean, center)
+
+
+def _times(tree, s):
+    return jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype), tree)
+
+
+def _gram_or_scaled(updates, center):
+    """The centred Gram matrix and its scale ``s`` (``G`` of ``s (x_i - c)``).
+
+    ``s = 1`` (the plain Gram matrix, bit for bit) unless a row with finite
+    entries has a non-finite squared norm (entries near ``1e20`` and above);
+    then the rows are scaled by an exact power of two ``s < 1``
+    (:func:`byzjax._tree.overflow_scale`) so those rows count. The check of
+    the entries (one pass) runs only when some squared norm is not finite.
+    """
+    g = blocked_gram(updates, center)
+    one = jnp.ones((), g.dtype)
+
+    def plain():
+        return g, one
+
+    def maybe_scaled():
+        keep = row_is_finite(updates)
+        need = jnp.any(keep & ~jnp.isfinite(jnp.diagonal(g)))
+
+        def scaled():
+            s = overflow_scale(updates, center, keep=keep).astype(g.dtype)
+            return blocked_gram(_times(updates, s), _times(center, s)), s
+
+        return jax.lax.cond(need, scaled, plain)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(jnp.diagonal(g))), plain,
+                        maybe_scaled)
 
 
 def _weights(dist, finite, smoothing):
@@ -179,7 +218,10 @@ def geometric_median(
     # held constant under differentiation (exact, and no gradient through
     # the median's network).
     center = jax.lax.stop_gradient(_finite_center(coordinate_median(updates)))
-    g = blocked_gram(updates, center)
+    g, s = _gram_or_scaled(updates, center)
+    # Distances are measured in units of 1/s (s = 1 but for rows whose
+    # squares overflow): the smoothing follows, the stopping rule is relative.
+    smoothing = smoothing * s
     finite = jnp.isfinite(jnp.diagonal(g))
     g = jnp.where(finite[:, None] & finite[None, :], g, 0.0)
     diag = jnp.diagonal(g)
@@ -192,7 +234,9 @@ def geometric_median(
         if num_iterations == 0:
             return weighted_rows(updates, coef0, keep=finite)
     else:
-        start = jnp.sqrt(sq_distances_to(updates, init))
+        start = jax.lax.cond(
+            s == 1, lambda: jnp.sqrt(sq_distances_to(updates, init)),
+            lambda: jnp.sqrt(sq_distances_to(_times(updates, s), _times(init, s))))
 
     def distances(coef, g=g, diag=diag):
         gc = g @ coef
