@@ -21,7 +21,11 @@ given, ``L = 1`` iteration, radius ``tau = 100``.
 they are excluded: their clipped contribution is 0, while the average still
 divides by ``n`` (as if those workers had sent the current center). The
 output does not depend on non-finite rows at all, and is finite whenever the
-center is.
+center is. **Known limit:** a finite row whose squared distance to the centre
+overflows the float type (entries near ``1e19`` in float32) is treated as
+non-finite too (its clipped step is lost). A rescue with scaled rows was
+tried and dropped: under ``vmap`` its branch changed XLA's fusion of the plain
+distances and so the last bits of ordinary results.
 
 Reference:
   Karimireddy, He, Jaggi, "Learning from History for Byzantine Robust
@@ -36,13 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import (
-    PyTree,
-    overflow_scale,
-    row_is_finite,
-    sq_distances_to,
-    weighted_rows,
-)
+from byzjax._tree import PyTree, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
 
@@ -66,30 +64,9 @@ def _scales(dist, finite, radius):
 
 
 def _distances(updates, v, radius):
-    """``(||x_i - v||, tau)`` per row, finite for every finite row.
-
-    Where a finite row's squared distance overflows (entries near ``1e20``),
-    it is measured on rows scaled by an exact power of two ``s``, and its
-    radius is ``tau * s`` (the clip factor is unchanged). Other rows keep the
-    plain distance and ``tau``, so ordinary results are bit-identical; the
-    rescue (one more pass) runs only when some distance is not finite.
-    """
-    dist = jnp.sqrt(sq_distances_to(updates, v))  # inf on non-finite rows
-    tau = jnp.broadcast_to(jnp.asarray(radius, dist.dtype), dist.shape)
-
-    def plain(_):
-        return dist, tau
-
-    def rescue(_):
-        keep = row_is_finite(updates)
-        s = overflow_scale(updates, v, keep=keep).astype(dist.dtype)
-        scaled = jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype), updates)
-        v_s = jax.tree_util.tree_map(lambda p: p * s.astype(p.dtype), v)
-        d_s = jnp.sqrt(sq_distances_to(scaled, v_s))
-        redo = keep & ~jnp.isfinite(dist)
-        return (jnp.where(redo, d_s, dist), jnp.where(redo, tau * s, tau))
-
-    return jax.lax.cond(jnp.all(jnp.isfinite(dist)), plain, rescue, None)
+    """``(||x_i - v||, tau)`` per row (``inf`` on non-finite rows)."""
+    dist = jnp.sqrt(sq_distances_to(updates, v))
+    return dist, jnp.broadcast_to(jnp.asarray(radius, dist.dtype), dist.shape)
 
 
 def _combine(center, updates, weights, finite, n):
@@ -124,7 +101,8 @@ def centered_clipping(
       center: pytree with leaves ``[*param_shape]``, the starting point ``v_0``
         (previous aggregate); ``None`` means zeros (ByzFL). May be traced.
       radius: clipping radius ``tau >= 0`` (ByzFL default 100); may be traced
-        (vmappable).
+        (vmappable). A concrete negative or NaN radius is refused; a traced
+        negative one gives NaN (never the negated step).
       num_iterations: static int ``L >= 0`` (ByzFL default 1).
       method: static, ``"auto"``, ``"direct"`` (``O(L n d)``: distances and one
         weighted row sum per iteration) or ``"gram"`` (one Gram matmul
