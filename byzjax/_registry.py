@@ -496,6 +496,11 @@ class Registry:
 
         return _decorate
 
+    def _settable(self, entry: Entry) -> frozenset:
+        """Reserved keywords a user may still set (they override the caller's)."""
+        del entry
+        return frozenset()
+
     def _reserved_for(self, extra: Mapping[str, Any]) -> frozenset:
         del extra
         return frozenset()
@@ -578,7 +583,8 @@ class Registry:
         owner = f"{self.kind} {entry.name!r}"
         accepted = list(entry.keywords)
         for key in kwargs:
-            if key in entry.keywords or entry.extra_keywords:
+            if (key in entry.keywords or entry.extra_keywords
+                    or key in self._settable(entry)):
                 continue
             if key in self.reserved:
                 raise ValueError(f"{owner}: {key} is passed by the caller, not "

@@ -38,8 +38,9 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
       num_byzantine: static ``f``; only checked (``n > 2f``).
-      max_norm: clipping radius ``c >= 0``; may be traced (vmappable). Negative
-        values act as 0.
+      max_norm: clipping radius ``c >= 0`` (``0``: every row becomes zero);
+        may be traced (vmappable). A concrete negative or NaN radius is
+        refused; a traced negative one gives NaN rows.
 
     Returns:
       Pytree with leaves ``[n, *param_shape]``, the input dtype.
@@ -61,9 +62,11 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                    for leaf in leaves])
     ok = jnp.isfinite(sq)
     norm = jnp.sqrt(jnp.where(ok, sq, 0.0))
-    limit = jnp.maximum(jnp.asarray(max_norm, acc), 0.0)
+    limit = jnp.asarray(max_norm, acc)
     # norm == 0 gives limit / 0 = inf (or nan for limit == 0): min(1, .) == 1.
     scale = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
+    # A (traced) negative radius: NaN rows, never flipped or zeroed ones.
+    scale = jnp.where(limit >= 0, scale, jnp.nan)
 
     def _clip(x):
         shape = (n,) + (1,) * (x.ndim - 1)

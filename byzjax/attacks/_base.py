@@ -99,6 +99,10 @@ class AttackRegistry(Registry):
 
         return _decorate
 
+    def _settable(self, entry):
+        # An adaptive attack targets the pipeline's rule unless told another.
+        return SERVER_KEYWORDS if entry.adaptive else frozenset()
+
     def _reserved_for(self, extra):
         return SERVER_KEYWORDS if extra.get("adaptive") else frozenset()
 

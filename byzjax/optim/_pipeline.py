@@ -441,6 +441,13 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     _check_num_workers(entry.name, num_workers)
     agg_kwargs = dict(aggregator_kwargs or {})
     pre_kwargs = dict(preaggregator_kwargs or {})
+    # Bad concrete keywords fail here, at construction, in one line.
+    if isinstance(aggregator, str):
+        aggregators.AGGREGATORS.check_kwargs(aggregator, agg_kwargs)
+    if isinstance(preaggregator, str):
+        aggregators.PREAGGREGATORS.check_kwargs(preaggregator, pre_kwargs)
+    if isinstance(attack, str):
+        attacks.ATTACKS.check_kwargs(attack, dict(attack_kwargs or {}))
     if isinstance(aggregator, str) and preaggregator is None:
         # Fail at construction when (n, f) cannot work (the stage re-checks at
         # trace time, after any pre-aggregation changed the row count).
