@@ -224,8 +224,35 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
     return 0.5 * (total + total.T)
 
 
+def _gram_rescued(stack: PyTree) -> jax.Array:
+    """:func:`gram`, or the Gram matrix of ``s * x`` when a finite row's
+    squared norm overflows (``s``: :func:`overflow_scale`, a power of two).
+
+    The plain matrix is returned bit for bit otherwise; the check of the
+    entries runs only when some squared norm is not finite.
+    """
+    g = gram(stack)
+
+    def plain():
+        return g
+
+    def maybe_scaled():
+        keep = row_is_finite(stack)
+        need = jnp.any(keep & ~jnp.isfinite(jnp.diagonal(g)))
+
+        def scaled():
+            s = overflow_scale(stack, keep=keep)
+            return gram(jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype),
+                                               stack)).astype(g.dtype)
+
+        return jax.lax.cond(need, scaled, plain)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(jnp.diagonal(g))), plain,
+                        maybe_scaled)
+
+
 def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
-                          with_finite: bool = False):
+                          with_finite: bool = False, rescale: bool = False):
     """``float[n, n]``: squared distances ``||x_i - x_j||^2`` over all leaves.
 
     The one distance kernel of the package (Krum, Bulyan, NNM, MDA, the
@@ -245,6 +272,13 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
       stack: pytree with leaves ``[n, *param_shape]``.
       clean: set the distances of non-finite rows to ``+inf``.
       with_finite: also return the ``bool[n]`` mask of finite rows.
+      rescale: for rules that only compare distances (Krum, MDA, Bulyan,
+        NNM): when a finite row's squared norm overflows (entries near
+        ``1e19`` and above), every distance is measured on rows scaled by one
+        power of two ``s`` (all of them multiplied by ``s**2``), so those
+        rows count as finite. Ordinary inputs give the plain matrix, bit for
+        bit. Rows ``1e26`` times smaller than the largest may then be
+        measured as coincident (float32 holds no Gram matrix of both).
 
     Returns:
       ``d2`` (``float[n, n]``), or ``(d2, finite)`` with ``with_finite=True``.
@@ -257,7 +291,7 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
              [25.,  0., inf],
              [inf, inf,  0.]], dtype=float32)
     """
-    g = gram(stack)
+    g = _gram_rescued(stack) if rescale else gram(stack)
     sq = jnp.diagonal(g)
     d2 = sq[:, None] + sq[None, :] - 2.0 * g
     # Finite rows whose squares overflow give inf - inf = NaN: they are far.

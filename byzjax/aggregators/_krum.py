@@ -145,7 +145,7 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
     n = validate(rule, updates, num_byzantine)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,
                           squared=squared)
 

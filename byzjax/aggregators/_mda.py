@@ -312,7 +312,7 @@ def _resolve_method(method: str, n: int, f: int) -> str:
 
 
 def _clean_sq_distances(updates: PyTree) -> jax.Array:
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     # Finite rows too large to square overflow to NaN in the Gram form: treat
     # them as infinitely far too. The matmul need not be bit-symmetric; both
     # algorithms need one value per pair.

@@ -42,7 +42,8 @@ __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 def _mixing(updates: PyTree, num_byzantine: int):
     n = validate("nnm", updates, num_byzantine)
     m = n - num_byzantine
-    d2, finite = pairwise_sq_distances(updates, with_finite=True)
+    d2, finite = pairwise_sq_distances(updates, with_finite=True,
+                                      rescale=True)
     eye = jnp.eye(n, dtype=bool)
     # Self first (key -1), then by distance, then by index (stable sort).
     order = jnp.argsort(jnp.where(eye, -1.0, d2), axis=1, stable=True)
