@@ -225,8 +225,9 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
 
 
 def _gram_rescued(stack: PyTree) -> jax.Array:
-    """:func:`gram`, or the Gram matrix of ``s * x`` when a finite row's
-    squared norm overflows (``s``: :func:`overflow_scale`, a power of two).
+    """:func:`gram`, or the Gram matrix of ``s * x`` when the squared norms
+    of most rows (more than ``(n - 1) // 2``, so more than any legal ``f``)
+    overflow although they are finite (``s``: :func:`overflow_scale`).
 
     The plain matrix is returned bit for bit otherwise; the check of the
     entries runs only when some squared norm is not finite.
@@ -238,7 +239,11 @@ def _gram_rescued(stack: PyTree) -> jax.Array:
 
     def maybe_scaled():
         keep = row_is_finite(stack)
-        need = jnp.any(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        # Only when most rows overflow: up to f < n/2 of them are simply
+        # "infinitely far" (exact for the comparing rules, whose answers never
+        # involve them); scaling for them could flush the other rows' squares.
+        over = jnp.sum(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        need = over > (g.shape[0] - 1) // 2
 
         def scaled():
             s = overflow_scale(stack, keep=keep)
@@ -273,12 +278,13 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
       clean: set the distances of non-finite rows to ``+inf``.
       with_finite: also return the ``bool[n]`` mask of finite rows.
       rescale: for rules that only compare distances (Krum, MDA, Bulyan,
-        NNM): when a finite row's squared norm overflows (entries near
-        ``1e19`` and above), every distance is measured on rows scaled by one
-        power of two ``s`` (all of them multiplied by ``s**2``), so those
-        rows count as finite. Ordinary inputs give the plain matrix, bit for
-        bit. Rows ``1e26`` times smaller than the largest may then be
-        measured as coincident (float32 holds no Gram matrix of both).
+        NNM): when most rows (more than ``(n - 1) // 2``) are finite but
+        their squared norms overflow (entries near ``1e19`` and above), every
+        distance is measured on rows scaled by one power of two ``s`` (all
+        of them multiplied by ``s**2``), so those rows count as finite. Fewer
+        such rows stay infinitely far (at most ``f`` of them never enter
+        these rules' answers). Ordinary inputs give the plain matrix, bit for
+        bit.
 
     Returns:
       ``d2`` (``float[n, n]``), or ``(d2, finite)`` with ``with_finite=True``.

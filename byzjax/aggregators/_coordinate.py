@@ -28,6 +28,16 @@ smallest values. As long as, per coordinate, at most ``f`` (``num_byzantine``)
 values are non-finite, every rule here returns a finite value equal to what it
 would return if those values were arbitrarily large (``NaN`` as large
 positive). Nothing is multiplied by a weight, so ``0 * inf`` never occurs.
+With more non-finite values the answer is undefined: where the result would
+be ``+inf`` and the coordinate holds a ``NaN``, it is ``NaN`` (an all-``NaN``
+coordinate gives ``NaN``, never ``+inf``); genuine infinities stay infinite.
+
+**Overflow.** Sums and distances of finite values may overflow (``|1e38 +
+3e38|``); the rules stay finite wherever the true answer is: the trimmed
+mean's sum is redone on values scaled by an exact power of two where it
+overflowed (same fused loop), and MeaMed / Phocas scale a coordinate's
+values by ``2**-k`` when one is within ``2**k`` of the largest float (``1``
+otherwise: ordinary results are bit-identical).
 
 **Dtypes.** Comparisons of the inputs run in the input dtype (exact); the
 centre, distances and sums are computed in at least float32 and cast back, so
@@ -46,12 +56,13 @@ from byzjax._tree import PyTree, check_stack
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._networks import (
     apply_plan,
+    finite_or_rescaled,
     nan_to_inf,
     network_plan,
     order_statistics,
     overflow_exponent,
     power_of_two,
-    safe_mean,
+    scaled_mean,
     tree_sum,
     trimmed_values,
 )
@@ -70,7 +81,13 @@ def _rows(x: jax.Array) -> list[jax.Array]:
     return [nan_to_inf(x[i]) for i in range(x.shape[0])]
 
 
-def _nan_if_from_nan(result: jax.Array, x: jax.Array) -> jax.Array:
+def _has_nan(x: jax.Array) -> jax.Array:
+    """``bool[*param_shape]``: a NaN among the rows (fuses with the network)."""
+    return functools.reduce(jnp.logical_or,
+                            [jnp.isnan(x[i]) for i in range(x.shape[0])])
+
+
+def _nan_if_from_nan(result: jax.Array, has_nan: jax.Array) -> jax.Array:
     """``NaN`` where ``result`` is ``+inf`` and the coordinate holds a ``NaN``.
 
     ``NaN`` sorts as ``+inf``; a ``+inf`` result means more values were
@@ -78,8 +95,6 @@ def _nan_if_from_nan(result: jax.Array, x: jax.Array) -> jax.Array:
     ``NaN`` the answer is undefined: ``NaN``, not ``+inf``. Fused with the
     network (no extra pass); ordinary results are untouched.
     """
-    has_nan = functools.reduce(jnp.logical_or,
-                               [jnp.isnan(x[i]) for i in range(x.shape[0])])
     return jnp.where(jnp.isposinf(result) & has_nan,
                      jnp.asarray(jnp.nan, result.dtype), result)
 
@@ -107,13 +122,25 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
 
     ``center`` is ``"median"`` (``lower`` picks the lower median for even
     counts) or ``"trimmed_mean"`` (trimming ``num_trim`` at each end). See the
-    module docstring for the selection and its tie rule.
+    module docstring for the selection and its tie rule. Distances and sums
+    may overflow where the values do not (``|1e38 + 3e38|``): wherever the
+    plain result is not finite, the same arithmetic on values scaled by
+    ``2**-k`` (exact; rounding commutes with it) is used, computed only then
+    (:func:`~byzjax.aggregators._networks.finite_or_rescaled`).
     """
+    return _nan_if_from_nan(_closest_mean_total(x, keep, center, num_trim, lower),
+                            _has_nan(x)).astype(x.dtype)
+
+
+def _closest_mean_total(x: jax.Array, keep: int, center: str, num_trim: int,
+                        lower: bool) -> jax.Array:
+    """:func:`_closest_mean_leaf` in ``acc`` (before the NaN rule and cast)."""
     m = x.shape[0]
     acc = _acc(x)
     rows = _rows(x)
     if keep == m:  # every value is kept: the mean, no ordering needed
-        return safe_mean([r.astype(acc) for r in rows]).astype(x.dtype)
+        terms = [r.astype(acc) for r in rows]
+        return finite_or_rescaled(tree_sum(terms) / m, scaled_mean(terms))
     med_pos = _median_positions(m, lower) if center == "median" else ()
     if 2 * keep >= m:
         # Every window k (0 <= k <= lo) of `keep` consecutive order statistics
@@ -140,25 +167,27 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
         starts = range(m - keep + 1)
     values = [row.astype(acc) for row in rows]
 
-    def closing(scale):
-        # `scale` is None (the plain arithmetic) or an exact power of two.
-        sc = (lambda v: v) if scale is None else (lambda v: v * scale)
-        cs = {p: sc(stats[p]) for p in exact}
-        if center == "median":
-            c = _median_of(cs, m, lower, acc)
-        else:
-            c = tree_sum([sc(stats[p]) for p in range(lo, hi)]) / (hi - lo)
-        return _closest_total(cs, c, [sc(v) for v in values], keep, starts, acc)
-
-    # Distances and sums may overflow where the values do not (|1e38 + 3e38|):
-    # wherever the plain result is not finite, the same arithmetic on values
-    # scaled by 2**-k (exact, and rounding commutes with it) is used. Both
-    # run in the same fused loop; ordinary results are bit-identical.
-    plain = closing(None)
+    # Per coordinate, a scale s: 1 (exact: the plain arithmetic, bit for
+    # bit) unless the largest finite value is within 2**k of the largest
+    # float, where distances and sums could overflow; then s = 2**-k (exact,
+    # and rounding commutes with it) and the result is multiplied by 1/s.
+    # Every value lies between two computed order statistics, so those give
+    # the largest finite magnitude.
     k = overflow_exponent(m)
-    scaled = closing(power_of_two(-k, acc)) * power_of_two(k, acc)
-    total = jnp.where(jnp.isfinite(plain), plain, scaled)
-    return _nan_if_from_nan(total, x).astype(x.dtype)
+    limit = jnp.asarray(2.0 ** (127 - k), acc)
+    huge = functools.reduce(jnp.logical_or, [
+        (jnp.abs(stats[p]) >= limit) & (jnp.abs(stats[p]) < jnp.inf)
+        for p in exact])
+    one = jnp.ones((), acc)
+    down = jnp.where(huge, power_of_two(-k, acc), one)
+    up = jnp.where(huge, power_of_two(k, acc), one)
+    cs = {p: stats[p] * down for p in exact}
+    if center == "median":
+        c = _median_of(cs, m, lower, acc)
+    else:
+        c = tree_sum([stats[p] * down for p in range(lo, hi)]) / (hi - lo)
+    return _closest_total(cs, c, [v * down for v in values], keep, starts,
+                          acc) * up
 
 
 def _closest_total(cs, c, values, keep, starts, acc):
@@ -225,7 +254,7 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
     def _leaf(x):
         stats = dict(zip(positions, order_statistics(_rows(x), positions)))
         return _nan_if_from_nan(_median_of(stats, n, lower, _acc(x)),
-                                x).astype(x.dtype)
+                                _has_nan(x)).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 
@@ -261,14 +290,16 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> aggregators.trimmed_mean(x, num_byzantine=1)
       {'w': Array([2.], dtype=float32)}
     """
-    validate("trimmed_mean", updates, num_byzantine)
+    n = validate("trimmed_mean", updates, num_byzantine)
+    keep = n - 2 * num_byzantine
 
     def _leaf(x):
         acc = _acc(x)
         rows = [r.astype(acc) for r in _rows(x)] if acc != x.dtype else _rows(x)
-        # (the mean of the kept values; finite whenever it is, see safe_mean)
-        out = safe_mean(trimmed_values(rows, num_byzantine))
-        return _nan_if_from_nan(out, x).astype(x.dtype)
+        kept = trimmed_values(rows, num_byzantine)
+        # Where the sum overflowed: the same sum scaled by a power of two.
+        out = finite_or_rescaled(tree_sum(kept) / keep, scaled_mean(kept))
+        return _nan_if_from_nan(out, _has_nan(x)).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 

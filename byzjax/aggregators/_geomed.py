@@ -107,10 +107,11 @@ def _times(tree, s):
 def _gram_or_scaled(updates, center):
     """The centred Gram matrix and its scale ``s`` (``G`` of ``s (x_i - c)``).
 
-    ``s = 1`` (the plain Gram matrix, bit for bit) unless a row with finite
-    entries has a non-finite squared norm (entries near ``1e20`` and above);
-    then the rows are scaled by an exact power of two ``s < 1``
-    (:func:`byzjax._tree.overflow_scale`) so those rows count. The check of
+    ``s = 1`` (the plain Gram matrix, bit for bit) unless most rows (more
+    than ``(n - 1) // 2``) have finite entries but a non-finite squared norm
+    (entries near ``1e20`` and above); then the rows are scaled by an exact
+    power of two ``s < 1`` (:func:`byzjax._tree.overflow_scale`) so those
+    rows count. Fewer such rows keep weight 0, as non-finite rows. The check of
     the entries (one pass) runs only when some squared norm is not finite.
     """
     g = blocked_gram(updates, center)
@@ -121,7 +122,11 @@ def _gram_or_scaled(updates, center):
 
     def maybe_scaled():
         keep = row_is_finite(updates)
-        need = jnp.any(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        # Only when most rows overflow: up to f < n/2 of them are simply
+        # "infinitely far" (exact for the comparing rules, whose answers never
+        # involve them); scaling for them could flush the other rows' squares.
+        over = jnp.sum(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        need = over > (g.shape[0] - 1) // 2
 
         def scaled():
             s = overflow_scale(updates, center, keep=keep).astype(g.dtype)

@@ -7,7 +7,11 @@ import jax.numpy as jnp
 
 from byzjax._tree import PyTree, sum_rows
 from byzjax.aggregators._base import AGGREGATORS, validate
-from byzjax.aggregators._networks import overflow_exponent, power_of_two
+from byzjax.aggregators._networks import (
+    finite_or_rescaled,
+    overflow_exponent,
+    power_of_two,
+)
 
 __all__ = ["mean"]
 
@@ -46,14 +50,15 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
 
     def _leaf(x, s):
         plain = s / jnp.asarray(n, s.dtype)
-        # Where the sum overflowed (rows near the largest float), the same
-        # sum of the rows scaled by 2**-k (exact): finite whenever the mean
-        # is, and bit-identical elsewhere (the plain value is kept).
+
+        # The same sum of the rows scaled by 2**-k (exact), scaled back:
+        # finite whenever the mean is, used only where plain is not (same
+        # fused loop; ordinary results are plain, bit for bit).
         down = power_of_two(-k, x.dtype)
         total = x[0] * down
         for i in range(1, n):
             total = total + x[i] * down
-        scaled = (total / jnp.asarray(n, s.dtype)) * power_of_two(k, x.dtype)
-        return jnp.where(jnp.isfinite(plain), plain, scaled)
+        rescaled = (total / jnp.asarray(n, s.dtype)) * power_of_two(k, x.dtype)
+        return finite_or_rescaled(plain, rescaled)
 
     return jax.tree_util.tree_map(_leaf, updates, sum_rows(updates))

@@ -211,28 +211,42 @@ def power_of_two(k: int, dtype) -> jax.Array:
     return jax.lax.optimization_barrier(jnp.asarray(2.0 ** k, dtype))
 
 
-def safe_mean(terms: Sequence[jax.Array]) -> jax.Array:
-    """``tree_sum(terms) / len(terms)``, finite whenever the true mean is.
+def finite_or_rescaled(plain: jax.Array, rescaled: jax.Array) -> jax.Array:
+    """``plain`` where it is finite, ``rescaled`` elsewhere.
 
-    The plain sum is kept wherever it is finite; where it overflowed, the sum
-    of the terms scaled by an exact power of two ``2**-k`` (rounding commutes
-    with it) is used, then scaled back. Both are computed in the same fused
-    loop, so results for ordinary inputs are bit-identical to the plain mean
-    and no pass over memory is added.
+    ``rescaled`` is the same arithmetic on values scaled by an exact power of
+    two and scaled back (:func:`scaled_mean`): computed in the same fused
+    loop as ``plain``, it costs a few flops per value and no pass over
+    memory, and ordinary results are ``plain``, bit for bit. (A ``lax.cond``
+    computing it only when needed was measured slower: 0.33 against 0.16 ms
+    for a trimmed mean of 15 rows of 79,510 on XLA:CPU.)
 
     Example:
       >>> import jax.numpy as jnp
-      >>> safe_mean([jnp.array([3e38]), jnp.array([3e38]), jnp.array([1.0])])
+      >>> terms = [jnp.array([3e38]), jnp.array([3e38]), jnp.array([1.0])]
+      >>> finite_or_rescaled(tree_sum(terms) / 3, scaled_mean(terms))
+      Array([2.e+38], dtype=float32)
+    """
+    return jnp.where(jnp.isfinite(plain), plain, rescaled)
+
+
+def scaled_mean(terms: Sequence[jax.Array]) -> jax.Array:
+    """``tree_sum(terms) / len(terms)`` computed on terms scaled by an exact
+    power of two ``2**-k`` and scaled back: finite whenever the mean is (the
+    rescue of :func:`finite_or_rescaled`). The power of two is hidden from
+    XLA (:func:`power_of_two`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> scaled_mean([jnp.array([3e38]), jnp.array([3e38]), jnp.array([1.0])])
       Array([2.e+38], dtype=float32)
     """
     terms = list(terms)
     m = len(terms)
-    plain = tree_sum(terms) / m
     k = overflow_exponent(m)
-    down = power_of_two(-k, plain.dtype)
-    up = power_of_two(k, plain.dtype)
-    scaled = (tree_sum([t * down for t in terms]) / m) * up
-    return jnp.where(jnp.isfinite(plain), plain, scaled)
+    down = power_of_two(-k, terms[0].dtype)
+    up = power_of_two(k, terms[0].dtype)
+    return (tree_sum([t * down for t in terms]) / m) * up
 
 
 def sort_rows(rows: Sequence[jax.Array]) -> list[jax.Array]:
