@@ -224,8 +224,40 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
     return 0.5 * (total + total.T)
 
 
+def _gram_rescued(stack: PyTree) -> jax.Array:
+    """:func:`gram`, or the Gram matrix of ``s * x`` when the squared norms
+    of most rows (more than ``(n - 1) // 2``, so more than any legal ``f``)
+    overflow although they are finite (``s``: :func:`overflow_scale`).
+
+    The plain matrix is returned bit for bit otherwise; the check of the
+    entries runs only when some squared norm is not finite.
+    """
+    g = gram(stack)
+
+    def plain():
+        return g
+
+    def maybe_scaled():
+        keep = row_is_finite(stack)
+        # Only when most rows overflow: up to f < n/2 of them are simply
+        # "infinitely far" (exact for the comparing rules, whose answers never
+        # involve them); scaling for them could flush the other rows' squares.
+        over = jnp.sum(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        need = over > (g.shape[0] - 1) // 2
+
+        def scaled():
+            s = overflow_scale(stack, keep=keep)
+            return gram(jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype),
+                                               stack)).astype(g.dtype)
+
+        return jax.lax.cond(need, scaled, plain)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(jnp.diagonal(g))), plain,
+                        maybe_scaled)
+
+
 def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
-                          with_finite: bool = False):
+                          with_finite: bool = False, rescale: bool = False):
     """``float[n, n]``: squared distances ``||x_i - x_j||^2`` over all leaves.
 
     The one distance kernel of the package (Krum, Bulyan, NNM, MDA, the
@@ -245,6 +277,14 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
       stack: pytree with leaves ``[n, *param_shape]``.
       clean: set the distances of non-finite rows to ``+inf``.
       with_finite: also return the ``bool[n]`` mask of finite rows.
+      rescale: for rules that only compare distances (Krum, MDA, Bulyan,
+        NNM): when most rows (more than ``(n - 1) // 2``) are finite but
+        their squared norms overflow (entries near ``1e19`` and above), every
+        distance is measured on rows scaled by one power of two ``s`` (all
+        of them multiplied by ``s**2``), so those rows count as finite. Fewer
+        such rows stay infinitely far (at most ``f`` of them never enter
+        these rules' answers). Ordinary inputs give the plain matrix, bit for
+        bit.
 
     Returns:
       ``d2`` (``float[n, n]``), or ``(d2, finite)`` with ``with_finite=True``.
@@ -257,7 +297,7 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
              [25.,  0., inf],
              [inf, inf,  0.]], dtype=float32)
     """
-    g = gram(stack)
+    g = _gram_rescued(stack) if rescale else gram(stack)
     sq = jnp.diagonal(g)
     d2 = sq[:, None] + sq[None, :] - 2.0 * g
     # Finite rows whose squares overflow give inf - inf = NaN: they are far.
@@ -269,6 +309,39 @@ def pairwise_sq_distances(stack: PyTree, *, clean: bool = True,
         both = finite[:, None] & finite[None, :]
         d2 = jnp.where(both | eye, d2, jnp.inf)
     return (d2, finite) if with_finite else d2
+
+
+def overflow_scale(stack: PyTree, point: PyTree | None = None, *,
+                   keep: jax.Array | None = None) -> jax.Array:
+    """An exact power of two ``s <= 1`` with ``s * |x_ij - p_j| <= 2**40``.
+
+    For squared norms and Gram matrices that overflow although the rows are
+    finite (entries near ``1e20`` and above): computed on rows scaled by
+    ``s`` they stay finite for any realistic ``d`` (up to ``2**40``
+    coordinates), and rounding commutes with the scaling. Rows outside
+    ``keep`` (default: all) are ignored. One pass over the stack; meant for a
+    rescue branch, not the normal path. Scaling down by up to ``2**-88``, it
+    can flush the squares of rows ``1e26`` times smaller than the largest to
+    zero (float32 holds no Gram matrix of both).
+    """
+    n = num_rows(stack)
+    leaves = jax.tree_util.tree_leaves(stack)
+    points = (jax.tree_util.tree_leaves(point) if point is not None
+              else [None] * len(leaves))
+    biggest = jnp.zeros((), jnp.float32)
+    for leaf, p in zip(leaves, points):
+        a = jnp.abs(leaf.reshape(n, -1)).astype(jnp.float32)
+        if keep is not None:
+            a = jnp.where(keep[:, None], a, 0.0)
+        biggest = jnp.maximum(biggest, jnp.max(a))
+        if p is not None:
+            biggest = jnp.maximum(biggest,
+                                  jnp.max(jnp.abs(p)).astype(jnp.float32))
+    # |x - p| <= 2 * biggest < 2**(e + 1). (No sum here: XLA would rewrite
+    # 0.5 a + 0.5 b as 0.5 (a + b), which overflows.)
+    _, e = jnp.frexp(biggest)
+    shift = jnp.clip(e + 1 - 40, 0, 120)
+    return jnp.ldexp(jnp.ones((), jnp.float32), -shift)
 
 
 def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:

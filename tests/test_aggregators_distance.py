@@ -475,7 +475,7 @@ def test_bulyan_byzantine_momentum_variant_fixed_input():
 
 def test_bulyan_variant_options_are_checked():
     x = {"w": jnp.zeros((7, 2))}
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="variant must be one of"):
         aggregators.bulyan(x, num_byzantine=1, variant="torch")
     with pytest.raises(ValueError, match="fixes its selection"):
         aggregators.bulyan(x, num_byzantine=1, variant="byzantine_momentum",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -221,10 +222,15 @@ def test_registry_names_aliases_and_flags():
         assert attacks.entry(alias).name == "a_little_is_enough"
     assert attacks.entry("-inf").name == "neg_inf"
     for name in attacks.names():
+        # Flags read against each attack's own signature, not pinned to names.
         e = attacks.entry(name)
-        assert e.needs_key == (name == "gaussian")
-        assert e.data_level == (name in ("label_flip", "none"))
-        assert e.adaptive == (name.startswith("adaptive") or name == "optimized")
+        params = inspect.signature(e.fn).parameters
+        assert e.needs_key == ("key" in params
+                               and params["key"].default is inspect.Parameter.empty)
+        assert e.needs_own == ("byzantine_own" in params)
+        assert e.adaptive == ("aggregator" in params)
+        assert not e.data_level or e.needs_own
+    assert attacks.entry("label_flip").data_level and attacks.entry("none").data_level
     for name in ("sign_flip_own", "alie_own", "foe_own"):
         assert attacks.entry(name).needs_own
     assert attacks.entry("little_own").name == "a_little_is_enough_own"

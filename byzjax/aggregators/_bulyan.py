@@ -119,7 +119,7 @@ def _resolve(selection, selection_kwargs, f):
 
 
 def _select_by_scores(updates, n, f, theta, kind, squared):
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     dist = d2 if squared else jnp.sqrt(d2)
     idx = jnp.arange(n)
     eye = jnp.eye(n, dtype=bool)
@@ -168,7 +168,7 @@ def _byzantine_momentum_selected(updates: PyTree, n: int, f: int) -> PyTree:
     """The ``n - 2f - 2`` shrinking Multi-Krum means of the ByzantineMomentum
     variant (module docstring), leaves ``[n - 2f - 2, *param_shape]``."""
     top, theta = n - f - 2, n - 2 * f - 2
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     scores = krum_scores(d2, num_byzantine=f, num_neighbours=top, squared=False)
     ranked = jnp.argsort(scores, stable=True)[:top]
 
@@ -218,7 +218,8 @@ def bulyan_selection(
     return _select_by_scores(updates, n, f, theta, kind, squared)
 
 
-@AGGREGATORS.register("bulyan", min_workers=_min_workers, requirement=_REQUIREMENT)
+@AGGREGATORS.register("bulyan", min_workers=_min_workers, requirement=_REQUIREMENT,
+                      display_name="Bulyan", short_name="BULYAN", order=8)
 def bulyan(
     updates: PyTree,
     *,

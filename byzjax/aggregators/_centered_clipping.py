@@ -21,7 +21,11 @@ given, ``L = 1`` iteration, radius ``tau = 100``.
 they are excluded: their clipped contribution is 0, while the average still
 divides by ``n`` (as if those workers had sent the current center). The
 output does not depend on non-finite rows at all, and is finite whenever the
-center is.
+center is. **Known limit:** a finite row whose squared distance to the centre
+overflows the float type (entries near ``1e19`` in float32) is treated as
+non-finite too (its clipped step is lost). A rescue with scaled rows was
+tried and dropped: under ``vmap`` its branch changed XLA's fusion of the plain
+distances and so the last bits of ordinary results.
 
 Reference:
   Karimireddy, He, Jaggi, "Learning from History for Byzantine Robust
@@ -35,6 +39,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
@@ -47,9 +52,21 @@ _AUTO_DIRECT_MAX = 2
 
 
 def _scales(dist, finite, radius):
-    """``min(1, tau / ||x_i - v||)`` on finite rows, 0 on non-finite ones."""
+    """``min(1, tau / ||x_i - v||)`` on finite rows, 0 on non-finite ones.
+
+    ``radius`` may be a vector (``tau`` times each row's scale, when ``dist``
+    is measured on scaled rows). A negative radius gives NaN (never a
+    negated step).
+    """
     clip = jnp.where(dist > radius, radius / jnp.where(dist > 0, dist, 1.0), 1.0)
+    clip = jnp.where(radius >= 0, clip, jnp.nan)
     return jnp.where(finite, clip, 0.0)
+
+
+def _distances(updates, v, radius):
+    """``(||x_i - v||, tau)`` per row (``inf`` on non-finite rows)."""
+    dist = jnp.sqrt(sq_distances_to(updates, v))
+    return dist, jnp.broadcast_to(jnp.asarray(radius, dist.dtype), dist.shape)
 
 
 def _combine(center, updates, weights, finite, n):
@@ -61,7 +78,9 @@ def _combine(center, updates, weights, finite, n):
         center, moved)
 
 
-@AGGREGATORS.register("centered_clipping", stateful=True, aliases=("cc",))
+@AGGREGATORS.register("centered_clipping", stateful=True, aliases=("cc",),
+                      keywords={"radius": at_least(0), "num_iterations": at_least(0)},
+                      display_name="centered clipping", short_name="CC", order=9)
 def centered_clipping(
     updates: PyTree,
     *,
@@ -82,7 +101,8 @@ def centered_clipping(
       center: pytree with leaves ``[*param_shape]``, the starting point ``v_0``
         (previous aggregate); ``None`` means zeros (ByzFL). May be traced.
       radius: clipping radius ``tau >= 0`` (ByzFL default 100); may be traced
-        (vmappable).
+        (vmappable). A concrete negative or NaN radius is refused; a traced
+        negative one gives NaN (never the negated step).
       num_iterations: static int ``L >= 0`` (ByzFL default 1).
       method: static, ``"auto"``, ``"direct"`` (``O(L n d)``: distances and one
         weighted row sum per iteration) or ``"gram"`` (one Gram matmul
@@ -126,9 +146,9 @@ def centered_clipping(
     if method == "direct":
         v = center
         for _ in range(num_iterations):  # static, small: unrolled on purpose
-            dist = jnp.sqrt(sq_distances_to(updates, v))  # inf on non-finite rows
+            dist, tau = _distances(updates, v, radius)
             finite = jnp.isfinite(dist)
-            v = _combine(v, updates, _scales(dist, finite, radius), finite, n)
+            v = _combine(v, updates, _scales(dist, finite, tau), finite, n)
         return v
 
     # Gram form: v_l = v_0 + sum_j b_j y_j with y_j = x_j - v_0.

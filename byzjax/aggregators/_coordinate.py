@@ -28,6 +28,16 @@ smallest values. As long as, per coordinate, at most ``f`` (``num_byzantine``)
 values are non-finite, every rule here returns a finite value equal to what it
 would return if those values were arbitrarily large (``NaN`` as large
 positive). Nothing is multiplied by a weight, so ``0 * inf`` never occurs.
+With more non-finite values the answer is undefined: where the result would
+be ``+inf`` and the coordinate holds a ``NaN``, it is ``NaN`` (an all-``NaN``
+coordinate gives ``NaN``, never ``+inf``); genuine infinities stay infinite.
+
+**Overflow.** Sums and distances of finite values may overflow (``|1e38 +
+3e38|``); the rules stay finite wherever the true answer is: the trimmed
+mean's sum is redone on values scaled by an exact power of two where it
+overflowed (same fused loop), and MeaMed / Phocas scale a coordinate's
+values by ``2**-k`` when one is within ``2**k`` of the largest float (``1``
+otherwise: ordinary results are bit-identical).
 
 **Dtypes.** Comparisons of the inputs run in the input dtype (exact); the
 centre, distances and sums are computed in at least float32 and cast back, so
@@ -37,6 +47,8 @@ boolean stacks raise a ``TypeError``, as in every rule).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -44,11 +56,15 @@ from byzjax._tree import PyTree, check_stack
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._networks import (
     apply_plan,
+    finite_or_rescaled,
     nan_to_inf,
     network_plan,
     order_statistics,
+    overflow_exponent,
+    power_of_two,
+    scaled_mean,
     tree_sum,
-    trimmed_sum,
+    trimmed_values,
 )
 
 __all__ = [
@@ -63,6 +79,24 @@ __all__ = [
 def _rows(x: jax.Array) -> list[jax.Array]:
     """The ``n`` row arrays of a leaf with NaN mapped to +inf (fused, no copy)."""
     return [nan_to_inf(x[i]) for i in range(x.shape[0])]
+
+
+def _has_nan(x: jax.Array) -> jax.Array:
+    """``bool[*param_shape]``: a NaN among the rows (fuses with the network)."""
+    return functools.reduce(jnp.logical_or,
+                            [jnp.isnan(x[i]) for i in range(x.shape[0])])
+
+
+def _nan_if_from_nan(result: jax.Array, has_nan: jax.Array) -> jax.Array:
+    """``NaN`` where ``result`` is ``+inf`` and the coordinate holds a ``NaN``.
+
+    ``NaN`` sorts as ``+inf``; a ``+inf`` result means more values were
+    non-finite than the rule could set aside, and when one of them was
+    ``NaN`` the answer is undefined: ``NaN``, not ``+inf``. Fused with the
+    network (no extra pass); ordinary results are untouched.
+    """
+    return jnp.where(jnp.isposinf(result) & has_nan,
+                     jnp.asarray(jnp.nan, result.dtype), result)
 
 
 def _acc(x: jax.Array) -> jnp.dtype:
@@ -88,13 +122,25 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
 
     ``center`` is ``"median"`` (``lower`` picks the lower median for even
     counts) or ``"trimmed_mean"`` (trimming ``num_trim`` at each end). See the
-    module docstring for the selection and its tie rule.
+    module docstring for the selection and its tie rule. Distances and sums
+    may overflow where the values do not (``|1e38 + 3e38|``): wherever the
+    plain result is not finite, the same arithmetic on values scaled by
+    ``2**-k`` (exact; rounding commutes with it) is used, computed only then
+    (:func:`~byzjax.aggregators._networks.finite_or_rescaled`).
     """
+    return _nan_if_from_nan(_closest_mean_total(x, keep, center, num_trim, lower),
+                            _has_nan(x)).astype(x.dtype)
+
+
+def _closest_mean_total(x: jax.Array, keep: int, center: str, num_trim: int,
+                        lower: bool) -> jax.Array:
+    """:func:`_closest_mean_leaf` in ``acc`` (before the NaN rule and cast)."""
     m = x.shape[0]
     acc = _acc(x)
     rows = _rows(x)
     if keep == m:  # every value is kept: the mean, no ordering needed
-        return (tree_sum([r.astype(acc) for r in rows]) / m).astype(x.dtype)
+        terms = [r.astype(acc) for r in rows]
+        return finite_or_rescaled(tree_sum(terms) / m, scaled_mean(terms))
     med_pos = _median_positions(m, lower) if center == "median" else ()
     if 2 * keep >= m:
         # Every window k (0 <= k <= lo) of `keep` consecutive order statistics
@@ -109,19 +155,43 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
                 raise AssertionError("the trimmed mean's range is the core")
             summed = [p for p in range(lo, hi) if p not in exact]
         out = apply_plan(rows, network_plan(m, exact=exact, summed=summed))
-        cs = {p: out[p].astype(acc) for p in exact}
-        if center == "median":
-            c = _median_of(cs, m, lower, acc)
-        else:
-            c = tree_sum([out[p].astype(acc) for p in range(lo, hi)]) / (hi - lo)
+        stats = {p: out[p].astype(acc) for p in (*exact, *summed)}
         starts = range(lo + 1)
     else:
         if center != "median":
             raise AssertionError("short windows are only used around the median")
         out = apply_plan(rows, network_plan(m, exact=range(m)))
-        cs = {p: out[p].astype(acc) for p in range(m)}
-        c = _median_of(cs, m, lower, acc)
+        exact = range(m)
+        stats = {p: out[p].astype(acc) for p in exact}
+        lo = hi = 0
         starts = range(m - keep + 1)
+    values = [row.astype(acc) for row in rows]
+
+    # Per coordinate, a scale s: 1 (exact: the plain arithmetic, bit for
+    # bit) unless the largest finite value is within 2**k of the largest
+    # float, where distances and sums could overflow; then s = 2**-k (exact,
+    # and rounding commutes with it) and the result is multiplied by 1/s.
+    # Every value lies between two computed order statistics, so those give
+    # the largest finite magnitude.
+    k = overflow_exponent(m)
+    limit = jnp.asarray(2.0 ** (127 - k), acc)
+    huge = functools.reduce(jnp.logical_or, [
+        (jnp.abs(stats[p]) >= limit) & (jnp.abs(stats[p]) < jnp.inf)
+        for p in exact])
+    one = jnp.ones((), acc)
+    down = jnp.where(huge, power_of_two(-k, acc), one)
+    up = jnp.where(huge, power_of_two(k, acc), one)
+    cs = {p: stats[p] * down for p in exact}
+    if center == "median":
+        c = _median_of(cs, m, lower, acc)
+    else:
+        c = tree_sum([stats[p] * down for p in range(lo, hi)]) / (hi - lo)
+    return _closest_total(cs, c, [v * down for v in values], keep, starts,
+                          acc) * up
+
+
+def _closest_total(cs, c, values, keep, starts, acc):
+    """Mean of the ``keep`` values closest to ``c`` (ties at the edge share)."""
     # The `keep` values closest to c are `keep` consecutive order statistics,
     # so the keep-th smallest distance is the least window radius.
     radius = None
@@ -133,8 +203,7 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
     # infinite value that is not kept cannot spoil the result.
     inside, inside_n, edge, edge_n = [], [], [], []
     zero = jnp.zeros((), acc)
-    for row in rows:
-        v = row.astype(acc)
+    for v in values:
         d = jnp.abs(v - c)
         lt, eq = d < radius, d == radius
         inside.append(jnp.where(lt, v, zero))
@@ -143,10 +212,12 @@ def _closest_mean_leaf(x: jax.Array, keep: int, center: str, num_trim: int = 0,
         edge_n.append(eq.astype(acc))
     slots = keep - tree_sum(inside_n)
     total = tree_sum(inside) + slots * (tree_sum(edge) / tree_sum(edge_n))
-    return (total / keep).astype(x.dtype)
+    return total / keep
 
 
-@AGGREGATORS.register("coordinate_median", aliases=("median", "cwm"))
+@AGGREGATORS.register("coordinate_median", aliases=("median", "cwm"),
+                      display_name="coordinate-wise median", short_name="CWM",
+                      order=2)
 def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
                       lower: bool = False) -> PyTree:
     """Coordinate-wise median (CWM).
@@ -182,12 +253,14 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
 
     def _leaf(x):
         stats = dict(zip(positions, order_statistics(_rows(x), positions)))
-        return _median_of(stats, n, lower, _acc(x)).astype(x.dtype)
+        return _nan_if_from_nan(_median_of(stats, n, lower, _acc(x)),
+                                _has_nan(x)).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 
 
-@AGGREGATORS.register("trimmed_mean", aliases=("cwtm", "trmean"))
+@AGGREGATORS.register("trimmed_mean", aliases=("cwtm", "trmean"),
+                      display_name="trimmed mean", short_name="CWTM", order=1)
 def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """Coordinate-wise trimmed mean (CWTM; Fabris 2023, Alg. 12).
 
@@ -223,12 +296,15 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
     def _leaf(x):
         acc = _acc(x)
         rows = [r.astype(acc) for r in _rows(x)] if acc != x.dtype else _rows(x)
-        return (trimmed_sum(rows, num_byzantine) / keep).astype(x.dtype)
+        kept = trimmed_values(rows, num_byzantine)
+        # Where the sum overflowed: the same sum scaled by a power of two.
+        out = finite_or_rescaled(tree_sum(kept) / keep, scaled_mean(kept))
+        return _nan_if_from_nan(out, _has_nan(x)).astype(x.dtype)
 
     return jax.tree_util.tree_map(_leaf, updates)
 
 
-@AGGREGATORS.register("meamed")
+@AGGREGATORS.register("meamed", display_name="MeaMed", short_name="MEAMED", order=4)
 def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTree:
     """MeaMed: per coordinate, the mean of the ``n - f`` values closest to the median.
 
@@ -269,7 +345,7 @@ def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTre
         updates)
 
 
-@AGGREGATORS.register("phocas")
+@AGGREGATORS.register("phocas", display_name="Phocas", short_name="PHOCAS", order=10)
 def phocas(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """Phocas: per coordinate, the mean of the ``n - f`` values closest to the trimmed
     mean.

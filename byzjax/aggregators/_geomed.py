@@ -57,7 +57,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, sq_distances_to, weighted_rows
+from byzjax._registry import at_least, greater_than
+from byzjax._tree import (
+    PyTree,
+    overflow_scale,
+    row_is_finite,
+    sq_distances_to,
+    weighted_rows,
+)
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS, validate
 from byzjax.aggregators._coordinate import coordinate_median
@@ -93,12 +100,54 @@ def _finite_center(center: PyTree) -> PyTree:
     return jax.lax.cond(ok, lambda tree: tree, clean, center)
 
 
+def _times(tree, s):
+    return jax.tree_util.tree_map(lambda x: x * s.astype(x.dtype), tree)
+
+
+def _gram_or_scaled(updates, center):
+    """The centred Gram matrix and its scale ``s`` (``G`` of ``s (x_i - c)``).
+
+    ``s = 1`` (the plain Gram matrix, bit for bit) unless most rows (more
+    than ``(n - 1) // 2``) have finite entries but a non-finite squared norm
+    (entries near ``1e20`` and above); then the rows are scaled by an exact
+    power of two ``s < 1`` (:func:`byzjax._tree.overflow_scale`) so those
+    rows count. Fewer such rows keep weight 0, as non-finite rows. The check of
+    the entries (one pass) runs only when some squared norm is not finite.
+    """
+    g = blocked_gram(updates, center)
+    one = jnp.ones((), g.dtype)
+
+    def plain():
+        return g, one
+
+    def maybe_scaled():
+        keep = row_is_finite(updates)
+        # Only when most rows overflow: up to f < n/2 of them are simply
+        # "infinitely far" (exact for the comparing rules, whose answers never
+        # involve them); scaling for them could flush the other rows' squares.
+        over = jnp.sum(keep & ~jnp.isfinite(jnp.diagonal(g)))
+        need = over > (g.shape[0] - 1) // 2
+
+        def scaled():
+            s = overflow_scale(updates, center, keep=keep).astype(g.dtype)
+            return blocked_gram(_times(updates, s), _times(center, s)), s
+
+        return jax.lax.cond(need, scaled, plain)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(jnp.diagonal(g))), plain,
+                        maybe_scaled)
+
+
 def _weights(dist, finite, smoothing):
     w = jnp.where(finite, 1.0 / jnp.maximum(smoothing, dist), 0.0)
     return w / jnp.sum(w)
 
 
-@AGGREGATORS.register("geometric_median", aliases=("geomed", "rfa"))
+@AGGREGATORS.register("geometric_median", aliases=("geomed", "rfa"),
+                      keywords={"num_iterations": at_least(0),
+                                "tolerance": at_least(0),
+                                "smoothing": greater_than(0)},
+                      display_name="geometric median", short_name="GM", order=7)
 def geometric_median(
     updates: PyTree,
     *,
@@ -174,7 +223,10 @@ def geometric_median(
     # held constant under differentiation (exact, and no gradient through
     # the median's network).
     center = jax.lax.stop_gradient(_finite_center(coordinate_median(updates)))
-    g = blocked_gram(updates, center)
+    g, s = _gram_or_scaled(updates, center)
+    # Distances are measured in units of 1/s (s = 1 but for rows whose
+    # squares overflow): the smoothing follows, the stopping rule is relative.
+    smoothing = smoothing * s
     finite = jnp.isfinite(jnp.diagonal(g))
     g = jnp.where(finite[:, None] & finite[None, :], g, 0.0)
     diag = jnp.diagonal(g)
@@ -187,7 +239,9 @@ def geometric_median(
         if num_iterations == 0:
             return weighted_rows(updates, coef0, keep=finite)
     else:
-        start = jnp.sqrt(sq_distances_to(updates, init))
+        start = jax.lax.cond(
+            s == 1, lambda: jnp.sqrt(sq_distances_to(updates, init)),
+            lambda: jnp.sqrt(sq_distances_to(_times(updates, s), _times(init, s))))
 
     def distances(coef, g=g, diag=diag):
         gc = g @ coef

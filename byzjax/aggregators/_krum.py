@@ -35,6 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
 from byzjax.aggregators._base import AGGREGATORS, validate
 
@@ -144,13 +145,15 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
     n = validate(rule, updates, num_byzantine)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,
                           squared=squared)
 
 
 @AGGREGATORS.register("krum", min_workers=_krum_min_workers,
-                      requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT)
+                      requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT,
+                      keywords={"num_neighbours": at_least(1)},
+                      display_name="Krum", short_name="KRUM", order=5)
 def krum(
     updates: PyTree,
     *,
@@ -197,7 +200,10 @@ def krum(
 
 @AGGREGATORS.register("multi_krum", min_workers=_krum_min_workers,
                       requirement=_KRUM_REQUIREMENT, hint=_KRUM_HINT,
-                      aliases=("multikrum",))
+                      aliases=("multikrum",),
+                      keywords={"num_selected": at_least(1),
+                                "num_neighbours": at_least(1)},
+                      display_name="Multi-Krum", short_name="MKRUM", order=6)
 def multi_krum(
     updates: PyTree,
     *,

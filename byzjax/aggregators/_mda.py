@@ -312,7 +312,7 @@ def _resolve_method(method: str, n: int, f: int) -> str:
 
 
 def _clean_sq_distances(updates: PyTree) -> jax.Array:
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     # Finite rows too large to square overflow to NaN in the Gram form: treat
     # them as infinitely far too. The matmul need not be bit-symmetric; both
     # algorithms need one value per pair.
@@ -371,7 +371,8 @@ def minimum_diameter_subset(
     return _subset(updates, num_byzantine, method)[0]
 
 
-@AGGREGATORS.register("mda", aliases=("minimum_diameter_averaging", "brute"))
+@AGGREGATORS.register("mda", aliases=("minimum_diameter_averaging", "brute"),
+                      display_name="MDA", short_name="MDA", order=3)
 def minimum_diameter_averaging(
     updates: PyTree, *, num_byzantine: int,
     method: Literal["auto", "enumerate", "search"] = "auto",

@@ -194,6 +194,61 @@ def tree_sum(terms: Sequence[jax.Array]) -> jax.Array:
     return terms[0]
 
 
+def overflow_exponent(count: int) -> int:
+    """``k`` with ``2**k >= 2 * count``: after scaling by ``2**-k``, a sum of
+    ``count`` finite float values (or differences of two) cannot overflow."""
+    return max(1, (2 * count - 1).bit_length())
+
+
+def power_of_two(k: int, dtype) -> jax.Array:
+    """The scalar ``2**k`` hidden from XLA's algebraic simplifier.
+
+    XLA rewrites ``a*c + b*c`` as ``(a + b)*c`` for a constant ``c``, which
+    would undo the point of scaling before summing (the sum overflows
+    again); behind an optimisation barrier ``c`` is a runtime scalar, still
+    fused.
+    """
+    return jax.lax.optimization_barrier(jnp.asarray(2.0 ** k, dtype))
+
+
+def finite_or_rescaled(plain: jax.Array, rescaled: jax.Array) -> jax.Array:
+    """``plain`` where it is finite, ``rescaled`` elsewhere.
+
+    ``rescaled`` is the same arithmetic on values scaled by an exact power of
+    two and scaled back (:func:`scaled_mean`): computed in the same fused
+    loop as ``plain``, it costs a few flops per value and no pass over
+    memory, and ordinary results are ``plain``, bit for bit. (A ``lax.cond``
+    computing it only when needed was measured slower: 0.33 against 0.16 ms
+    for a trimmed mean of 15 rows of 79,510 on XLA:CPU.)
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> terms = [jnp.array([3e38]), jnp.array([3e38]), jnp.array([1.0])]
+      >>> finite_or_rescaled(tree_sum(terms) / 3, scaled_mean(terms))
+      Array([2.e+38], dtype=float32)
+    """
+    return jnp.where(jnp.isfinite(plain), plain, rescaled)
+
+
+def scaled_mean(terms: Sequence[jax.Array]) -> jax.Array:
+    """``tree_sum(terms) / len(terms)`` computed on terms scaled by an exact
+    power of two ``2**-k`` and scaled back: finite whenever the mean is (the
+    rescue of :func:`finite_or_rescaled`). The power of two is hidden from
+    XLA (:func:`power_of_two`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> scaled_mean([jnp.array([3e38]), jnp.array([3e38]), jnp.array([1.0])])
+      Array([2.e+38], dtype=float32)
+    """
+    terms = list(terms)
+    m = len(terms)
+    k = overflow_exponent(m)
+    down = power_of_two(-k, terms[0].dtype)
+    up = power_of_two(k, terms[0].dtype)
+    return (tree_sum([t * down for t in terms]) / m) * up
+
+
 def sort_rows(rows: Sequence[jax.Array]) -> list[jax.Array]:
     """Sorts ``n`` same-shape arrays elementwise: output ``k`` holds the k-th smallest.
 
@@ -260,6 +315,12 @@ def trimmed_sum(rows: Sequence[jax.Array], num_trim: int) -> jax.Array:
     if not 0 <= 2 * num_trim < n:
         raise ValueError(f"trimmed_sum: need 0 <= 2*num_trim < n, got num_trim="
                          f"{num_trim}, n={n}")
+    return tree_sum(trimmed_values(rows, num_trim))
+
+
+def trimmed_values(rows: Sequence[jax.Array], num_trim: int) -> list[jax.Array]:
+    """The ``n - 2 num_trim`` middle values of :func:`trimmed_sum`, unordered."""
+    n = len(rows)
     middle = range(num_trim, n - num_trim)
     out = apply_plan(rows, network_plan(n, summed=middle))
-    return tree_sum([out[p] for p in middle])
+    return [out[p] for p in middle]

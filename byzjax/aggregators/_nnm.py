@@ -42,7 +42,8 @@ __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 def _mixing(updates: PyTree, num_byzantine: int):
     n = validate("nnm", updates, num_byzantine)
     m = n - num_byzantine
-    d2, finite = pairwise_sq_distances(updates, with_finite=True)
+    d2, finite = pairwise_sq_distances(updates, with_finite=True,
+                                      rescale=True)
     eye = jnp.eye(n, dtype=bool)
     # Self first (key -1), then by distance, then by index (stable sort).
     order = jnp.argsort(jnp.where(eye, -1.0, d2), axis=1, stable=True)
@@ -73,7 +74,9 @@ def nearest_neighbour_weights(updates: PyTree, *, num_byzantine: int) -> jax.Arr
 
 
 @PREAGGREGATORS.register("nnm", aliases=("nearest_neighbor_mixing",
-                                         "nearest_neighbour_mixing"))
+                                         "nearest_neighbour_mixing"),
+                         display_name="nearest-neighbour mixing", short_name="NNM",
+                         order=0)
 def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
     """NNM: every row becomes the mean of its ``n - f`` nearest rows (itself included).
 

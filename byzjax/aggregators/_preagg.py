@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree
 from byzjax.aggregators._base import PREAGGREGATORS, validate
 from byzjax.aggregators._networks import tree_sum
@@ -17,7 +18,10 @@ from byzjax.aggregators._networks import tree_sum
 __all__ = ["static_clipping", "bucketing"]
 
 
-@PREAGGREGATORS.register("static_clipping", aliases=("clipping",))
+@PREAGGREGATORS.register("static_clipping", aliases=("clipping",),
+                         keywords={"max_norm": at_least(0)},
+                         display_name="static clipping", short_name="CLIP",
+                         order=2)
 def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                     max_norm: float | jax.Array) -> PyTree:
     """Clips every row to Euclidean norm at most ``max_norm``, over all leaves together.
@@ -34,8 +38,9 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
       num_byzantine: static ``f``; only checked (``n > 2f``).
-      max_norm: clipping radius ``c >= 0``; may be traced (vmappable). Negative
-        values act as 0.
+      max_norm: clipping radius ``c >= 0`` (``0``: every row becomes zero);
+        may be traced (vmappable). A concrete negative or NaN radius is
+        refused; a traced negative one gives NaN rows.
 
     Returns:
       Pytree with leaves ``[n, *param_shape]``, the input dtype.
@@ -57,9 +62,11 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                    for leaf in leaves])
     ok = jnp.isfinite(sq)
     norm = jnp.sqrt(jnp.where(ok, sq, 0.0))
-    limit = jnp.maximum(jnp.asarray(max_norm, acc), 0.0)
+    limit = jnp.asarray(max_norm, acc)
     # norm == 0 gives limit / 0 = inf (or nan for limit == 0): min(1, .) == 1.
     scale = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
+    # A (traced) negative radius: NaN rows, never flipped or zeroed ones.
+    scale = jnp.where(limit >= 0, scale, jnp.nan)
 
     def _clip(x):
         shape = (n,) + (1,) * (x.ndim - 1)
@@ -70,7 +77,15 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     return jax.tree_util.tree_map(_clip, updates)
 
 
-@PREAGGREGATORS.register("bucketing", needs_key=True)
+def _bucket_rows(num_workers: int, kwargs) -> int:
+    """``ceil(n / bucket_size)``: the number of buckets."""
+    return -(-num_workers // kwargs["bucket_size"])
+
+
+@PREAGGREGATORS.register("bucketing", needs_key=True,
+                         keywords={"bucket_size": at_least(1)},
+                         output_rows=_bucket_rows, display_name="bucketing",
+                         short_name="BUCK", order=1)
 def bucketing(updates: PyTree, *, num_byzantine: int = 0, key: jax.Array,
               bucket_size: int) -> PyTree:
     """Random buckets of ``bucket_size`` rows, each replaced by its mean.

@@ -49,7 +49,7 @@ def _krum_like(updates, num_byzantine, num_neighbours, squared, num_selected):
     n = _num_rows(updates)
     AGGREGATORS.check("krum", num_workers=n, num_byzantine=num_byzantine)
     k = n - num_byzantine - 2 if num_neighbours is None else num_neighbours
-    d2 = pairwise_sq_distances(updates)
+    d2 = pairwise_sq_distances(updates, rescale=True)
     scores = krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,
                          squared=squared)
     if num_selected is None:  # Krum
@@ -83,7 +83,7 @@ def _bulyan(updates, *, num_byzantine, selection="krum", squared=True,
         # The mean of the shrinking suffix means of the rows ranked by Krum
         # score (plain distances, computed once): see bulyan's module.
         top, theta = n - f - 2, n - 2 * f - 2
-        d2 = pairwise_sq_distances(updates)
+        d2 = pairwise_sq_distances(updates, rescale=True)
         scores = krum_scores(d2, num_byzantine=f, num_neighbours=top, squared=False)
         ranked = jnp.argsort(scores, stable=True)[:top]
         per_rank = jnp.asarray(

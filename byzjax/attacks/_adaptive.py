@@ -249,7 +249,9 @@ def adaptive(
 @ATTACKS.register("adaptive_alie", adaptive=True,
                   min_workers=lambda f: f + 2,
                   requirement="n >= f + 2 (the standard deviation needs 2 honest rows)",
-                  aliases=("optimal_alie", "adaptive_little"))
+                  aliases=("optimal_alie", "adaptive_little"),
+                  display_name="A Little Is Enough (adaptive)",
+                  short_name="ALIE (adaptive)", order=13)
 def adaptive_alie(honest: PyTree, *, num_byzantine: int, aggregator,
                   **kwargs):
     """:func:`adaptive` with ``base="alie"`` (registry name ``"adaptive_alie"``).
@@ -267,7 +269,9 @@ def adaptive_alie(honest: PyTree, *, num_byzantine: int, aggregator,
 
 
 @ATTACKS.register("adaptive_foe", adaptive=True,
-                  aliases=("optimal_foe", "adaptive_empire"))
+                  aliases=("optimal_foe", "adaptive_empire"),
+                  display_name="Fall of Empires (adaptive)",
+                  short_name="FOE (adaptive)", order=14)
 def adaptive_foe(honest: PyTree, *, num_byzantine: int, aggregator, **kwargs):
     """:func:`adaptive` with ``base="foe"`` (registry name ``"adaptive_foe"``).
 

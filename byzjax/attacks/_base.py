@@ -23,6 +23,7 @@ __all__ = [
     "ATTACKS",
     "AttackEntry",
     "AttackRegistry",
+    "SERVER_KEYWORDS",
     "honest_mean",
     "honest_std",
     "repeat_rows",
@@ -40,11 +41,21 @@ class AttackEntry(Entry):
       needs_own: the function takes ``byzantine_own=``, the Byzantine workers'
         own honestly computed rows ``[num_byzantine, *param_shape]``.
       adaptive: the attack evaluates an aggregator to choose its strength.
+      strength: the keyword that is the attack's strength (``"eps"`` for
+        ALIE and FOE, ``"scale"`` for Gaussian noise), or ``None`` when it
+        has none (sign flip, inf, NaN, label flip, mimic, the adaptive
+        attacks, which choose it).
     """
 
     data_level: bool = False
     needs_own: bool = False
     adaptive: bool = False
+    strength: str | None = None
+
+
+#: What the pipeline passes to an adaptive attack itself (the server's rule).
+SERVER_KEYWORDS = frozenset({"aggregator", "aggregator_kwargs", "preaggregator",
+                             "preaggregator_kwargs"})
 
 
 class AttackRegistry(Registry):
@@ -52,7 +63,11 @@ class AttackRegistry(Registry):
 
     ``min_workers`` defaults to ``f + 1`` (at least one honest row): attacks
     do not need ``f < n/2`` themselves; the aggregator checks its own condition.
+    The registered function sees the honest rows only: its ``n`` is
+    ``n_honest + num_byzantine``.
     """
+
+    entry_class = AttackEntry
 
     def register(  # type: ignore[override]
         self,
@@ -61,23 +76,38 @@ class AttackRegistry(Registry):
         data_level: bool = False,
         needs_own: bool = False,
         adaptive: bool = False,
+        strength: str | None = None,
         min_workers=lambda f: f + 1,
         requirement: str = "n > f (at least one honest row)",
         **kwargs,
     ):
         parent = super().register(name, min_workers=min_workers,
-                                  requirement=requirement, **kwargs)
+                                  requirement=requirement, data_level=data_level,
+                                  needs_own=needs_own, adaptive=adaptive,
+                                  strength=strength, **kwargs)
 
         def _decorate(fn):
-            parent(fn)
-            base = self._entries[name]
-            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-            self._entries[name] = AttackEntry(
-                **fields, data_level=data_level, needs_own=needs_own,
-                adaptive=adaptive)
-            return fn
+            out = parent(fn)
+            entry = self._entries[name]
+            if strength is not None and strength not in entry.keywords:
+                del self._entries[name]
+                for key in [k for k, v in self._alias.items() if v == name]:
+                    del self._alias[key]
+                raise ValueError(f"attack {name!r}: strength {strength!r} is not "
+                                 f"one of its keywords ({', '.join(entry.keywords)})")
+            return out
 
         return _decorate
+
+    def _settable(self, entry):
+        # An adaptive attack targets the pipeline's rule unless told another.
+        return SERVER_KEYWORDS if entry.adaptive else frozenset()
+
+    def _reserved_for(self, extra):
+        return SERVER_KEYWORDS if extra.get("adaptive") else frozenset()
+
+    def _num_workers(self, num_rows: int, num_byzantine: int) -> int:
+        return num_rows + num_byzantine if isinstance(num_byzantine, int) else num_rows
 
 
 ATTACKS = AttackRegistry("attack")

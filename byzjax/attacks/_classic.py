@@ -23,6 +23,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree, num_rows
 from byzjax.attacks._base import (
     ATTACKS,
@@ -55,7 +56,8 @@ def _cast_like(tree: PyTree, like: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x, y: x.astype(y.dtype), tree, like)
 
 
-@ATTACKS.register("sign_flip", aliases=("signflip", "sign_flipping"))
+@ATTACKS.register("sign_flip", aliases=("signflip", "sign_flipping"),
+                  display_name="sign flip", short_name="SF", order=3)
 def sign_flip(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     """Every Byzantine row is ``-gbar``, the negated honest mean (ByzFL's SignFlipping).
 
@@ -81,7 +83,8 @@ def sign_flip(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
 
 
 @ATTACKS.register("sign_flip_own", needs_own=True,
-                  aliases=("sign_flip_self", "own_sign_flip"))
+                  aliases=("sign_flip_self", "own_sign_flip"),
+                  display_name="sign flip", short_name="SF (own)", order=4)
 def sign_flip_own(honest: PyTree, *, num_byzantine: int,
                   byzantine_own: PyTree | None = None, key=None) -> PyTree:
     """Each Byzantine worker negates its *own* honestly computed vector (Fabris 2023).
@@ -111,7 +114,8 @@ def sign_flip_own(honest: PyTree, *, num_byzantine: int,
     return jax.tree_util.tree_map(jnp.negative, own)
 
 
-@ATTACKS.register("fall_of_empires", aliases=("foe", "empire", "ipm"))
+@ATTACKS.register("fall_of_empires", aliases=("foe", "empire", "ipm"), strength="eps",
+                  display_name="Fall of Empires", short_name="FOE", order=2)
 def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
                     key=None) -> PyTree:
     """Fall of Empires (inner-product manipulation): ``(1 - eps) * gbar``.
@@ -178,7 +182,12 @@ def alie_z_max(num_workers: int, num_byzantine: int) -> float:
 
 @ATTACKS.register("a_little_is_enough", aliases=("alie", "little"),
                   min_workers=lambda f: f + 2,
-                  requirement="n >= f + 2 (the standard deviation needs 2 honest rows)")
+                  requirement="n >= f + 2 (the standard deviation needs 2 honest rows)",
+                  hint="(Its standard deviation, with ddof=1, needs 2 honest rows.)",
+                  keywords={"eps": {"kind": "float", "traced": True},
+                            "ddof": at_least(0)},
+                  strength="eps", display_name="A Little Is Enough", short_name="ALIE",
+                  order=1)
 def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
                        z_max: bool = False, ddof: int = 1, key=None) -> PyTree:
     """A Little Is Enough: ``gbar - eps * sigma`` in every Byzantine row.
@@ -231,7 +240,9 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
 
 
 @ATTACKS.register("a_little_is_enough_own", needs_own=True,
-                  aliases=("alie_own", "little_own"))
+                  aliases=("alie_own", "little_own"), keywords={"ddof": at_least(0)},
+                  strength="eps", display_name="Little (own vectors)",
+                  short_name="Little", order=9)
 def a_little_is_enough_own(honest: PyTree, *, num_byzantine: int,
                            byzantine_own: PyTree | None = None, eps=1.0,
                            ddof: int = 1, key=None) -> PyTree:
@@ -290,7 +301,9 @@ def a_little_is_enough_own(honest: PyTree, *, num_byzantine: int,
 
 
 @ATTACKS.register("fall_of_empires_own", needs_own=True,
-                  aliases=("foe_own", "empire_own"))
+                  aliases=("foe_own", "empire_own"), strength="eps",
+                  display_name="Empire (own vectors)", short_name="Empire",
+                  order=10)
 def fall_of_empires_own(honest: PyTree, *, num_byzantine: int,
                         byzantine_own: PyTree | None = None, eps=1.9,
                         key=None) -> PyTree:
@@ -335,7 +348,8 @@ def _constant_rows(name, honest, num_byzantine, value):
         lambda x: jnp.full((num_byzantine,) + x.shape[1:], value, x.dtype), honest)
 
 
-@ATTACKS.register("inf", aliases=("infinity", "pos_inf", "+inf"))
+@ATTACKS.register("inf", aliases=("infinity", "pos_inf", "+inf"), display_name="+inf",
+                  short_name="+inf", order=6)
 def infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     """Every coordinate of every Byzantine row is ``+inf`` (Fabris's Infinity).
 
@@ -349,7 +363,8 @@ def infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     return _constant_rows("inf", honest, num_byzantine, jnp.inf)
 
 
-@ATTACKS.register("neg_inf", aliases=("negative_infinity", "minus_inf", "-inf"))
+@ATTACKS.register("neg_inf", aliases=("negative_infinity", "minus_inf", "-inf"),
+                  display_name="\u2212inf", short_name="\u2212inf", order=7)
 def negative_infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     """Every coordinate of every Byzantine row is ``-inf`` (Fabris's -Infinity).
 
@@ -363,7 +378,8 @@ def negative_infinity(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree
     return _constant_rows("neg_inf", honest, num_byzantine, -jnp.inf)
 
 
-@ATTACKS.register("nan", aliases=("not_a_number",))
+@ATTACKS.register("nan", aliases=("not_a_number",), display_name="NaN",
+                  short_name="NaN", order=8)
 def not_a_number(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     """Every coordinate of every Byzantine row is ``NaN`` (ByzantineMomentum's ``nan``).
 
@@ -377,7 +393,9 @@ def not_a_number(honest: PyTree, *, num_byzantine: int, key=None) -> PyTree:
     return _constant_rows("nan", honest, num_byzantine, jnp.nan)
 
 
-@ATTACKS.register("mimic", aliases=("copy",))
+@ATTACKS.register("mimic", aliases=("copy",),
+                  keywords={"index": {"low": 0, "traced": True}},
+                  display_name="mimic", short_name="mimic", order=11)
 def mimic(honest: PyTree, *, num_byzantine: int, index=0, key=None) -> PyTree:
     """Every Byzantine row copies honest row ``index`` (ByzFL's Mimic).
 
@@ -403,7 +421,9 @@ def mimic(honest: PyTree, *, num_byzantine: int, index=0, key=None) -> PyTree:
     return repeat_rows(row, num_byzantine)
 
 
-@ATTACKS.register("gaussian", needs_key=True, aliases=("gauss", "noise"))
+@ATTACKS.register("gaussian", needs_key=True, aliases=("gauss", "noise"),
+                  keywords={"scale": at_least(0)}, strength="scale",
+                  display_name="Gaussian noise", short_name="gauss", order=12)
 def gaussian(honest: PyTree, *, num_byzantine: int, key, scale=1.0) -> PyTree:
     """``gbar + N(0, scale^2)``, fresh noise per Byzantine row and coordinate.
 
@@ -452,7 +472,8 @@ def _require_own(name, byzantine_own, num_byzantine):
 
 
 @ATTACKS.register("label_flip", data_level=True, needs_own=True,
-                  aliases=("labelflip", "label_flipping"))
+                  aliases=("labelflip", "label_flipping"),
+                  display_name="label flip", short_name="LF", order=5)
 def label_flip(honest: PyTree, *, num_byzantine: int,
                byzantine_own: PyTree | None = None, key=None) -> PyTree:
     """Label flip is data-level: this stage returns the Byzantine rows untouched.
@@ -475,7 +496,8 @@ def label_flip(honest: PyTree, *, num_byzantine: int,
 
 
 @ATTACKS.register("none", data_level=True, needs_own=True,
-                  aliases=("no_attack", "honest"))
+                  aliases=("no_attack", "honest"),
+                  display_name="no attack", short_name="none", order=0)
 def no_attack(honest: PyTree, *, num_byzantine: int,
               byzantine_own: PyTree | None = None, key=None) -> PyTree:
     """No attack: the "Byzantine" workers behave honestly (rows untouched).

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from byzjax._registry import at_least
 from byzjax._tree import PyTree
 from byzjax.attacks._adaptive import DEFAULT_CANDIDATES, server_view, tree_distance
 from byzjax.attacks._base import (
@@ -70,7 +71,11 @@ def _tree_dot(a: PyTree, b: PyTree) -> jax.Array:
 
 @ATTACKS.register("optimized", adaptive=True, aliases=("optimised",),
                   min_workers=lambda f: f + 2,
-                  requirement="n >= f + 2 (the standard deviation needs 2 honest rows)")
+                  requirement="n >= f + 2 (the standard deviation needs 2 honest rows)",
+                  keywords={"z": at_least(0), "num_steps": at_least(0),
+                            "learning_rate": at_least(0)},
+                  strength="z", display_name="optimised (worst-case)",
+                  short_name="OPT", order=15)
 def optimized(
     honest: PyTree,
     *,

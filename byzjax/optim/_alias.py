@@ -22,6 +22,7 @@ from typing import Literal, Unpack
 import optax
 
 from byzjax.optim._pipeline import PipelineOptions, stages, with_pipeline_args
+from byzjax.optim._worker import require_state
 
 __all__ = ["dsgd", "resam", "dra", "mra"]
 
@@ -36,8 +37,18 @@ def _chain_doc(fn):
 
 
 def _chain(optimizer: str, **kwargs) -> optax.GradientTransformation:
-    """``optax.chain`` of the four :class:`~byzjax.optim.Stages` of ``optimizer``."""
-    return optax.chain(*stages(optimizer, **kwargs))
+    """``optax.chain`` of the four :class:`~byzjax.optim.Stages` of ``optimizer``.
+
+    Its ``update`` refuses ``state=None`` with a one-line hint (optax's own
+    error would be a ``TypeError`` deep in ``chain``).
+    """
+    tx = optax.chain(*stages(optimizer, **kwargs))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        require_state(optimizer, state)
+        return tx.update(updates, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update_fn)
 
 
 @with_pipeline_args

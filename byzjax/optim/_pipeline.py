@@ -33,7 +33,15 @@ import jax
 import optax
 
 from byzjax import aggregators, attacks
-from byzjax._registry import normalize_name, unknown_name
+from byzjax._registry import (
+    Keyword,
+    at_least,
+    did_you_mean,
+    in_range,
+    infer_keywords,
+    normalize_name,
+    unknown_name,
+)
 from byzjax.optim._stages import (
     aggregate,
     byzantine_attack,
@@ -56,6 +64,7 @@ __all__ = [
     "register_optimizer",
     "optimizer_entry",
     "optimizer_names",
+    "check_optimizer_kwargs",
     "worker_stage",
     "stages",
     "adaptive_attack_defaults",
@@ -148,32 +157,73 @@ class OptimizerEntry:
         aggregation stage aggregates both moments.
       config_fields: ``build`` keyword -> simulator config field that sets it
         (float fields are traced, others static).
+      liubei: its server step is ``-lr * F(sent vectors)`` where each sent
+        vector has norm at most the clipping radius (no server state, nothing
+        but the aggregate moves the model): what LiuBei's filters assume
+        (``docs/SERVERS.md``). D-SGD and RESAM.
+      display_name: the name readers know (``"momentum at the workers
+        (RESAM)"``).
+      short_name: the short name of tables (``"RESAM"``).
+      order: position in reports and listings (smaller first).
+      keywords: ``build``'s keywords (:class:`~byzjax._registry.Keyword`),
+        checked by :func:`check_optimizer_kwargs`.
     """
 
     name: str
     build: Callable[..., tuple[Any, tuple]]
     moments: bool = False
     config_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    liubei: bool = False
+    display_name: str = ""
+    short_name: str = ""
+    order: int = 0
+    keywords: Mapping[str, Keyword] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
+        if not self.short_name:
+            object.__setattr__(self, "short_name", self.display_name)
 
 
-#: The optimisers, by name, in registration (= display) order.
+#: The optimisers, by name, in registration order (:func:`optimizer_names`
+#: sorts them by their ``order``).
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
 
 
 def register_optimizer(name: str, *, moments: bool = False,
-                       config_fields: Mapping[str, str] | tuple = ()):
+                       config_fields: Mapping[str, str] | tuple = (),
+                       liubei: bool = False, display_name: str | None = None,
+                       short_name: str | None = None, order: int | None = None,
+                       keywords: Mapping[str, Any] | None = None):
     """Decorator declaring an optimiser's stages (see :class:`OptimizerEntry`).
 
     ``config_fields`` is a mapping keyword -> config field, or a tuple of
-    keywords that are config fields of the same name.
+    keywords that are config fields of the same name. ``keywords`` adds
+    ranges to the keywords read from ``build``'s signature
+    (``{"beta": in_range(0, 1, high_open=True)}``).
+
+    Raises:
+      ValueError: an empty or non-string name, a name not in normal form, or
+        one already registered.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"optimizer name must be a non-empty string, got {name!r}")
+    if normalize_name(name) != name:
+        raise ValueError(f"optimizer name {name!r}: register it as "
+                         f"{normalize_name(name)!r} (lower case, '_' for '-')")
+    if name in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is already registered; choose "
+                         "another name")
     fields = (dict(config_fields) if isinstance(config_fields, Mapping)
               else {k: k for k in config_fields})
 
     def _decorate(build):
-        if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} registered twice")
-        OPTIMIZERS[name] = OptimizerEntry(name, build, moments, fields)
+        kws, _ = infer_keywords(build, reserved=("num_workers",),
+                                declared=keywords, owner=f"optimizer {name!r}")
+        OPTIMIZERS[name] = OptimizerEntry(
+            name, build, moments, fields, liubei, display_name or "",
+            short_name or "", len(OPTIMIZERS) if order is None else order, kws)
         return build
 
     return _decorate
@@ -185,6 +235,8 @@ def optimizer_entry(name: str) -> OptimizerEntry:
     Example:
       >>> optimizer_entry("MRA").moments
       True
+      >>> optimizer_entry("resam").liubei, optimizer_entry("resam").short_name
+      (True, 'RESAM')
     """
     key = normalize_name(name) if isinstance(name, str) else name
     if key not in OPTIMIZERS:
@@ -193,22 +245,54 @@ def optimizer_entry(name: str) -> OptimizerEntry:
 
 
 def optimizer_names() -> tuple[str, ...]:
-    """The registered optimisers, in display order.
+    """The registered optimisers, in display order (read when called).
 
     Example:
       >>> optimizer_names()
       ('dsgd', 'server_momentum', 'resam', 'dra', 'mra')
     """
-    return tuple(OPTIMIZERS)
+    return tuple(sorted(OPTIMIZERS, key=lambda k: (OPTIMIZERS[k].order, k)))
 
 
-@register_optimizer("dsgd")
+def check_optimizer_kwargs(name: str, kwargs: Mapping[str, Any]) -> OptimizerEntry:
+    """Raises one line unless ``kwargs`` are good keywords of optimiser ``name``.
+
+    Unknown keywords (with the closest ones), wrong types and out-of-range
+    concrete values; traced values are not checked.
+
+    Example:
+      >>> check_optimizer_kwargs("resam", {"beta": 1.5})
+      Traceback (most recent call last):
+      ...
+      ValueError: optimizer 'resam': beta must be a number in [0, 1), got 1.5
+    """
+    entry = optimizer_entry(name)
+    owner = f"optimizer {entry.name!r}"
+    accepted = list(entry.keywords)
+    for key in kwargs:
+        if key not in entry.keywords:
+            close = did_you_mean(key, accepted)
+            hint = (" (did you mean " + " or ".join(map(repr, close)) + "?)"
+                    if close else "")
+            raise ValueError(f"{owner} has no keyword {key!r}{hint}; its keywords: "
+                             f"{', '.join(accepted) or 'none'}")
+    for key, value in kwargs.items():
+        entry.keywords[key].check(owner, value)
+    return entry
+
+
+_UNIT = in_range(0, 1, high_open=True)
+
+
+@register_optimizer("dsgd", liubei=True, display_name="D-SGD", short_name="D-SGD")
 def _dsgd(*, num_workers: int):
     del num_workers
     return None, ()
 
 
-@register_optimizer("server_momentum", config_fields=("beta", "nesterov"))
+@register_optimizer("server_momentum", config_fields=("beta", "nesterov"),
+                    display_name="momentum at the server", short_name="SM",
+                    keywords={"beta": _UNIT})
 def _server_momentum(*, num_workers: int, beta: float = 0.9,
                      nesterov: bool = False):
     del num_workers
@@ -218,7 +302,9 @@ def _server_momentum(*, num_workers: int, beta: float = 0.9,
 @register_optimizer("resam", config_fields={
     "beta": "beta", "dampening": "dampening", "nesterov": "nesterov",
     "initial_momentum": "momentum_init",
-    "bias_correction": "momentum_bias_correction"})
+    "bias_correction": "momentum_bias_correction"}, liubei=True,
+    display_name="momentum at the workers (RESAM)", short_name="RESAM",
+    keywords={"beta": _UNIT, "dampening": in_range(0, 1)})
 def _resam(*, num_workers: int, beta: float = 0.99, dampening: float | None = None,
            nesterov: bool = False, initial_momentum: float = 0.0,
            bias_correction: bool = False):
@@ -227,7 +313,10 @@ def _resam(*, num_workers: int, beta: float = 0.99, dampening: float | None = No
                            bias_correction=bias_correction), ()
 
 
-@register_optimizer("dra", config_fields=("b1", "b2", "eps"))
+@register_optimizer("dra", config_fields=("b1", "b2", "eps"),
+                    display_name="DRA (Adam at the workers)", short_name="DRA",
+                    keywords={"b1": _UNIT, "b2": _UNIT, "eps": at_least(0),
+                              "eps_root": at_least(0)})
 def _dra(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
          eps: float = 1e-8, bias_correction: bool = True, simplified: bool = False,
          eps_root: float = 0.0):
@@ -238,7 +327,9 @@ def _dra(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
 
 @register_optimizer("mra", moments=True,
                     config_fields={"b1": "b1", "b2": "b2", "eps": "eps",
-                                   "safeguard": "mra_safeguard"})
+                                   "safeguard": "mra_safeguard"},
+                    display_name="MRA (robust Adam moments)", short_name="MRA",
+                    keywords={"b1": _UNIT, "b2": _UNIT, "eps": at_least(0)})
 def _mra(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
          eps: float = 1e-8, bias_correction: bool = True,
          safeguard: Literal["clamp"] | None = None):
@@ -274,7 +365,8 @@ def worker_stage(optimizer: str = "dsgd", *, num_workers: int, clip_norm=None,
       >>> u["w"].ravel().tolist()
       [0.5, 0.25]
     """
-    worker, _ = optimizer_entry(optimizer).build(num_workers=num_workers, **hparams)
+    entry = check_optimizer_kwargs(optimizer, hparams)
+    worker, _ = entry.build(num_workers=num_workers, **hparams)
     parts = [] if clip_norm is None else [clip_by_worker_norm(clip_norm)]
     if worker is not None:
         parts.append(worker)
@@ -349,6 +441,13 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     _check_num_workers(entry.name, num_workers)
     agg_kwargs = dict(aggregator_kwargs or {})
     pre_kwargs = dict(preaggregator_kwargs or {})
+    # Bad concrete keywords fail here, at construction, in one line.
+    if isinstance(aggregator, str):
+        aggregators.AGGREGATORS.check_kwargs(aggregator, agg_kwargs)
+    if isinstance(preaggregator, str):
+        aggregators.PREAGGREGATORS.check_kwargs(preaggregator, pre_kwargs)
+    if isinstance(attack, str):
+        attacks.ATTACKS.check_kwargs(attack, dict(attack_kwargs or {}))
     if isinstance(aggregator, str) and preaggregator is None:
         # Fail at construction when (n, f) cannot work (the stage re-checks at
         # trace time, after any pre-aggregation changed the row count).
@@ -359,6 +458,7 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     if attack_point not in ("sent", "gradient"):
         raise ValueError(f"attack_point must be 'sent' or 'gradient', got "
                          f"{attack_point!r}")
+    check_optimizer_kwargs(entry.name, hparams)
     worker, server = entry.build(num_workers=num_workers, **hparams)
     clip = [] if clip_norm is None else [clip_by_worker_norm(clip_norm)]
     worker_parts = list(clip) if clip_point == "gradient" else []

@@ -19,8 +19,14 @@ import jax.numpy as jnp
 import optax
 
 from byzjax import aggregators, attacks
+from byzjax._registry import Keyword, check_values
 from byzjax._tree import PyTree, num_rows
-from byzjax.optim._worker import MomentPair, _check_num_workers, _check_workers
+from byzjax.optim._worker import (
+    _KEYWORDS,
+    MomentPair,
+    _check_num_workers,
+    _check_workers,
+)
 
 __all__ = [
     "ByzantineAttackState",
@@ -339,7 +345,7 @@ def mra_direction(*, eps: float = 1e-8,
       the offending rows.
 
     Args:
-      eps: float or traced scalar.
+      eps: ``>= 0``, float or traced scalar (concrete values are checked).
       safeguard: static, ``None`` or ``"clamp"``.
 
     Returns:
@@ -356,6 +362,7 @@ def mra_direction(*, eps: float = 1e-8,
       >>> optim.mra_direction(eps=0.0, safeguard="clamp").update(pair, None)[0]
       {'w': Array([0.5, 0. ], dtype=float32)}
     """
+    check_values("mra_direction", _KEYWORDS, eps=eps)
     if safeguard not in (None, "clamp"):
         raise ValueError(f"mra_direction: safeguard must be None or 'clamp', "
                          f"got {safeguard!r}")
@@ -394,7 +401,8 @@ def server_momentum(*, momentum: float, nesterov: bool = False
     :func:`aggregate` and before ``optax.sgd(lr)`` (or ``optax.scale``).
 
     Args:
-      momentum: ``mu``, float or traced scalar.
+      momentum: ``mu`` in ``[0, 1)``, float or traced scalar (concrete values
+        are checked, traced ones are not).
       nesterov: static bool.
 
     Example:
@@ -407,4 +415,13 @@ def server_momentum(*, momentum: float, nesterov: bool = False
       >>> u["w"].tolist()
       [1.5]
     """
+    check_values("server_momentum", _SERVER_KEYWORDS, momentum=momentum,
+                 nesterov=nesterov)
     return optax.trace(decay=momentum, nesterov=nesterov)
+
+
+_SERVER_KEYWORDS = {
+    "momentum": Keyword("momentum", "float", low=0, high=1, high_open=True,
+                        traced=True),
+    "nesterov": Keyword("nesterov", "bool"),
+}

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from byzjax._registry import Keyword, check_values
 from byzjax._tree import PyTree, num_rows, row_sq_norms
 
 __all__ = [
@@ -86,6 +87,38 @@ def _stacked_zeros(params: PyTree, num_workers: int) -> PyTree:
         params)
 
 
+def _unit(name: str, **fields) -> Keyword:
+    """A traced float in ``[0, 1)`` (a decay)."""
+    return Keyword(name, "float", low=0, high=1, high_open=True, traced=True,
+                   **fields)
+
+
+#: The keywords of this module's factories, checked when they are built
+#: (concrete values only; traced ones are documented).
+_KEYWORDS = {
+    "max_norm": Keyword("max_norm", "float", low=0, traced=True),
+    "beta": _unit("beta"),
+    "dampening": Keyword("dampening", "float", low=0, high=1, traced=True,
+                         optional=True),
+    "initial_momentum": Keyword("initial_momentum", "float", traced=True),
+    "b1": _unit("b1"),
+    "b2": _unit("b2"),
+    "eps": Keyword("eps", "float", low=0, traced=True),
+    "eps_root": Keyword("eps_root", "float", low=0, traced=True),
+    "nesterov": Keyword("nesterov", "bool"),
+    "bias_correction": Keyword("bias_correction", "bool"),
+    "simplified": Keyword("simplified", "bool"),
+}
+
+
+def require_state(stage: str, state) -> None:
+    """One line for ``tx.update(updates, None)``: say where the state comes from."""
+    if state is None:
+        raise TypeError(
+            f"{stage}: update got state=None; pass tx.init(params) on the first "
+            "call and the state returned by the previous update afterwards")
+
+
 def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
     """Clips each worker's row to Euclidean norm at most ``max_norm``.
 
@@ -94,7 +127,9 @@ def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
     ``c = 2`` in Fabris's thesis and in RESAM). Stateless.
 
     Args:
-      max_norm: clipping radius, a float or traced scalar.
+      max_norm: clipping radius ``>= 0``, a float or traced scalar. A concrete
+        negative or NaN radius is refused; a traced negative one gives NaN
+        rows (never rows flipped in sign).
 
     Returns:
       An ``optax.GradientTransformation`` on leaves ``[n, *param_shape]``.
@@ -108,6 +143,7 @@ def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
       >>> out["a"].ravel().tolist(), out["b"].ravel().tolist()  # row 0 had norm 5
       ([1.5, 0.0], [2.0, 1.0])
     """
+    check_values("clip_by_worker_norm", _KEYWORDS, max_norm=max_norm)
 
     def init_fn(params):
         del params
@@ -117,6 +153,8 @@ def clip_by_worker_norm(max_norm: float) -> optax.GradientTransformation:
         del params
         norms = jnp.sqrt(row_sq_norms(updates))
         factor = jnp.where(norms > max_norm, max_norm / norms, 1.0)
+        # A traced negative radius: NaN, not a sign flip.
+        factor = jnp.where(max_norm >= 0, factor, jnp.nan)
 
         def _scale(x):
             f = factor.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -155,8 +193,9 @@ def worker_momentum(*, num_workers: int, beta: float,
 
     Args:
       num_workers: static ``n`` (the state has leaves ``[n, *param_shape]``).
-      beta: momentum coefficient, float or traced scalar.
-      dampening: float or traced scalar; ``None`` means ``beta``.
+      beta: momentum coefficient in ``[0, 1)``, float or traced scalar
+        (concrete values are checked, traced ones are not).
+      dampening: in ``[0, 1]``, float or traced scalar; ``None`` means ``beta``.
       nesterov: static bool.
       initial_momentum: ``m_0``, float or traced scalar (default 0).
       bias_correction: static bool (default False).
@@ -176,6 +215,9 @@ def worker_momentum(*, num_workers: int, beta: float,
       [1.5, 3.0]
     """
     _check_num_workers("worker_momentum", num_workers)
+    check_values("worker_momentum", _KEYWORDS, beta=beta, dampening=dampening,
+                 initial_momentum=initial_momentum, nesterov=nesterov,
+                 bias_correction=bias_correction)
     damp = beta if dampening is None else dampening
 
     def init_fn(params):
@@ -187,6 +229,7 @@ def worker_momentum(*, num_workers: int, beta: float,
 
     def update_fn(updates, state, params=None):
         del params
+        require_state("worker_momentum", state)
         _check_workers("worker_momentum", updates, num_workers)
         momentum = jax.tree_util.tree_map(
             lambda g, m: (beta * m + (1.0 - damp) * g).astype(m.dtype),
@@ -234,7 +277,8 @@ def worker_adam(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
 
     Args:
       num_workers: static ``n``.
-      b1, b2, eps, eps_root: floats or traced scalars.
+      b1, b2: decays in ``[0, 1)``; eps, eps_root: ``>= 0``; floats or traced
+        scalars (concrete values are checked, traced ones are not).
       bias_correction: static bool.
       output: static, ``"direction"`` or ``"moments"``.
       simplified: static bool, only for ``output="direction"``.
@@ -254,6 +298,8 @@ def worker_adam(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
       [1.0, -1.0]
     """
     _check_num_workers("worker_adam", num_workers)
+    check_values("worker_adam", _KEYWORDS, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+                 bias_correction=bias_correction, simplified=simplified)
     if output not in ("direction", "moments"):
         raise ValueError(
             f"worker_adam: output must be 'direction' (DRA) or 'moments' (MRA), "
@@ -270,6 +316,7 @@ def worker_adam(*, num_workers: int, b1: float = 0.99, b2: float = 0.999,
 
     def update_fn(updates, state, params=None):
         del params
+        require_state("worker_adam", state)
         _check_workers("worker_adam", updates, num_workers)
         count = optax.safe_int32_increment(state.count)
         mu = jax.tree_util.tree_map(
