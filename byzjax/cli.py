@@ -201,7 +201,7 @@ def _report(args) -> int:
                 if sim.published_of(sim.load_sweep(args.sweep)) is None:
                     raise _CliError(f"{args.sweep} declares no 'published' values "
                                     "(a sweep field)")
-            except ValueError as e:
+            except sim.ConfigError as e:
                 raise sim.file_error(args.sweep, e) from None
         cells = report.write_json(args.outdir, args.json, sweep=args.sweep,
                                   metric=args.metric)

@@ -187,8 +187,9 @@ def initialize(
 
 
 def _set_cpu_collectives(name: str) -> None:
+    # (jax's Config declares its options' attributes only at run time)
     platforms = os.environ.get("JAX_PLATFORMS", "") or str(
-        jax.config.jax_platforms or "")
+        getattr(jax.config, "jax_platforms") or "")
     if platforms in ("", "cpu") or platforms.startswith("cpu"):
         jax.config.update("jax_cpu_collectives_implementation", name)
 
@@ -425,9 +426,10 @@ def launch(
         base["XLA_FLAGS"] = " ".join(flags)
         base["JAX_PLATFORMS"] = "cpu"
     address = f"127.0.0.1:{free_port()}"
-    procs = []
+    procs: list[subprocess.Popen] = []  # process 0's bytes, the others' text
     threads = []
     for i in range(num_processes):
+        p: subprocess.Popen
         penv = dict(base, **{ENV_COORDINATOR: address,
                              ENV_NUM_PROCESSES: str(num_processes),
                              ENV_PROCESS_ID: str(i)})

@@ -290,7 +290,8 @@ def _save_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        # (numpy's stub fears that a key of the mapping might be allow_pickle)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 

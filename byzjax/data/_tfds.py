@@ -51,7 +51,8 @@ def _import_tfds():
 def _records_to_arrays(source, batch: int = 4096):
     """Reads every record of a tfds data source into ``(images, labels)``."""
     n = len(source)
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     for start in range(0, n, batch):
         keys = list(range(start, min(n, start + batch)))
         try:

@@ -225,7 +225,7 @@ def plot_curves(runs, path: str, *, dpi: int = 110) -> None:
             if i == len(atts) - 1:
                 ax.set_xlabel("round", fontsize=9)
             ax.tick_params(labelsize=8)
-    legend = {}
+    legend: dict[str, Any] = {}  # label -> its first handle
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(lab, h)

@@ -115,8 +115,9 @@ def _save_png(fig_fn, path, *, palette: int | None, dpi: int, **kw) -> int:
     with Image.open(path) as im:
         width = im.size[0]
         if palette:
-            im = im.convert("RGB").quantize(colors=palette, dither=Image.NONE)
-            im.save(path, optimize=True)
+            small = im.convert("RGB").quantize(colors=palette,
+                                               dither=Image.Dither.NONE)
+            small.save(path, optimize=True)
     return round(width * 96 / dpi)
 
 
@@ -163,7 +164,6 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
     best = best_cells(runs, metric=metric, stats=stats)
     opts = _order({k[0] for k in stats}, OPT_ORDER)
     atts = _order({k[1] for k in stats}, ATTACK_ORDER)
-    save = dict(palette=palette, dpi=dpi)
 
     # Best-per-cell table (papers' layout) with the published values; a cell
     # holding several configurations says so instead of choosing.
@@ -172,14 +172,16 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         cells = []
         for a in atts:
             b = best.get((o, a))
-            ok = b is not None and not b["conflict"]
+            # The cell's one best configuration (None: no runs, or several).
+            one = b if b is not None and not b["conflict"] else None
             p = pub.get((o, a))
-            cell = {"value": _fmt(b["mean"]) if ok else "",
-                    "agg": SHORT.get(b["aggregator"], b["aggregator"]) if ok else "",
-                    "agg_name": display_name("aggregator", b["aggregator"])
-                    if ok else "",
-                    "per_seed": per_seed_text(b["per_seed"])
-                    if ok and b["count"] > 1 else "",
+            cell = {"value": _fmt(one["mean"]) if one is not None else "",
+                    "agg": SHORT.get(one["aggregator"], one["aggregator"])
+                    if one is not None else "",
+                    "agg_name": display_name("aggregator", one["aggregator"])
+                    if one is not None else "",
+                    "per_seed": per_seed_text(one["per_seed"])
+                    if one is not None and one["count"] > 1 else "",
                     "conflict": None, "published": None}
             if b is not None and b["conflict"]:
                 best_notes.append(conflict_note(
@@ -188,7 +190,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
                 cell["conflict"] = {"configs": b["configs"], "note": len(best_notes),
                                     "title": best_notes[-1]}
             if p is not None:
-                d = (b["mean"] - p[0]) if ok else math.nan
+                d = (one["mean"] - p[0]) if one is not None else math.nan
                 cell["published"] = {
                     "value": f"{p[0]:.4g}", "agg": SHORT.get(p[1], p[1] or ""),
                     "diff": f"{d:+.3f}" if np.isfinite(d) else "",
@@ -238,7 +240,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
                          ("boxplots", plot_boxplots, {"metric": metric}),
                          ("times", plot_times, {})):
         width = _save_png(fn, os.path.join(img, name + ".png"), runs=runs, **kw,
-                          **save)
+                          palette=palette, dpi=dpi)
         figures[name] = {"src": f"img/{name}.png", "width": width}
     groups: dict[tuple, list] = defaultdict(list)
     for r in runs:
@@ -253,7 +255,8 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         def fig_fn(path, dpi, rs=groups[(o, a)], title=title):
             drawn.extend(plot_cell_curves(rs, path, title=title, dpi=dpi))
 
-        width = _save_png(fig_fn, os.path.join(img, name), **save)
+        width = _save_png(fig_fn, os.path.join(img, name), palette=palette,
+                          dpi=dpi)
         b = best[(o, a)]
         best_text = (f"several configurations ({', '.join(b['differs'])} differ)"
                      if b["conflict"] else

@@ -54,7 +54,7 @@ def _placement_fields() -> tuple[str, ...]:
     the like of ``resam``): they come with the placement, part of the grid."""
     reads = [set(optim.optimizer_entry(name).config_fields.values())
              for name in _PLACEMENT]
-    return tuple(sorted(set.union(*reads) - set.intersection(*reads)))
+    return tuple(sorted(set.union(*reads) - reads[0].intersection(*reads[1:])))
 
 
 def _setting(run) -> str:
@@ -64,7 +64,7 @@ def _setting(run) -> str:
 def _variants(runs) -> dict[str, str]:
     """{setting: label of the fields that differ between the settings besides
     the momentum kind and learning rate} (labels ``""`` when there is one)."""
-    fields = {}
+    fields: dict[str, dict[str, Any]] = {}
     for r in runs:
         fields.setdefault(_setting(r), config_fields(
             r, ignore=GRID_FIELDS + _placement_fields()))
@@ -202,7 +202,7 @@ def momentum_gains(runs, *, metric: str = "max_accuracy",
             key = (c["attack"], c["num_byzantine"], c["aggregator"], _setting(r),
                    r.get("seed"), c["num_workers"])
             placed[key][c["optimizer"]] = val(r)
-    out = {"pairs": 0, "unpaired": 0,
+    out: dict[str, Any] = {"pairs": 0, "unpaired": 0,
            "effective": {t: 0 for t in thresholds},
            "recovered": {t: 0 for t in thresholds},
            "increased": {t: 0 for t in thresholds},

@@ -116,7 +116,7 @@ def verify_step(directory: str, step: int) -> str | None:
     return None
 
 
-def _no_space(exc: BaseException) -> bool:
+def _no_space(exc: BaseException | None) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -35,7 +35,7 @@ matmul, ``O(n^2 d)``, and the rule's work on the ``[n, n]`` distances).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import jax
 import jax.numpy as jnp
@@ -72,13 +72,14 @@ def honest_variance_to_norm(honest: PyTree) -> jax.Array:
     """
     leaves = jax.tree_util.tree_leaves(honest)
     h = leaves[0].shape[0]
-    var, norm2 = 0.0, 0.0
+    var: float | jax.Array = 0.0
+    norm2: float | jax.Array = 0.0
     for x in leaves:
         x = x.reshape(h, -1).astype(jnp.float32)
         mu = jnp.mean(x, axis=0)
         var = var + jnp.sum((x - mu) ** 2) / max(h - 1, 1)
         norm2 = norm2 + jnp.sum(mu * mu)
-    return var / norm2
+    return cast(jax.Array, var / norm2)  # an Array: there is at least one leaf
 
 
 def byzantine_selection(weights: jax.Array, num_honest: int
@@ -120,7 +121,7 @@ def pipeline_selection_weights(
     agg_kwargs = dict(aggregator_kwargs or {})
     pre_kwargs = dict(preaggregator_kwargs or {})
     agg_sel = aggregators.has_selection(aggregator)
-    pre_sel = bool(preaggregator) and aggregators.has_selection(preaggregator)
+    pre_sel = bool(preaggregator and aggregators.has_selection(preaggregator))
     if not (agg_sel or pre_sel):
         return None
     pre_fn = None

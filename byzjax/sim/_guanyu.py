@@ -19,6 +19,8 @@ own model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 from byzjax import servers
@@ -69,8 +71,8 @@ def make_guanyu_program(spec: RunSpec, data: SimData, model) -> Program:
     c_ps = kit.num_correct_servers
     byzantine_single = kit.byzantine_single
     q_ps, q_wr = server_quorums(spec)
-    delay_kw = dict(distribution=spec.delay_distribution,
-                    slow_factor=float(spec.slow_factor))
+    delay_kw: dict[str, Any] = dict(distribution=spec.delay_distribution,
+                                    slow_factor=float(spec.slow_factor))
 
     def round_step(state: ServerSimState, hp, diagnostics=True):
         worker_tx, attack_tx, robust_tx, server_tx = stages_for(

@@ -57,7 +57,8 @@ class LiuBeiWorkers(NamedTuple):
     age: jax.Array
     local: Any
     history: jax.Array
-    count: jax.Array
+    # (optax-style name; mypy objects that it shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     start: jax.Array
 
 

@@ -68,6 +68,7 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
     """
     runs_dir = os.path.join(outdir, "runs")
     gid = group.group_id()
+    lock: contextlib.AbstractContextManager[bool]
     if jax.process_count() > 1:
         # One multi-process JAX program: every process runs every group
         # together, so the processes must not split groups between them.
