@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from byzjax._tree import check_num_byzantine, check_stack
+
 __all__ = [
     "Entry",
     "Keyword",
@@ -513,8 +515,6 @@ class Registry:
     def _check_call(self, entry: Entry, call: _CallInfo, args, kwargs) -> None:
         """What the registered function checks before running: the stack
         (:func:`byzjax._tree.check_stack`), ``(n, f)`` and concrete keywords."""
-        from byzjax._tree import check_stack
-
         stack = args[0] if args else kwargs.get(call.stack)
         rows = check_stack(entry.name, stack)
         f = kwargs.get("num_byzantine", call.default_f)
@@ -539,6 +539,17 @@ class Registry:
         """Returns the function registered under ``name``."""
         return self.entry(name).fn
 
+    def unregister(self, name: str) -> None:
+        """Removes ``name`` and its aliases (a rule registered by a user or a
+        test); unknown names are ignored."""
+        key = _norm(name) if isinstance(name, str) else name
+        canonical = self._alias.get(key)
+        if canonical is None:
+            return
+        del self._entries[canonical]
+        for alias in [k for k, v in self._alias.items() if v == canonical]:
+            del self._alias[alias]
+
     def names(self) -> tuple[str, ...]:
         """Canonical names, sorted."""
         return tuple(sorted(self._entries))
@@ -550,8 +561,6 @@ class Registry:
 
     def check(self, name: str, *, num_workers: int, num_byzantine: int) -> Entry:
         """Raises ``ValueError`` unless ``name`` accepts ``(n, f)``."""
-        from byzjax._tree import check_num_byzantine
-
         entry = self.entry(name)
         check_num_byzantine(
             entry.name, num_workers, num_byzantine,

@@ -164,11 +164,11 @@ def sanitize(stack: PyTree, finite_rows: jax.Array | None = None) -> PyTree:
 def row_sq_norms(stack: PyTree) -> jax.Array:
     """``float[n]``: squared Euclidean norm of each row over all leaves."""
     n = num_rows(stack)
-    total = 0.0
+    total: float | jax.Array = 0.0
     for leaf in jax.tree_util.tree_leaves(stack):
         x = leaf.reshape(n, -1)
         total = total + jnp.einsum("nd,nd->n", x, x, precision=_PRECISION)
-    return total
+    return jnp.asarray(total)
 
 
 def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
@@ -221,6 +221,7 @@ def gram(stack: PyTree, center: PyTree | None = None) -> jax.Array:
     # A matmul's (i, j) and (j, i) entries may be rounded differently; rules
     # that break exact ties (two rows that are each other's nearest neighbour
     # share a Krum score) need an exactly symmetric matrix.
+    assert total is not None  # (a stack has at least one leaf)
     return 0.5 * (total + total.T)
 
 
@@ -350,7 +351,7 @@ def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:
     Non-finite rows give ``+inf``.
     """
     n = num_rows(stack)
-    total = 0.0
+    total: float | jax.Array = 0.0
     for x, p in zip(jax.tree_util.tree_leaves(stack), jax.tree_util.tree_leaves(point)):
         diff = (x - p[None]).reshape(n, -1)
         total = total + jnp.sum(diff * diff, axis=1)

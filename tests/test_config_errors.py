@@ -54,9 +54,9 @@ TRAIN_CASES = [
     (["--rounds", "7", "--eval-every", "2"], "e.g. num_rounds=8"),
     (["--set", "preaggregator=bucketing", "--set",
       "preaggregator_kwargs.bucket_size=0"],
-     "preaggregator_kwargs.bucket_size must be an integer > 0, got 0"),
+     "pre-aggregator 'bucketing': bucket_size must be an integer >= 1, got 0"),
     (["--set", "preaggregator=static_clipping"],
-     "needs preaggregator_kwargs.max_norm"),
+     "pre-aggregator 'static_clipping' needs the keyword 'max_norm'"),
     (["--set", "eval_size=-3"], "eval_size must be an integer >= 0"),
     (["--split", "dirichlet", "--set", "dirichlet_alpha=0"],
      "dirichlet_alpha must be a number > 0, got 0.0"),
@@ -71,8 +71,8 @@ TRAIN_CASES = [
     (["--seeds", "a,b"], "--seeds: expected comma-separated integers"),
     (["--seeds", "0,0"], "--seeds: expected distinct integers >= 0"),
     (["--set", "aggregator_kwargs.foo=3"],
-     "aggregator 'trimmed_mean' takes no keyword arguments; remove "
-     "aggregator_kwargs.foo"),
+     "aggregator_kwargs: aggregator 'trimmed_mean' takes no keywords; remove "
+     "'foo'"),
     (["--aggregator", "krum", "--num-workers", "15", "--num-byzantine", "2",
       "--set", "aggregator_kwargs.num_neighbors=3"],
      "aggregator 'krum' has no keyword 'num_neighbors' (did you mean "

@@ -161,7 +161,7 @@ def _closest_mean_total(x: jax.Array, keep: int, center: str, num_trim: int,
         if center != "median":
             raise AssertionError("short windows are only used around the median")
         out = apply_plan(rows, network_plan(m, exact=range(m)))
-        exact = range(m)
+        exact = list(range(m))
         stats = {p: out[p].astype(acc) for p in exact}
         lo = hi = 0
         starts = range(m - keep + 1)

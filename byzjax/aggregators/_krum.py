@@ -111,6 +111,7 @@ def krum_scores(
       Array([inf,  4.,  4., 49.], dtype=float32)
     """
     n = sq_dist.shape[0]
+    num_valid: int | jax.Array
     if valid is None:
         valid = jnp.ones((n,), bool)
         num_valid = n

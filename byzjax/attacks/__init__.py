@@ -55,7 +55,7 @@ def get(name: str):
 
 def entry(name: str) -> AttackEntry:
     """Returns the registry entry of ``name``: the function and its flags."""
-    return ATTACKS.entry(name)
+    return ATTACKS.entry(name)  # type: ignore[return-value]  # (AttackRegistry)
 
 
 def names() -> tuple[str, ...]:

@@ -69,7 +69,7 @@ class AttackRegistry(Registry):
 
     entry_class = AttackEntry
 
-    def register(  # type: ignore[override]
+    def register(
         self,
         name: str,
         *,

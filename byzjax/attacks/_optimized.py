@@ -64,9 +64,9 @@ _CONSTRAINTS = ("zscore", "norm_ball", None)
 
 
 def _tree_dot(a: PyTree, b: PyTree) -> jax.Array:
-    return sum(jnp.sum((x * y).astype(jnp.float32))
+    return jnp.asarray(sum(jnp.sum((x * y).astype(jnp.float32))
                for x, y in zip(jax.tree_util.tree_leaves(a),
-                               jax.tree_util.tree_leaves(b)))
+                               jax.tree_util.tree_leaves(b))))
 
 
 @ATTACKS.register("optimized", adaptive=True, aliases=("optimised",),

@@ -491,8 +491,8 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
                                     key=key_pre, **pre_kwargs))
     robust.append(aggregate(aggregator, num_byzantine=num_byzantine,
                             moments=entry.moments, **agg_kwargs))
-    server = list(server)
+    server_parts = list(server)
     if learning_rate is not None:
-        server.append(optax.sgd(learning_rate))
+        server_parts.append(optax.sgd(learning_rate))
     return Stages(_chain_or_identity(worker_parts), attack_tx, optax.chain(*robust),
-                  _chain_or_identity(server))
+                  _chain_or_identity(server_parts))

@@ -50,13 +50,13 @@ class WorkerMomentumState(NamedTuple):
     """State of :func:`worker_momentum`."""
 
     momentum: PyTree  # leaves [n, *param_shape]
-    count: jax.Array  # int32 [], rounds seen (for bias_correction)
+    count: jax.Array  # type: ignore[assignment]  # int32 [], rounds seen (optax's name)
 
 
 class WorkerAdamState(NamedTuple):
     """State of :func:`worker_adam`."""
 
-    count: jax.Array  # int32 [], rounds seen (shared by all workers)
+    count: jax.Array  # type: ignore[assignment]  # int32 [], rounds seen (optax's name)
     mu: PyTree  # leaves [n, *param_shape], first moments m
     nu: PyTree  # leaves [n, *param_shape], second moments v
 

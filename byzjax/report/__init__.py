@@ -49,17 +49,15 @@ al., 2021) and ``_write`` (``write_report``); every public name is here.
 
 from __future__ import annotations
 
-from byzjax.report._cells import AGG_ORDER as AGG_ORDER
-from byzjax.report._cells import ATTACK_ORDER as ATTACK_ORDER
 from byzjax.report._cells import AXES as AXES
 from byzjax.report._cells import CODE_FIELDS as CODE_FIELDS
 from byzjax.report._cells import CURVE_METRICS as CURVE_METRICS
 from byzjax.report._cells import METRIC_NAMES as METRIC_NAMES
 from byzjax.report._cells import NAMES as NAMES
 from byzjax.report._cells import NEUTRAL_FIELDS as NEUTRAL_FIELDS
-from byzjax.report._cells import OPT_ORDER as OPT_ORDER
 from byzjax.report._cells import SHORT as SHORT
 from byzjax.report._cells import ConfigGroup as ConfigGroup
+from byzjax.report._cells import axis_order as axis_order
 from byzjax.report._cells import cell_stats as cell_stats
 from byzjax.report._cells import code_lines as code_lines
 from byzjax.report._cells import code_versions as code_versions
@@ -72,6 +70,7 @@ from byzjax.report._cells import load_runs as load_runs
 from byzjax.report._cells import mean_of_rounded as mean_of_rounded
 from byzjax.report._cells import per_seed_text as per_seed_text
 from byzjax.report._cells import seed_stats as seed_stats
+from byzjax.report._cells import short_name as short_name
 from byzjax.report._cells import show_value as show_value
 from byzjax.report._cells import split_configs as split_configs
 from byzjax.report._figures import CMAP as CMAP
@@ -105,6 +104,8 @@ from byzjax.report._write import write_report as write_report
 
 __all__ = [
     "SHORT",
+    "axis_order",
+    "short_name",
     "NAMES",
     "METRIC_NAMES",
     "CURVE_METRICS",
@@ -158,3 +159,12 @@ __all__ = [
     "plot_momentum_boxes",
     "write_report",
 ]
+
+
+def __getattr__(name: str):
+    # The report's orders, read live from the registries.
+    axes = {"OPT_ORDER": "optimizer", "ATTACK_ORDER": "attack",
+            "AGG_ORDER": "aggregator"}
+    if name in axes:
+        return axis_order(axes[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,53 +19,84 @@ import json
 import math
 import os
 from collections import defaultdict
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from byzjax.optim import optimizer_names
+from byzjax import optim
+from byzjax.aggregators import AGGREGATORS, PREAGGREGATORS
+from byzjax.attacks import ATTACKS
 from byzjax.sim import ConfigError, get_config, ignored_fields, load_records
 from byzjax.sim._fields import result_neutral
 
-#: Short names the thesis uses in its tables.
-SHORT = {
-    "mean": "AVG", "trimmed_mean": "CWTM", "coordinate_median": "CWM",
-    "minimum_diameter_averaging": "MDA", "mda": "MDA", "meamed": "MEAMED",
-    "krum": "KRUM", "multi_krum": "MKRUM", "geometric_median": "GM",
-    "bulyan": "BULYAN", "centered_clipping": "CC", "phocas": "PHOCAS",
-}
+#: The config fields whose values are registry names.
+_REGISTRIES = {"aggregator": AGGREGATORS, "preaggregator": PREAGGREGATORS,
+               "attack": ATTACKS}
 
-#: Names readers know, per config field (figures, pages; tables keep SHORT).
-NAMES = {
-    "optimizer": {
-        "dsgd": "D-SGD", "server_momentum": "momentum at the server",
-        "resam": "momentum at the workers (RESAM)",
-        "dra": "DRA (Adam at the workers)", "mra": "MRA (robust Adam moments)",
-    },
-    "attack": {
-        "none": "no attack", "alie": "A Little Is Enough",
-        "a_little_is_enough": "A Little Is Enough",
-        "adaptive_alie": "A Little Is Enough (adaptive)",
-        "foe": "Fall of Empires", "fall_of_empires": "Fall of Empires",
-        "adaptive_foe": "Fall of Empires (adaptive)", "gaussian": "Gaussian noise",
-        "inf": "+inf", "neg_inf": "\u2212inf", "nan": "NaN",
-        "label_flip": "label flip", "sign_flip": "sign flip",
-        "sign_flip_own": "sign flip", "mimic": "mimic",
-        "optimized": "optimised (worst-case)",
-    },
-    "aggregator": {
-        "mean": "mean", "trimmed_mean": "trimmed mean",
-        "coordinate_median": "coordinate-wise median", "mda": "MDA",
-        "minimum_diameter_averaging": "MDA", "meamed": "MeaMed", "krum": "Krum",
-        "multi_krum": "Multi-Krum", "geometric_median": "geometric median",
-        "bulyan": "Bulyan", "centered_clipping": "centered clipping",
-        "phocas": "Phocas",
-    },
-    "preaggregator": {
-        "": "none", "nnm": "nearest-neighbour mixing", "bucketing": "bucketing",
-        "static_clipping": "static clipping",
-    },
-}
+
+def _entry(axis: str, value: Any):
+    """The registry entry of ``value`` of field ``axis`` (aliases resolved),
+    or None (not a registry field, or a name no longer registered)."""
+    try:
+        if axis == "optimizer":
+            return optim.optimizer_entry(value)
+        if axis in _REGISTRIES:
+            return _REGISTRIES[axis].entry(value)
+    except (ValueError, TypeError):
+        pass
+    return None
+
+
+def short_name(value: Any, axis: str = "aggregator") -> str:
+    """The short name tables use (the thesis's ``CWTM``, ``KRUM``, ...): the
+    registry entry's ``short_name``, read live.
+
+    Example:
+      >>> short_name("trimmed_mean"), short_name("cwtm"), short_name("toy")
+      ('CWTM', 'CWTM', 'toy')
+    """
+    entry = _entry(axis, value)
+    return (entry.short_name if entry is not None and entry.short_name
+            else str(value))
+
+
+class _LiveNames(Mapping):
+    """``{value: name}`` of one config field, read from its registry on every
+    lookup (so rules registered later have their names)."""
+
+    def __init__(self, axis: str, short: bool):
+        self.axis, self.short = axis, short
+
+    def __getitem__(self, value):
+        if self.axis == "preaggregator" and value in ("", None):
+            return "none"
+        entry = _entry(self.axis, value)
+        name = None if entry is None else (
+            entry.short_name if self.short else entry.display_name)
+        if not name:
+            raise KeyError(value)
+        return name
+
+    def _names(self):
+        if self.axis == "optimizer":
+            return tuple(optim.optimizer_names())
+        return _REGISTRIES[self.axis].names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+
+#: Short names the thesis uses in its tables (aggregators), read live.
+SHORT = _LiveNames("aggregator", short=True)
+
+#: Names readers know, per config field (figures, pages; tables keep SHORT),
+#: read live from the registries' ``display_name``.
+NAMES = {axis: _LiveNames(axis, short=False)
+         for axis in ("optimizer", "attack", "aggregator", "preaggregator")}
+
 
 #: Axis titles and the labels of the per-evaluation metrics.
 METRIC_NAMES = {
@@ -84,13 +115,22 @@ CURVE_METRICS = ("test_accuracy", "test_loss", "train_loss", "resilience",
                  "agg_dist", "cosine", "honest_spread")
 
 AXES = ("optimizer", "attack", "aggregator")
-OPT_ORDER = optimizer_names()  # the registry's order
-ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "sign_flip_own", "label_flip",
-                "inf", "neg_inf", "nan")
-AGG_ORDER = ("mean", "trimmed_mean", "coordinate_median", "mda", "meamed", "krum",
-             "multi_krum", "geometric_median", "bulyan", "centered_clipping",
-             "phocas")
-_ORDERS = {"optimizer": OPT_ORDER, "attack": ATTACK_ORDER, "aggregator": AGG_ORDER}
+
+
+def axis_order(axis: str) -> tuple[str, ...]:
+    """The report's order of the values of config field ``axis``: its
+    registry's order (:attr:`byzjax._registry.Entry.order`), read live.
+
+    Example:
+      >>> axis_order("optimizer")[:3]
+      ('dsgd', 'server_momentum', 'resam')
+    """
+    if axis == "optimizer":
+        return tuple(sorted(optim.OPTIMIZERS,
+                            key=lambda k: (optim.OPTIMIZERS[k].order, k)))
+    if axis in _REGISTRIES:
+        return _REGISTRIES[axis].ordered()
+    return ()
 
 #: Fields that change how a run executes, not its numbers: they never split a
 #: cell (``byzjax.sim``'s result-neutral fields, batching and device placement).
@@ -111,7 +151,8 @@ def display_name(axis: str, value: Any) -> str:
       >>> display_name("aggregator", "trimmed_mean"), display_name("seed", 3)
       ('trimmed mean', '3')
     """
-    return NAMES.get(axis, {}).get(value, str(value))
+    names = NAMES.get(axis)
+    return names.get(value, str(value)) if names is not None else str(value)
 
 
 def load_runs(outdir: str) -> list[dict[str, Any]]:
@@ -159,18 +200,22 @@ def _num(x) -> float:
         return math.nan
 
 
-def _order(values, preferred):
-    pref = [v for v in preferred if v in values]
-    return pref + sorted((v for v in values if v not in pref), key=str)
+def _rank(v, axis: str):
+    """Sort key of value ``v`` of field ``axis``: its registry order (aliases
+    resolved), then values no registry knows, by name."""
+    entry = _entry(axis, v)
+    if entry is not None:
+        return (0, entry.order, entry.name, str(v))
+    return (1, 0, "", str(v))
 
 
-def _rank(v, order):
-    return (order.index(v), "") if v in order else (len(order), str(v))
+def _order(values, axis: str):
+    """``values`` of field ``axis`` in the report's order (:func:`_rank`)."""
+    return sorted(values, key=lambda v: _rank(v, axis))
 
 
 def _sorted_keys(keys, axes=AXES):
-    return sorted(keys, key=lambda k: tuple(_rank(v, _ORDERS.get(a, ()))
-                                            for a, v in zip(axes, k)))
+    return sorted(keys, key=lambda k: tuple(_rank(v, a) for a, v in zip(axes, k)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

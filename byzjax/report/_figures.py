@@ -19,12 +19,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from byzjax.report._cells import (
-    AGG_ORDER,
-    ATTACK_ORDER,
     AXES,
     CURVE_METRICS,
     METRIC_NAMES,
-    OPT_ORDER,
     SHORT,
     _key,
     _num,
@@ -97,9 +94,9 @@ def _heatmap_figure(runs, metric):
     from matplotlib.patches import Patch
 
     stats = cell_stats(runs, metric=metric)
-    opts = _order({k[0] for k in stats}, OPT_ORDER)
-    atts = _order({k[1] for k in stats}, ATTACK_ORDER)
-    aggs = _order({k[2] for k in stats}, AGG_ORDER)
+    opts = _order({k[0] for k in stats}, "optimizer")
+    atts = _order({k[1] for k in stats}, "attack")
+    aggs = _order({k[2] for k in stats}, "aggregator")
     cmap = plt.get_cmap(CMAP).with_extremes(bad="#ececec")
     cell_w, cell_h = 0.95, 0.42
     width = 1.8 + len(opts) * (0.35 + cell_w * len(atts)) + 1.0
@@ -189,9 +186,9 @@ def plot_curves(runs, path: str, *, dpi: int = 110) -> None:
     a diverged run counts as accuracy 0 from its divergence on)."""
     plt = _pyplot()
     groups = config_groups(runs)
-    opts = _order({k[0] for k in groups}, OPT_ORDER)
-    atts = _order({k[1] for k in groups}, ATTACK_ORDER)
-    aggs = _order({k[2] for k in groups}, AGG_ORDER)
+    opts = _order({k[0] for k in groups}, "optimizer")
+    atts = _order({k[1] for k in groups}, "attack")
+    aggs = _order({k[2] for k in groups}, "aggregator")
     series = _series(groups, aggs)
     styles = {s: _style(i) for i, s in enumerate(series)}
     fig, axes = plt.subplots(len(atts), len(opts),
@@ -244,7 +241,7 @@ def plot_cell_curves(rs: list[dict], path: str, *, title: str = "",
     seeds). Returns the metrics drawn."""
     plt = _pyplot()
     by_agg = config_groups(rs, axes=("aggregator",))
-    aggs = _order({k[0] for k in by_agg}, AGG_ORDER)
+    aggs = _order({k[0] for k in by_agg}, "aggregator")
     lines = [(labelled(display_name("aggregator", g), cg.label), cg.runs)
              for g in aggs for cg in by_agg[(g,)]]
     present = set()
@@ -311,9 +308,9 @@ def plot_boxplots(runs, path: str, *, metric="final_accuracy", dpi: int = 80
     aggregator with every seed drawn as a dot (diverged runs as crosses at 0)."""
     plt = _pyplot()
     groups = config_groups(runs)
-    opts = _order({k[0] for k in groups}, OPT_ORDER)
-    atts = _order({k[1] for k in groups}, ATTACK_ORDER)
-    aggs = _series(groups, _order({k[2] for k in groups}, AGG_ORDER))
+    opts = _order({k[0] for k in groups}, "optimizer")
+    atts = _order({k[1] for k in groups}, "attack")
+    aggs = _series(groups, _order({k[2] for k in groups}, "aggregator"))
     fig, axes = plt.subplots(len(opts), len(atts),
                              figsize=(0.8 + max(1.3, 0.5 + 0.32 * len(aggs))
                                       * len(atts),
@@ -397,7 +394,7 @@ def plot_times(runs, path: str, *, dpi: int = 80) -> None:
     the rest), grouped by aggregator, one dot per program."""
     plt = _pyplot()
     progs = [p for p in _programs(runs) if np.isfinite(p["wall_s"])]
-    aggs = _order({p["cell"][2] for p in progs}, AGG_ORDER)
+    aggs = _order({p["cell"][2] for p in progs}, "aggregator")
     fig, ax = plt.subplots(figsize=(1.6 + 0.75 * max(1, len(aggs)), 3.0),
                            layout="constrained")
     for i, g in enumerate(aggs):

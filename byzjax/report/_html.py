@@ -15,12 +15,8 @@ from typing import Any
 import numpy as np
 
 from byzjax.report._cells import (
-    _ORDERS,
-    AGG_ORDER,
-    ATTACK_ORDER,
     AXES,
     METRIC_NAMES,
-    OPT_ORDER,
     SHORT,
     _flatten,
     _key,
@@ -162,8 +158,8 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
     pub, pub_source, pub_metric = _published(info)
     stats = cell_stats(runs, metric=metric)
     best = best_cells(runs, metric=metric, stats=stats)
-    opts = _order({k[0] for k in stats}, OPT_ORDER)
-    atts = _order({k[1] for k in stats}, ATTACK_ORDER)
+    opts = _order({k[0] for k in stats}, "optimizer")
+    atts = _order({k[1] for k in stats}, "attack")
 
     # Best-per-cell table (papers' layout) with the published values; a cell
     # holding several configurations says so instead of choosing.
@@ -247,7 +243,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         groups[_key(r, AXES[:2])].append(r)
     cell_figs = []
     for i, (o, a) in enumerate(sorted(groups, key=lambda k: (
-            _rank(k[0], OPT_ORDER), _rank(k[1], ATTACK_ORDER)))):
+            _rank(k[0], "optimizer"), _rank(k[1], "attack")))):
         name = f"cell_{i:03d}.png"
         title = f"{display_name('optimizer', o)} \u2014 {display_name('attack', a)}"
         drawn = []
@@ -282,13 +278,13 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         pub_metric != metric,
         full_rows=full_rows, page_size=page_size,
         filters={ax: [{"id": v, "name": display_name(ax, v)} for v in _order(
-            {k[i] for k in stats}, _ORDERS[ax])] for i, ax in enumerate(AXES)},
+            {k[i] for k in stats}, ax)] for i, ax in enumerate(AXES)},
         figures=figures, cell_figs=cell_figs, config_rows=cfg_rows,
         grid_rows=grid_rows, varying=_varying(runs),
         abbreviations=", ".join(
             f"{SHORT[g]} = {display_name('aggregator', g)}" for g in _order(
                 {k[2] for k in stats} | {p[1] for p in pub.values() if p[1]},
-                AGG_ORDER) if g in SHORT
+                "aggregator") if g in SHORT
             and SHORT[g].lower() != display_name("aggregator", g).lower()),
         sweep_json=json.dumps(info, indent=1, default=str) if info else "")
     path = os.path.join(out, "index.html")

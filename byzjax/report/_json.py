@@ -13,7 +13,6 @@ from collections import defaultdict
 from typing import Any
 
 from byzjax.report._cells import (
-    OPT_ORDER,
     _defaults,
     _rank,
     code_versions,
@@ -29,8 +28,6 @@ from byzjax.sim import get_config, load_sweep
 #: Config fields that name a cell in :func:`cells_json` (``rounds`` is
 #: ``num_rounds``), beside any other field that varies inside such a cell.
 JSON_AXES = ("optimizer", "attack", "aggregator", "model", "num_rounds")
-_JSON_ATTACK_ORDER = ("none", "alie", "foe", "sign_flip", "sign_flip_own",
-                      "label_flip", "inf", "neg_inf", "nan")
 #: Decimals of :func:`byzjax.report.mean_of_rounded` in the cells.
 ROUNDED_DIGITS = 3
 
@@ -158,8 +155,8 @@ def cells_json(runs, *, published: dict | None = None,
             out.append(cell)
 
     def order(c):
-        return (_rank(c["optimizer"], OPT_ORDER),
-                _rank(c["attack"], _JSON_ATTACK_ORDER),
+        return (_rank(c["optimizer"], "optimizer"),
+                _rank(c["attack"], "attack"),
                 str(c["aggregator"]), tuple(_sortable(c.get(k)) for k in extra))
 
     return sorted(out, key=order)

@@ -17,7 +17,6 @@ import numpy as np
 
 from byzjax import optim
 from byzjax.report._cells import (
-    ATTACK_ORDER,
     SHORT,
     _rank,
     config_fields,
@@ -122,7 +121,7 @@ def momentum_boxes(runs, *, metric: str = "max_accuracy") -> dict[str, Any]:
         p["boxes"][c["optimizer"]].append(val(r))
         p["rules"][c["optimizer"]].add(c["aggregator"])
     out, excluded = [], {}
-    for key in sorted(panels, key=lambda k: (_rank(k[0], ATTACK_ORDER), k[1],
+    for key in sorted(panels, key=lambda k: (_rank(k[0], "attack"), k[1],
                                              k[2], -(k[3] or 0), k[4])):
         p = panels[key]
         setting = p.pop("setting")
@@ -249,7 +248,7 @@ def plot_momentum_boxes(runs, path: str, *, metric: str = "max_accuracy"
         raise ValueError("no attacked runs to draw (a momentum grid has attacks "
                          "and optimizers server_momentum / resam)")
     cols = sorted({(p["num_byzantine"], p["attack"]) for p in panels},
-                  key=lambda k: (-k[0], _rank(k[1], ATTACK_ORDER)))
+                  key=lambda k: (-k[0], _rank(k[1], "attack")))
     rows = sorted({(p["nesterov"], p["learning_rate"], p["variant"])
                    for p in panels}, key=lambda k: (k[0], -(k[1] or 0), k[2]))
     many_lr = len({r[1] for r in rows}) > 1

@@ -12,9 +12,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from byzjax.report._cells import (
-    ATTACK_ORDER,
     AXES,
-    OPT_ORDER,
     SHORT,
     _key,
     _order,
@@ -110,8 +108,8 @@ def best_table(runs, *, metric="final_accuracy") -> str:
     """
     runs = list(runs)
     cells = best_cells(runs, metric=metric)
-    opts = _order({k[0] for k in cells}, OPT_ORDER)
-    atts = _order({k[1] for k in cells}, ATTACK_ORDER)
+    opts = _order({k[0] for k in cells}, "optimizer")
+    atts = _order({k[1] for k in cells}, "attack")
     lines = ["| | " + " | ".join(atts) + " |", "|---" * (len(atts) + 1) + "|"]
     notes = []
     for o in opts:

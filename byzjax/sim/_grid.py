@@ -51,7 +51,8 @@ from byzjax._registry import unknown_name
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import float_hparams
 from byzjax.sim._files import SWEEP_FIELDS
-from byzjax.sim._records import run_id
+from byzjax.sim._program import check_pipeline
+from byzjax.sim._records import run_id, static_key
 from byzjax.sim._spec import IgnoredFieldWarning, RunSpec, resolve, spec_for_points
 from byzjax.sim._validate import ignored_fields, override
 
@@ -322,6 +323,7 @@ def validate_sweep(sweep) -> list[SweepGroup]:
     groups = expand_sweep(sweep)
     check_published(sweep)
     ignored: dict[str, list[str]] = {}  # field -> labels of the groups
+    checked: set[str] = set()
     for g in groups:
         try:
             spec = g.spec  # resolving validates
@@ -339,6 +341,9 @@ def validate_sweep(sweep) -> list[SweepGroup]:
                         points.append(p)
                 g.points = points
             spec_for_points(spec, [dict(spec.hparams, **p) for p in g.points])
+            if static_key(spec) not in checked:  # one trace per program
+                check_pipeline(spec)
+                checked.add(static_key(spec))
         except ConfigError as e:
             raise ConfigError(f"group {group_label(g.labels)}: {e}",
                               field=e.field) from None

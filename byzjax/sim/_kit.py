@@ -290,7 +290,7 @@ def stages_for(spec: RunSpec, hp, key) -> optim.Stages:
       'Stages'
     """
     # Optimiser keywords: traced floats from ``hp``, static ones from the spec.
-    opt_kwargs = {kw: hp[field] if field in hp else getattr(spec, field)
+    opt_kwargs = {kw: hp[field] if field in hp else spec.value(field)
                   for kw, field in optim.optimizer_entry(
                       spec.optimizer).config_fields.items()}
     attack_kwargs = dict(spec.attack_kwargs)

@@ -24,14 +24,18 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
+
+from byzjax import aggregators, attacks
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._guanyu import make_guanyu_program
-from byzjax.sim._kit import Program, SimData
+from byzjax.sim._kit import Program, SimData, stages_for
 from byzjax.sim._liubei import make_liubei_program
 from byzjax.sim._single import make_single_program
 from byzjax.sim._spec import RunSpec, resolve
 
-__all__ = ["make_program", "make_train"]
+__all__ = ["make_program", "make_train", "check_pipeline"]
 
 
 def make_program(config: RunSpec, data: SimData, model, *,
@@ -89,3 +93,61 @@ def make_train(config, data: SimData, model) -> Callable:
         state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     """
     return make_program(config, data, model).train
+
+
+def check_pipeline(config) -> None:
+    """Traces one round of the run's optimiser on stand-in rows, before any data.
+
+    The worker, attack, robust and server stages of ``config`` run under
+    ``jax.eval_shape`` on rows ``[n, 1]`` (no data, no compilation, a few
+    milliseconds), so a keyword value only the rule itself can judge against
+    ``n`` and ``f`` (Mimic's ``index``, ALIE's ``ddof``, a pre-aggregator's
+    output too small for the aggregator) fails with one line before the data
+    loads, not after it and a compilation.
+
+    Args:
+      config: a run config or :class:`~byzjax.sim.RunSpec`.
+
+    Raises:
+      ConfigError: the rule's own message, in one line.
+
+    Example:
+      >>> from byzjax import sim
+      >>> c = sim.get_config()
+      >>> c.attack, c.attack_kwargs = "mimic", {"index": 50}
+      >>> try:
+      ...     check_pipeline(c)
+      ... except sim.ConfigError as e:
+      ...     print(str(e)[:37])
+      attack_kwargs: mimic: index must be i
+    """
+    spec = resolve(config, warn=False)
+    hp = {k: jnp.float32(v) for k, v in spec.hparams.items()}
+    params = {"w": jnp.zeros((1,), jnp.float32)}
+
+    def one_round(grads):
+        x = grads
+        for tx in stages_for(spec, hp, jax.random.key(0)):
+            x, _ = tx.update(x, tx.init(params), params)
+        return x
+
+    try:
+        jax.eval_shape(one_round, {"w": jnp.zeros((spec.num_workers, 1),
+                                                  jnp.float32)})
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"{_stage_field(text)}: {text}",
+                          field=_stage_field(text)) from None
+
+
+def _stage_field(text: str) -> str:
+    """The config field a stage's error is about (for the file:line pointer)."""
+    for field, registry in (("preaggregator_kwargs", aggregators.PREAGGREGATORS),
+                            ("aggregator_kwargs", aggregators.AGGREGATORS),
+                            ("attack_kwargs", attacks.ATTACKS)):
+        if any(text.startswith(f"{n}:") or f"'{n}'" in text
+               for n in registry.names()):
+            return field
+    return "optimizer"

@@ -25,7 +25,7 @@ from byzjax.sim._checkpoint import Checkpoints
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import SPLIT_FIELDS, float_hparams
 from byzjax.sim._kit import SimData, labels_num_classes
-from byzjax.sim._program import make_program
+from byzjax.sim._program import check_pipeline, make_program
 from byzjax.sim._records import (
     params_sha256,
     plain_config,
@@ -164,6 +164,7 @@ def run_group(
     # turn on -- attack_eps, clip_norm -- is compiled in, so their values
     # reach the program)
     spec = spec_for_points(spec, points)
+    check_pipeline(spec)  # a rule's own checks, before any data loads
     if data is None:
         data = load_sim_data(spec)
     if model is None:

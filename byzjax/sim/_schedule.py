@@ -22,6 +22,7 @@ import jax
 from byzjax import distributed
 from byzjax.sim import _store
 from byzjax.sim._grid import SweepGroup, group_label, validate_sweep
+from byzjax.sim._program import check_pipeline
 from byzjax.sim._run import load_sim_data, run_group
 from byzjax.sim._validate import check_environment
 
@@ -82,6 +83,7 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
         done = _store.load_records(runs_dir, [rid for _, _, rid in ids])
         missing = [(p, s) for p, s, rid in ids if rid not in done]
         if missing:
+            check_pipeline(group.spec)  # before any data loads
             if data is None:
                 data = load_sim_data(group.spec)
             elif isinstance(data, _LazyData):

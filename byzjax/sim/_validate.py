@@ -12,14 +12,13 @@ the fields a run would not read (:func:`ignored_fields`). Every failure is one
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from typing import Any
 
 import jax
 import ml_collections
 
 from byzjax import aggregators, attacks, data, models, optim, servers
-from byzjax._registry import did_you_mean, unknown_name
+from byzjax._registry import unknown_name
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import (
     FIELDS,
@@ -72,11 +71,9 @@ def attack_strength(attack: str) -> str | None:
       ('eps', None)
     """
     entry = attacks.entry(attack)
-    strength = getattr(entry, "strength", "eps")
-    if strength is None or entry.adaptive or entry.data_level:
+    if entry.adaptive or entry.data_level:
         return None
-    params = inspect.signature(entry.fn).parameters
-    return strength if strength in params else None
+    return entry.strength
 
 
 # ------------------------------------------------------------------- editing
@@ -168,8 +165,8 @@ def validate(config) -> None:
         _check_names(config)
         check_field_ranges(config)
         _check_cross_fields(config)
-        _check_workers(config)
         _check_rule_kwargs(config)
+        _check_workers(config)
         _check_servers(config)
     except ConfigError:
         raise
@@ -293,20 +290,12 @@ def _rows_after_preaggregation(config, n: int, f: int) -> int:
         return n
     entry = aggregators.PREAGGREGATORS.check(config.preaggregator, num_workers=n,
                                              num_byzantine=f)
-    output_rows = getattr(entry, "output_rows", None)
-    if output_rows is not None:
-        return int(output_rows(n, dict(config.preaggregator_kwargs)))
-    return n
-
-
-#: Keyword arguments the simulator passes itself (not from ``*_kwargs``).
-_RESERVED = {"num_byzantine", "key", "center", "byzantine_own"}
-#: Rule keyword arguments that must be > 0 when given.
-_POSITIVE = {"bucket_size", "num_iterations", "num_neighbours", "num_selected",
-             "radius", "max_norm", "tolerance", "scale"}
+    return int(entry.output_rows(n, dict(config.preaggregator_kwargs)))
 
 
 def _check_rule_kwargs(config) -> None:
+    """Each rule's ``*_kwargs`` against what its registry entry declares
+    (names, types, required keywords, ranges)."""
     rules = [("aggregator", aggregators.AGGREGATORS, config.aggregator)]
     if config.preaggregator:
         rules.append(("preaggregator", aggregators.PREAGGREGATORS,
@@ -314,41 +303,11 @@ def _check_rule_kwargs(config) -> None:
     rules.append(("attack", attacks.ATTACKS, config.attack))
     for field, registry, name in rules:
         kwargs = dict(config[f"{field}_kwargs"])
-        entry = registry.entry(name)
-        params = list(inspect.signature(entry.fn).parameters.values())[1:]
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            accepted = None
-        else:
-            accepted = [p.name for p in params if p.name not in _RESERVED]
-        if accepted is not None:
-            for key in sorted(set(kwargs) - set(accepted)):
-                close = did_you_mean(key, accepted)
-                hint = (" (did you mean " + " or ".join(map(repr, close)) + "?)"
-                        if close else "")
-                msg = (f"{field} {entry.name!r} has no keyword {key!r}{hint}; its "
-                       f"keywords: {', '.join(accepted)}")
-                if not accepted:
-                    msg = (f"{field} {entry.name!r} takes no keyword arguments; "
-                           f"remove {field}_kwargs.{key}")
-                raise ConfigError(msg, field=f"{field}_kwargs")
-        for p in params:
-            if (p.default is p.empty and p.kind is p.KEYWORD_ONLY
-                    and p.name not in _RESERVED and p.name != "aggregator"
-                    and p.name not in kwargs):
-                raise ConfigError(f"{field} {entry.name!r} needs "
-                                  f"{field}_kwargs.{p.name}; set it with --set "
-                                  f"{field}_kwargs.{p.name}=...", field=field)
-        for key, value in kwargs.items():
-            if key in _POSITIVE and value is not None:
-                bad = isinstance(value, bool) or not isinstance(value, (int, float))
-                annotation = str(next((p.annotation for p in params
-                                       if p.name == key), ""))
-                if annotation.startswith("int") and not isinstance(value, int):
-                    bad = True
-                if bad or not value > 0:
-                    kind = "an integer" if annotation.startswith("int") else "a number"
-                    raise ConfigError(f"{field}_kwargs.{key} must be {kind} > 0, got "
-                                      f"{value!r}", field=key)
+        registry.entry(name)  # an unknown name is its own error (validate)
+        try:
+            registry.check_kwargs(name, kwargs)
+        except ValueError as e:  # (KeywordTypeError is one too)
+            raise ConfigError(f"{field}_kwargs: {e}", field=f"{field}_kwargs") from None
 
 
 # ----------------------------------------------------------- unused fields
@@ -554,9 +513,8 @@ def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
             raise ConfigError(f"{key} is a GuanYu setting; LiuBei is synchronous "
                               f"(every message arrives): leave {key}=0", field=key)
     entry = optim.optimizer_entry(config.optimizer)
-    if not getattr(entry, "liubei", entry.name in ("dsgd", "resam")):
-        ok = [e.name for e in optim.OPTIMIZERS.values()
-              if getattr(e, "liubei", e.name in ("dsgd", "resam"))]
+    if not entry.liubei:
+        ok = [e.name for e in optim.OPTIMIZERS.values() if e.liubei]
         raise ConfigError(f"liubei's models filter bounds a server step by "
                           f"lr * clip_norm: use optimizer {' or '.join(ok)}, got "
                           f"{config.optimizer!r}", field="optimizer")
