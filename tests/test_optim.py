@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import jax
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import byzjax.optim
 from byzjax import aggregators, attacks, optim
 from byzjax._registry import Entry
 from tests.helpers import flat_params as vec
@@ -560,12 +558,6 @@ def test_adaptive_attack_in_chain_under_jit_no_retrace():
         params, state = jstep(params, state, g)
     assert len(traces) == 1
     assert np.all(np.isfinite(vec(params)))
-
-
-def test_readme_example_runs():
-    result = doctest.testmod(
-        byzjax.optim, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    assert result.attempted >= 10 and result.failed == 0
 
 
 def test_attacks_registry_exposes_what_the_stage_needs():

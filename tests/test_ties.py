@@ -278,13 +278,3 @@ def test_gram_is_exactly_symmetric():
         assert np.array_equal(g, g.T)
         d2 = np.asarray(pairwise_sq_distances(tree))
         assert np.array_equal(d2, d2.T)
-
-
-def test_registered_rules_satisfy_the_protocols():
-    for name in aggregators.names():
-        assert isinstance(aggregators.get(name), aggregators.Aggregator)
-    for name in aggregators.preaggregator_names():
-        assert isinstance(aggregators.get_preaggregator(name),
-                          aggregators.PreAggregator)
-    for name in attacks.names():
-        assert isinstance(attacks.get(name), attacks.Attack)
