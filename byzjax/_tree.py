@@ -12,12 +12,10 @@ weight in weighted sums, without producing ``0 * inf = NaN``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from byzjax._types import PyTree
 
 __all__ = [
     "num_rows",

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-import jax
-
 #: A pytree of arrays (parameters, updates, one worker's vector).
 PyTree = Any
 #: A pytree whose leaves all have a leading worker axis: ``[n, *param_shape]``.
 Stack = Any
-#: A float hyper-parameter: a Python float or a traced scalar (vmappable).
-Scalar = float | jax.Array
 
 
 @runtime_checkable

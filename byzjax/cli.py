@@ -299,6 +299,84 @@ def _chunk_logger(args, outdir):
                              or os.path.join(outdir, "tensorboard"))
 
 
+
+# --------------------------------------------- multi-process options (launch)
+def _add_distributed_arguments(parser) -> None:
+    """Adds ``--coordinator-address``, ``--num-processes``, ``--process-id``."""
+    g = parser.add_argument_group(
+        "multi-process (jax.distributed; default: JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a detected TPU pod / Slurm step)")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT",
+                   help="address of process 0 (default: JAX_COORDINATOR_ADDRESS, "
+                        "else auto-detected or single-process)")
+    g.add_argument("--num-processes", type=int, metavar="N",
+                   help="processes in the run (default: JAX_NUM_PROCESSES, "
+                        "else auto-detected or 1)")
+    g.add_argument("--process-id", type=int, metavar="I",
+                   help="this process, 0..N-1 (default: JAX_PROCESS_ID, "
+                        "else auto-detected or 0)")
+
+
+def _initialize_from_args(args) -> None:
+    """Calls :func:`byzjax.distributed.initialize` with the parsed flags.
+
+    Raises ``ValueError`` with one line on bad settings (the command line
+    prints it as its one-line error).
+    """
+    shard = getattr(args, "shard", None)
+    if shard:
+        distributed.parse_shard(shard)
+    try:
+        distributed.initialize(getattr(args, "coordinator_address", None),
+                   getattr(args, "num_processes", None),
+                   getattr(args, "process_id", None))
+    except ValueError as e:
+        raise ValueError(f"distributed: {e}") from None
+    except RuntimeError as e:  # the coordinator or a peer cannot be reached
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"distributed: could not join the run: {first}") from None
+
+
+def _add_launch_parser(subparsers) -> None:
+    """Adds ``byzjax launch --num-processes N [...] -- <command>``."""
+    p = subparsers.add_parser(
+        "launch", help="run a byzjax command in N local processes (one JAX run)",
+        description="Starts N local processes joined by jax.distributed on a free "
+        "127.0.0.1 port, e.g. byzjax launch --num-processes 2 --local-devices 4 "
+        "-- sweep FILE")
+    p.add_argument("--num-processes", type=int, required=True, metavar="N",
+                   help="number of local processes to start (required)")
+    p.add_argument("--local-devices", type=int, metavar="K",
+                   help="CPU devices per process (sets XLA_FLAGS, JAX_PLATFORMS=cpu;"
+                        " default: the machine's own devices)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds before every process is stopped (default: none)")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- then a byzjax command (train ... or sweep ...) or "
+                   "any program that calls byzjax.distributed.initialize()")
+    p.set_defaults(func=_launch_command)
+
+
+def _launch_command(args) -> int:
+    try:  # before anything else: one line, no process started
+        distributed.check_launch(num_processes=args.num_processes,
+                     local_devices=args.local_devices, timeout=args.timeout)
+    except ValueError as e:
+        raise SystemExit(f"launch: {e}") from None
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise SystemExit("launch: give the command after --, e.g. byzjax launch "
+                         "--num-processes 2 -- sweep FILE")
+    if command[0] in ("train", "sweep"):
+        command = [sys.executable, "-m", "byzjax", *command]
+    try:
+        return distributed.launch(command, num_processes=args.num_processes,
+                      local_devices=args.local_devices, timeout=args.timeout)
+    except ValueError as e:
+        raise SystemExit(f"launch: {e}") from None
+
 def _parser() -> argparse.ArgumentParser:
     from byzjax.sim import get_config
 
@@ -340,7 +418,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="no progress bar (default: a bar on stderr)")
     _add_log_arguments(t)
     t.set_defaults(func=_train)
-    distributed.add_arguments(t)
+    _add_distributed_arguments(t)
 
     s = sub.add_parser("sweep", help="run a grid (resumable, shareable)",
                        parents=[common],
@@ -370,7 +448,7 @@ def _parser() -> argparse.ArgumentParser:
                         "docs/SCALING.md; default: all)")
     _add_log_arguments(s)
     s.set_defaults(func=_sweep)
-    distributed.add_arguments(s)
+    _add_distributed_arguments(s)
 
     r = sub.add_parser("report", help="tables and figures of a results folder",
                        parents=[common],
@@ -417,7 +495,7 @@ def _parser() -> argparse.ArgumentParser:
                         "resam) to FILE instead of the tables (metric default: "
                         "max_accuracy)")
     r.set_defaults(func=_report)
-    distributed.add_launch_parser(sub)
+    _add_launch_parser(sub)
     return parser
 
 
@@ -439,7 +517,7 @@ def main(argv=None) -> int:
             args.set = [_split_set(item) for item in args.set]
         if args.command in ("train", "sweep"):
             try:  # before any JAX computation
-                distributed.initialize_from_args(args)
+                _initialize_from_args(args)
             except ValueError as e:
                 raise _CliError(str(e)) from None
         return args.func(args)

@@ -29,7 +29,6 @@ job array, several machines on one shared disk).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import socket
@@ -60,9 +59,6 @@ __all__ = [
     "parse_shard",
     "shard_part",
     "sweep_part",
-    "add_arguments",
-    "add_launch_parser",
-    "initialize_from_args",
 ]
 
 T = TypeVar("T")
@@ -475,43 +471,7 @@ def launch(
     return code
 
 
-# ------------------------------------------------------------------ command line
-def add_arguments(parser) -> None:
-    """Adds ``--coordinator-address``, ``--num-processes``, ``--process-id``."""
-    g = parser.add_argument_group(
-        "multi-process (jax.distributed; default: JAX_COORDINATOR_ADDRESS, "
-        "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a detected TPU pod / Slurm step)")
-    g.add_argument("--coordinator-address", metavar="HOST:PORT",
-                   help="address of process 0 (default: JAX_COORDINATOR_ADDRESS, "
-                        "else auto-detected or single-process)")
-    g.add_argument("--num-processes", type=int, metavar="N",
-                   help="processes in the run (default: JAX_NUM_PROCESSES, "
-                        "else auto-detected or 1)")
-    g.add_argument("--process-id", type=int, metavar="I",
-                   help="this process, 0..N-1 (default: JAX_PROCESS_ID, "
-                        "else auto-detected or 0)")
-
-
-def initialize_from_args(args) -> None:
-    """Calls :func:`initialize` with the parsed flags; prints where the run is.
-
-    Raises ``ValueError`` with one line on bad settings (the command line
-    prints it as its one-line error).
-    """
-    shard = getattr(args, "shard", None)
-    if shard:
-        parse_shard(shard)
-    try:
-        initialize(getattr(args, "coordinator_address", None),
-                   getattr(args, "num_processes", None),
-                   getattr(args, "process_id", None))
-    except ValueError as e:
-        raise ValueError(f"distributed: {e}") from None
-    except RuntimeError as e:  # the coordinator or a peer cannot be reached
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ValueError(f"distributed: could not join the run: {first}") from None
-
-
+# --------------------------------------------------------------- announcement
 def announce() -> None:
     """Prints :func:`describe_line` to stderr once per process, in process 0.
 
@@ -523,44 +483,3 @@ def announce() -> None:
     _state["announced"] = True
     if is_main_process():
         print(describe_line(), file=sys.stderr, flush=True)
-
-
-def add_launch_parser(subparsers) -> None:
-    """Adds ``byzjax launch --num-processes N [...] -- <command>``."""
-    p = subparsers.add_parser(
-        "launch", help="run a byzjax command in N local processes (one JAX run)",
-        description="Starts N local processes joined by jax.distributed on a free "
-        "127.0.0.1 port, e.g. byzjax launch --num-processes 2 --local-devices 4 "
-        "-- sweep FILE")
-    p.add_argument("--num-processes", type=int, required=True, metavar="N",
-                   help="number of local processes to start (required)")
-    p.add_argument("--local-devices", type=int, metavar="K",
-                   help="CPU devices per process (sets XLA_FLAGS, JAX_PLATFORMS=cpu;"
-                        " default: the machine's own devices)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="seconds before every process is stopped (default: none)")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="-- then a byzjax command (train ... or sweep ...) or "
-                   "any program that calls byzjax.distributed.initialize()")
-    p.set_defaults(func=_launch_command)
-
-
-def _launch_command(args) -> int:
-    try:  # before anything else: one line, no process started
-        check_launch(num_processes=args.num_processes,
-                     local_devices=args.local_devices, timeout=args.timeout)
-    except ValueError as e:
-        raise SystemExit(f"launch: {e}") from None
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise SystemExit("launch: give the command after --, e.g. byzjax launch "
-                         "--num-processes 2 -- sweep FILE")
-    if command[0] in ("train", "sweep"):
-        command = [sys.executable, "-m", "byzjax", *command]
-    try:
-        return launch(command, num_processes=args.num_processes,
-                      local_devices=args.local_devices, timeout=args.timeout)
-    except ValueError as e:
-        raise SystemExit(f"launch: {e}") from None

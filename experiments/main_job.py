@@ -12,7 +12,7 @@ import ml_collections
 
 from byzjax.sim import import_file
 
-get_config = import_file("configs/fmnist_seed001.py", relative_to=__file__).get_config
+get_config = import_file("configs/fmnist_momentum.py", relative_to=__file__).get_config
 
 
 def get_sweep():

@@ -27,16 +27,32 @@ from byzjax.aggregators import (
     _selection,
 )
 from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
-from byzjax.aggregators._bulyan import *  # noqa: F403
-from byzjax.aggregators._centered_clipping import *  # noqa: F403
-from byzjax.aggregators._coordinate import *  # noqa: F403
-from byzjax.aggregators._geomed import *  # noqa: F403
-from byzjax.aggregators._krum import *  # noqa: F403
-from byzjax.aggregators._mda import *  # noqa: F403
+from byzjax.aggregators._bulyan import bulyan as bulyan
+from byzjax.aggregators._bulyan import bulyan_selection as bulyan_selection
+from byzjax.aggregators._centered_clipping import centered_clipping as centered_clipping
+from byzjax.aggregators._coordinate import coordinate_median as coordinate_median
+from byzjax.aggregators._coordinate import meamed as meamed
+from byzjax.aggregators._coordinate import mean_around_median as mean_around_median
+from byzjax.aggregators._coordinate import phocas as phocas
+from byzjax.aggregators._coordinate import trimmed_mean as trimmed_mean
+from byzjax.aggregators._geomed import geometric_median as geometric_median
+from byzjax.aggregators._krum import krum as krum
+from byzjax.aggregators._krum import krum_scores as krum_scores
+from byzjax.aggregators._krum import multi_krum as multi_krum
+from byzjax.aggregators._mda import (
+    minimum_diameter_averaging as minimum_diameter_averaging,
+)
+from byzjax.aggregators._mda import minimum_diameter_subset as minimum_diameter_subset
 from byzjax.aggregators._mean import mean
-from byzjax.aggregators._nnm import *  # noqa: F403
-from byzjax.aggregators._preagg import *  # noqa: F403
-from byzjax.aggregators._selection import *  # noqa: F403
+from byzjax.aggregators._nnm import nearest_neighbour_mixing as nearest_neighbour_mixing
+from byzjax.aggregators._nnm import (
+    nearest_neighbour_weights as nearest_neighbour_weights,
+)
+from byzjax.aggregators._preagg import bucketing as bucketing
+from byzjax.aggregators._preagg import static_clipping as static_clipping
+from byzjax.aggregators._selection import SELECTION_RULES as SELECTION_RULES
+from byzjax.aggregators._selection import has_selection as has_selection
+from byzjax.aggregators._selection import selection_weights as selection_weights
 
 __all__ = [
     "AGGREGATORS",

@@ -29,10 +29,28 @@ Example:
 
 from byzjax._types import Attack
 from byzjax.attacks import _adaptive, _classic, _optimized
-from byzjax.attacks._adaptive import *  # noqa: F403
+from byzjax.attacks._adaptive import DEFAULT_CANDIDATES as DEFAULT_CANDIDATES
+from byzjax.attacks._adaptive import adaptive as adaptive
+from byzjax.attacks._adaptive import adaptive_alie as adaptive_alie
+from byzjax.attacks._adaptive import adaptive_foe as adaptive_foe
+from byzjax.attacks._adaptive import server_view as server_view
 from byzjax.attacks._base import ATTACKS, AttackEntry, honest_mean, honest_std
-from byzjax.attacks._classic import *  # noqa: F403
-from byzjax.attacks._optimized import *  # noqa: F403
+from byzjax.attacks._classic import a_little_is_enough as a_little_is_enough
+from byzjax.attacks._classic import a_little_is_enough_own as a_little_is_enough_own
+from byzjax.attacks._classic import alie_z_max as alie_z_max
+from byzjax.attacks._classic import fall_of_empires as fall_of_empires
+from byzjax.attacks._classic import fall_of_empires_own as fall_of_empires_own
+from byzjax.attacks._classic import flip_labels as flip_labels
+from byzjax.attacks._classic import gaussian as gaussian
+from byzjax.attacks._classic import infinity as infinity
+from byzjax.attacks._classic import label_flip as label_flip
+from byzjax.attacks._classic import mimic as mimic
+from byzjax.attacks._classic import negative_infinity as negative_infinity
+from byzjax.attacks._classic import no_attack as no_attack
+from byzjax.attacks._classic import not_a_number as not_a_number
+from byzjax.attacks._classic import sign_flip as sign_flip
+from byzjax.attacks._classic import sign_flip_own as sign_flip_own
+from byzjax.attacks._optimized import optimized as optimized
 
 __all__ = [
     "ATTACKS",

@@ -18,14 +18,30 @@ returns a :class:`WorkerSplit` (padded ``indices [n, max_m]`` + ``counts [n]``).
 """
 
 from byzjax.data import _dataset, _offline, _splits
-from byzjax.data._dataset import *  # noqa: F403
+from byzjax.data._dataset import DATASETS as DATASETS
+from byzjax.data._dataset import NORMALIZATION as NORMALIZATION
+from byzjax.data._dataset import Dataset as Dataset
+from byzjax.data._dataset import DatasetInfo as DatasetInfo
+from byzjax.data._dataset import channel_stats as channel_stats
+from byzjax.data._dataset import info as info
+from byzjax.data._dataset import load as load
+from byzjax.data._dataset import load_train_test as load_train_test
+from byzjax.data._dataset import make_synthetic as make_synthetic
+from byzjax.data._dataset import names as names
+from byzjax.data._dataset import preprocess as preprocess
 from byzjax.data._offline import (
     CHECKSUMS,
     DataIntegrityError,
     DatasetNotFoundError,
     cache_dir,
 )
-from byzjax.data._splits import *  # noqa: F403
+from byzjax.data._splits import SPLITS as SPLITS
+from byzjax.data._splits import WorkerSplit as WorkerSplit
+from byzjax.data._splits import split as split
+from byzjax.data._splits import split_dirichlet as split_dirichlet
+from byzjax.data._splits import split_gamma_similarity as split_gamma_similarity
+from byzjax.data._splits import split_homogeneous as split_homogeneous
+from byzjax.data._splits import split_label_sorted as split_label_sorted
 
 __all__ = list(_dataset.__all__) + list(_splits.__all__) + [
     "CHECKSUMS",

@@ -27,7 +27,16 @@ workers; each worker has its own dropout key, split from the round key.
 from byzjax.models import _registry
 from byzjax.models._cnn import CifarCNN, MnistCNN
 from byzjax.models._mlp import MLP
-from byzjax.models._registry import *  # noqa: F403
+from byzjax.models._registry import MODELS as MODELS
+from byzjax.models._registry import ModelInfo as ModelInfo
+from byzjax.models._registry import count_params as count_params
+from byzjax.models._registry import get as get
+from byzjax.models._registry import has_batch_stats as has_batch_stats
+from byzjax.models._registry import info as info
+from byzjax.models._registry import input_shape as input_shape
+from byzjax.models._registry import names as names
+from byzjax.models._registry import param_count as param_count
+from byzjax.models._registry import uses_dropout as uses_dropout
 from byzjax.models._wrn import WideResNet
 
 __all__ = list(_registry.__all__) + ["MLP", "MnistCNN", "CifarCNN", "WideResNet"]

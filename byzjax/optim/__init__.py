@@ -39,10 +39,35 @@ at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
 """
 
 from byzjax.optim import _alias, _pipeline, _stages, _worker
-from byzjax.optim._alias import *  # noqa: F403
-from byzjax.optim._pipeline import *  # noqa: F403
-from byzjax.optim._stages import *  # noqa: F403
-from byzjax.optim._worker import *  # noqa: F403
+from byzjax.optim._alias import dra as dra
+from byzjax.optim._alias import dsgd as dsgd
+from byzjax.optim._alias import mra as mra
+from byzjax.optim._alias import resam as resam
+from byzjax.optim._pipeline import OPTIMIZERS as OPTIMIZERS
+from byzjax.optim._pipeline import OptimizerEntry as OptimizerEntry
+from byzjax.optim._pipeline import PipelineOptions as PipelineOptions
+from byzjax.optim._pipeline import Stages as Stages
+from byzjax.optim._pipeline import adaptive_attack_defaults as adaptive_attack_defaults
+from byzjax.optim._pipeline import check_optimizer_kwargs as check_optimizer_kwargs
+from byzjax.optim._pipeline import optimizer_entry as optimizer_entry
+from byzjax.optim._pipeline import optimizer_names as optimizer_names
+from byzjax.optim._pipeline import register_optimizer as register_optimizer
+from byzjax.optim._pipeline import stages as stages
+from byzjax.optim._pipeline import worker_stage as worker_stage
+from byzjax.optim._stages import AggregateState as AggregateState
+from byzjax.optim._stages import ByzantineAttackState as ByzantineAttackState
+from byzjax.optim._stages import PreAggregateState as PreAggregateState
+from byzjax.optim._stages import aggregate as aggregate
+from byzjax.optim._stages import byzantine_attack as byzantine_attack
+from byzjax.optim._stages import mra_direction as mra_direction
+from byzjax.optim._stages import pre_aggregate as pre_aggregate
+from byzjax.optim._stages import server_momentum as server_momentum
+from byzjax.optim._worker import MomentPair as MomentPair
+from byzjax.optim._worker import WorkerAdamState as WorkerAdamState
+from byzjax.optim._worker import WorkerMomentumState as WorkerMomentumState
+from byzjax.optim._worker import clip_by_worker_norm as clip_by_worker_norm
+from byzjax.optim._worker import worker_adam as worker_adam
+from byzjax.optim._worker import worker_momentum as worker_momentum
 
 __all__ = (list(_worker.__all__) + list(_stages.__all__) + list(_pipeline.__all__)
            + list(_alias.__all__))
