@@ -28,6 +28,7 @@ BAD = [
 ]
 
 
+@pytest.mark.subprocess  # (starts a process: git, or one that exits)
 @pytest.mark.parametrize("settings,message", BAD)
 def test_bad_launcher_settings_fail_before_any_process(no_spawn, settings, message):
     with pytest.raises(ValueError, match=message) as e:

@@ -61,6 +61,7 @@ def test_a_fresh_lock_of_a_live_pid_on_this_host_is_respected(tmp_path, pid):
     assert json.loads(path.read_text())["token"] == "theirs"
 
 
+@pytest.mark.subprocess  # (starts a process: git, or one that exits)
 def test_a_fresh_lock_of_a_dead_pid_on_this_host_is_broken_at_once(tmp_path):
     dead = _dead_pid()
     _write_lock(tmp_path, host=socket.gethostname(), pid=dead, age=1.0)
@@ -68,6 +69,7 @@ def test_a_fresh_lock_of_a_dead_pid_on_this_host_is_broken_at_once(tmp_path):
     assert taken and f"its process {dead} is gone" in line
 
 
+@pytest.mark.subprocess  # (starts a process: git, or one that exits)
 def test_a_fresh_lock_of_another_host_is_respected_whatever_its_pid(tmp_path):
     # Its pid does not exist here, which says nothing about the other host.
     _write_lock(tmp_path, host="elsewhere", pid=_dead_pid(), age=1.0)

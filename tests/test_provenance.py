@@ -35,6 +35,7 @@ def _git_head():
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@pytest.mark.subprocess  # (starts a process: git, or one that exits)
 def test_code_fields_name_the_versions_and_the_commit(fresh_cache):
     fields = _store.code_fields()
     assert sorted(fields) == KEYS
@@ -69,6 +70,7 @@ def test_code_fields_never_fail_without_git(fresh_cache, monkeypatch, failure):
     assert fields["jax"] == jax.__version__
 
 
+@pytest.mark.subprocess  # (starts a process: git, or one that exits)
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_state_is_that_of_the_checkout_holding_the_package(tmp_path):
     def git(*args):
