@@ -138,11 +138,11 @@ def check_pipeline(config) -> None:
         raise
     except (ValueError, TypeError) as e:
         text = " ".join(str(e).split()) or type(e).__name__
-        raise ConfigError(f"{_stage_field(text)}: {text}",
-                          field=_stage_field(text)) from None
+        field = _stage_field(text)
+        raise ConfigError(f"{field or 'the round'}: {text}", field=field) from None
 
 
-def _stage_field(text: str) -> str:
+def _stage_field(text: str) -> str | None:
     """The config field a stage's error is about (for the file:line pointer)."""
     for field, registry in (("preaggregator_kwargs", aggregators.PREAGGREGATORS),
                             ("aggregator_kwargs", aggregators.AGGREGATORS),
@@ -150,4 +150,4 @@ def _stage_field(text: str) -> str:
         if any(text.startswith(f"{n}:") or f"'{n}'" in text
                for n in registry.names()):
             return field
-    return "optimizer"
+    return None
