@@ -33,8 +33,16 @@ EXTRA_MARKERS = {
 }
 
 
+#: Node ids of tests measured slow (``tests/slow_tests.txt``): marked ``slow``.
+with open(os.path.join(os.path.dirname(__file__), "slow_tests.txt")) as _fh:
+    SLOW_TESTS = frozenset(line.strip() for line in _fh
+                           if line.strip() and not line.startswith("#"))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.nodeid in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
         name = f"{os.path.basename(str(item.fspath))}::{item.originalname}" \
             if hasattr(item, "originalname") else None
         for marker in EXTRA_MARKERS.get(name, ()):
