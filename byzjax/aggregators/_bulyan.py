@@ -71,8 +71,14 @@ from typing import Any, Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, pairwise_sq_distances, sq_distances_to
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax._tree import (
+    PyTree,
+    check_stack,
+    num_rows,
+    pairwise_sq_distances,
+    sq_distances_to,
+)
+from byzjax.aggregators._base import AGGREGATORS
 from byzjax.aggregators._coordinate import mean_around_median
 from byzjax.aggregators._krum import first_argmin, krum_scores
 
@@ -209,7 +215,8 @@ def bulyan_selection(
       >>> aggregators.bulyan_selection(x, num_byzantine=1, selection="multi_krum")
       Array([3, 4, 2, 1, 0], dtype=int32)
     """
-    n = validate("bulyan", updates, num_byzantine)
+    n = check_stack("bulyan", updates)
+    AGGREGATORS.check("bulyan", num_workers=n, num_byzantine=num_byzantine)
     f = num_byzantine
     theta = n - 2 * f
     kind, fn = _resolve(selection, selection_kwargs, f)
@@ -274,7 +281,7 @@ def bulyan(
                 "bulyan: variant='byzantine_momentum' fixes its selection (Krum "
                 "scores with plain distances, computed once); drop selection, "
                 "squared and selection_kwargs, or use variant='paper'")
-        n = validate("bulyan", updates, num_byzantine)
+        n = num_rows(updates)
         selected = _byzantine_momentum_selected(updates, n, num_byzantine)
         return mean_around_median(selected, num_keep=n - 4 * num_byzantine - 2,
                                   lower=True)

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree, sq_distances_to, weighted_rows
+from byzjax._tree import PyTree, num_rows, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax.aggregators._base import AGGREGATORS
 
 __all__ = ["centered_clipping"]
 
@@ -127,7 +127,7 @@ def centered_clipping(
       ...                               center={"w": jnp.array([0.5, 0.5])})
       {'w': Array([1.46..., 0.495...], dtype=float32)}
     """
-    n = validate("centered_clipping", updates, num_byzantine)
+    n = num_rows(updates)
     if (not isinstance(num_iterations, int) or isinstance(num_iterations, bool)
             or num_iterations < 0):
         raise ValueError("centered_clipping: num_iterations must be a Python int "

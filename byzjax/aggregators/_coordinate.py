@@ -52,8 +52,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, check_stack
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax._tree import PyTree, check_stack, num_rows
+from byzjax.aggregators._base import AGGREGATORS
 from byzjax.aggregators._networks import (
     apply_plan,
     finite_or_rescaled,
@@ -248,7 +248,7 @@ def coordinate_median(updates: PyTree, *, num_byzantine: int = 0,
       >>> aggregators.coordinate_median(x, num_byzantine=1, lower=True)
       {'w': Array([2., 5.], dtype=float32)}
     """
-    n = validate("coordinate_median", updates, num_byzantine)
+    n = num_rows(updates)
     positions = _median_positions(n, lower)
 
     def _leaf(x):
@@ -290,7 +290,7 @@ def trimmed_mean(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> aggregators.trimmed_mean(x, num_byzantine=1)
       {'w': Array([2.], dtype=float32)}
     """
-    n = validate("trimmed_mean", updates, num_byzantine)
+    n = num_rows(updates)
     keep = n - 2 * num_byzantine
 
     def _leaf(x):
@@ -339,7 +339,7 @@ def meamed(updates: PyTree, *, num_byzantine: int, lower: bool = False) -> PyTre
       >>> aggregators.meamed(y, num_byzantine=2)  # median 0: keep 0, 0.9, -1
       {'w': Array([-0.0333...], dtype=float32)}
     """
-    n = validate("meamed", updates, num_byzantine)
+    n = num_rows(updates)
     return jax.tree_util.tree_map(
         lambda x: _closest_mean_leaf(x, n - num_byzantine, "median", lower=lower),
         updates)
@@ -375,7 +375,7 @@ def phocas(updates: PyTree, *, num_byzantine: int) -> PyTree:
       >>> aggregators.phocas(x, num_byzantine=2)  # trimmed mean 2: keep 0, 1, 2
       {'w': Array([1.], dtype=float32)}
     """
-    n = validate("phocas", updates, num_byzantine)
+    n = num_rows(updates)
     return jax.tree_util.tree_map(
         lambda x: _closest_mean_leaf(x, n - num_byzantine, "trimmed_mean",
                                      num_trim=num_byzantine), updates)

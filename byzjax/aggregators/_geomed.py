@@ -66,7 +66,7 @@ from byzjax._tree import (
     weighted_rows,
 )
 from byzjax._tree import gram as blocked_gram
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax.aggregators._base import AGGREGATORS
 from byzjax.aggregators._coordinate import coordinate_median
 
 __all__ = ["geometric_median"]
@@ -201,7 +201,6 @@ def geometric_median(
       ...                              smoothing=0.1, tolerance=0.0)  # as ByzFL
       {'w': Array([3.78..., 4.78..., 5.78...], dtype=float32)}
     """
-    validate("geometric_median", updates, num_byzantine)
     if (not isinstance(num_iterations, int) or isinstance(num_iterations, bool)
             or num_iterations < 0):
         raise ValueError("geometric_median: num_iterations must be a Python int "

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax._tree import PyTree, num_rows, pairwise_sq_distances, weighted_rows
+from byzjax.aggregators._base import AGGREGATORS
 
 __all__ = ["krum", "multi_krum", "krum_scores"]
 
@@ -144,7 +144,7 @@ def _check_neighbours(rule: str, n: int, f: int, num_neighbours: int | None) -> 
 
 
 def _scores(updates, rule, num_byzantine, num_neighbours, squared):
-    n = validate(rule, updates, num_byzantine)
+    n = num_rows(updates)
     k = _check_neighbours(rule, n, num_byzantine, num_neighbours)
     d2 = pairwise_sq_distances(updates, rescale=True)
     return n, krum_scores(d2, num_byzantine=num_byzantine, num_neighbours=k,

@@ -59,8 +59,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax._tree import (
+    PyTree,
+    check_stack,
+    num_rows,
+    pairwise_sq_distances,
+    weighted_rows,
+)
+from byzjax.aggregators._base import AGGREGATORS
 
 __all__ = ["minimum_diameter_averaging", "minimum_diameter_subset"]
 
@@ -337,7 +343,7 @@ def _mean_of_kept(updates: PyTree, kept: jax.Array) -> PyTree:
 
 def _subset(updates: PyTree, num_byzantine: int, method: str):
     """Validates (at trace time), then returns ``(kept bool[n], steps int32)``."""
-    n = validate("mda", updates, num_byzantine)
+    n = num_rows(updates)
     f = num_byzantine
     method = _resolve_method(method, n, f)
     if f == 0:
@@ -368,6 +374,8 @@ def minimum_diameter_subset(
       >>> aggregators.minimum_diameter_subset(x, num_byzantine=1)
       Array([ True,  True,  True, False], dtype=bool)
     """
+    n = check_stack("mda", updates)
+    AGGREGATORS.check("mda", num_workers=n, num_byzantine=num_byzantine)
     return _subset(updates, num_byzantine, method)[0]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, sum_rows
-from byzjax.aggregators._base import AGGREGATORS, validate
+from byzjax._tree import PyTree, num_rows, sum_rows
+from byzjax.aggregators._base import AGGREGATORS
 from byzjax.aggregators._networks import (
     finite_or_rescaled,
     overflow_exponent,
@@ -45,7 +45,7 @@ def mean(updates: PyTree, *, num_byzantine: int = 0) -> PyTree:
       >>> aggregators.mean({"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])})
       {'w': Array([2., 3.], dtype=float32)}
     """
-    n = validate("mean", updates, num_byzantine)
+    n = num_rows(updates)
     k = overflow_exponent(n)
 
     def _leaf(x, s):

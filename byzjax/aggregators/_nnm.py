@@ -32,15 +32,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, pairwise_sq_distances, weighted_rows
-from byzjax.aggregators._base import PREAGGREGATORS, validate
+from byzjax._tree import PyTree, num_rows, pairwise_sq_distances, weighted_rows
+from byzjax.aggregators._base import PREAGGREGATORS
 from byzjax.aggregators._krum import first_argmin, krum_scores
 
 __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
 
 
 def _mixing(updates: PyTree, num_byzantine: int):
-    n = validate("nnm", updates, num_byzantine)
+    n = num_rows(updates)
     m = n - num_byzantine
     d2, finite = pairwise_sq_distances(updates, with_finite=True,
                                       rescale=True)

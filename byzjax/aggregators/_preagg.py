@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree
-from byzjax.aggregators._base import PREAGGREGATORS, validate
+from byzjax._tree import PyTree, num_rows
+from byzjax.aggregators._base import PREAGGREGATORS
 from byzjax.aggregators._networks import tree_sum
 
 __all__ = ["static_clipping", "bucketing"]
@@ -54,7 +54,7 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
       >>> out["a"].ravel().tolist(), out["b"].tolist()
       ([0.6, 0.3, 0.0], [[0.8, 0.0], [0.4, 0.0], [0.0, 0.0]])
     """
-    n = validate("static_clipping", updates, num_byzantine)
+    n = num_rows(updates)
     leaves = jax.tree_util.tree_leaves(updates)
     acc = jnp.result_type(*[jnp.promote_types(leaf.dtype, jnp.float32)
                             for leaf in leaves])
@@ -126,7 +126,7 @@ def bucketing(updates: PyTree, *, num_byzantine: int = 0, key: jax.Array,
       >>> out["w"].shape, float(out["w"].sum())  # 3 buckets: 2 + 2 + 1 rows
       ((3, 1), ...)
     """
-    n = validate("bucketing", updates, num_byzantine)
+    n = num_rows(updates)
     if (not isinstance(bucket_size, int) or isinstance(bucket_size, bool)
             or bucket_size < 1):
         raise ValueError(f"bucketing: bucket_size must be a Python int >= 1 (it sets "

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from byzjax import aggregators
 from byzjax._tree import PyTree, num_rows
-from byzjax.attacks._base import ATTACKS, honest_mean, validate_attack
+from byzjax.attacks._base import ATTACKS, honest_mean
 
 __all__ = ["adaptive", "adaptive_alie", "adaptive_foe", "DEFAULT_CANDIDATES",
            "server_view"]
@@ -195,7 +195,7 @@ def adaptive(
       >>> float(eps), rows["w"].tolist()
       (5.0, [[-8.0, -12.0]])
     """
-    n_honest = validate_attack("adaptive", honest, num_byzantine)
+    n_honest = num_rows(honest)
     n = n_honest + num_byzantine
     if num_workers is not None and int(num_workers) != n:
         raise ValueError(

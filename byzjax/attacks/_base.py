@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import Entry, Registry
-from byzjax._tree import PyTree, check_stack, num_rows, sum_rows
+from byzjax._tree import PyTree, num_rows, sum_rows
 
 __all__ = [
     "ATTACKS",
@@ -27,7 +27,6 @@ __all__ = [
     "honest_mean",
     "honest_std",
     "repeat_rows",
-    "validate_attack",
 ]
 
 
@@ -111,31 +110,6 @@ class AttackRegistry(Registry):
 
 
 ATTACKS = AttackRegistry("attack")
-
-
-def validate_attack(name: str, honest: PyTree, num_byzantine: int,
-                    *, min_honest: int = 1) -> int:
-    """Static checks shared by all attacks; returns ``n_honest``.
-
-    Raises:
-      TypeError: if ``num_byzantine`` is not a Python int (it sets shapes).
-      ValueError: if it is negative or there are fewer than ``min_honest``
-        honest rows.
-    """
-    if not isinstance(num_byzantine, int) or isinstance(num_byzantine, bool):
-        raise TypeError(
-            f"{name}: num_byzantine must be a Python int (it sets the number of "
-            f"rows returned), got {type(num_byzantine).__name__}"
-        )
-    if num_byzantine < 0:
-        raise ValueError(f"{name}: num_byzantine must be >= 0, got {num_byzantine}")
-    n_honest = check_stack(name, honest)
-    if n_honest < min_honest:
-        raise ValueError(
-            f"{name} needs at least {min_honest} honest row(s), got {n_honest}. "
-            "Use fewer attackers or more workers."
-        )
-    return n_honest
 
 
 def honest_mean(honest: PyTree) -> PyTree:

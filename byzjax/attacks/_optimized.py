@@ -47,14 +47,13 @@ import jax.numpy as jnp
 import optax
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree
+from byzjax._tree import PyTree, num_rows
 from byzjax.attacks._adaptive import DEFAULT_CANDIDATES, server_view, tree_distance
 from byzjax.attacks._base import (
     ATTACKS,
     honest_mean,
     honest_std,
     repeat_rows,
-    validate_attack,
 )
 
 __all__ = ["optimized"]
@@ -131,7 +130,7 @@ def optimized(
       >>> rows["w"].shape
       (2, 2)
     """
-    n_honest = validate_attack("optimized", honest, num_byzantine, min_honest=2)
+    n_honest = num_rows(honest)
     if objective not in _OBJECTIVES:
         raise ValueError(f"optimized: objective must be one of {_OBJECTIVES}, got "
                          f"{objective!r}")
