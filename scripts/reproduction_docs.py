@@ -27,6 +27,7 @@ import argparse
 import glob
 import os
 import re
+import subprocess
 import sys
 
 from byzjax import report, sim
@@ -197,11 +198,43 @@ def momentum_gain_lines(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def code_text(runs: list[dict]) -> str:
-    """Which code made ``runs`` (``report.code_lines``), as markdown lines."""
-    return "\n".join(line[0].upper() + line[1:] + "." if not line.endswith(".")
-                     else line for line in report.code_lines(runs)).replace(
-        "\n", "  \n")
+def committed_in(folders: list[str]) -> list[str]:
+    """For records made before records named their code: the git commits that
+    added each folder's committed records (``docs/reproduction/records/``),
+    as ``folder: first .. last``; the code that made a record is that of the
+    commit that added it or of an earlier one."""
+    out = []
+    for name in folders:
+        path = os.path.join(ROOT, "docs", "reproduction", "records", name)
+        if not os.path.isdir(path):
+            continue
+        try:
+            log = subprocess.run(
+                ["git", "-C", ROOT, "log", "--diff-filter=A", "--format=%h %ad",
+                 "--date=short", "--", path], capture_output=True, text=True,
+                check=True).stdout.split("\n")
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        commits = [line for line in log if line.strip()]
+        if commits:
+            span = (commits[-1] if len(commits) == 1
+                    else f"{commits[-1]} .. {commits[0]}")
+            out.append(f"`{name}`: {span}")
+    return out
+
+
+def code_text(runs: list[dict], folders: list[str] = ()) -> str:
+    """Which code made ``runs`` (``report.code_lines``), as markdown lines;
+    for runs of unknown code, the commits that added their records."""
+    lines = [line[0].upper() + line[1:] + "." if not line.endswith(".") else line
+             for line in report.code_lines(runs)]
+    if any(not r.get("code") for r in runs):
+        added = committed_in(list(folders))
+        if added:
+            lines.append("Runs of unknown code were made by code no later than "
+                         "the commit that added their records: "
+                         + "; ".join(added) + ".")
+    return "  \n".join(lines)
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -235,7 +268,7 @@ def main(argv=None) -> int:
                 f"`docs/reproduction/{name}.json`. Gap = measured (same rule, "
                 "first model listed) minus published.\n\n" + rows
                 + "\n\nPublished cells within 3 points, by column:\n\n"
-                + count_lines(counts) + "\n\n" + code_text(runs))
+                + count_lines(counts) + "\n\n" + code_text(runs, folders))
         text = replace_block(text, name, body)
         print(f"{name}: {len(runs)} runs from {src}; wrote {path}")
     runs, folders = _runs(args.results, "momentum_fmnist")
@@ -259,7 +292,7 @@ def main(argv=None) -> int:
                 "grid, that when loss > 0.2 the workers' momentum always "
                 "increases the accuracy and recovers more than 0.2 in more than "
                 "60% of the cases.\n\n" + momentum_gain_lines(runs)
-                + "\n\n" + code_text(runs))
+                + "\n\n" + code_text(runs, folders))
         print(f"momentum_fmnist: {len(runs)} runs; wrote {path}")
     else:
         body = "Pending: no `momentum_fmnist` results yet."

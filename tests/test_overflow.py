@@ -55,7 +55,7 @@ def _base(seed, n=9, d=6):
     return np.random.default_rng(seed).normal(size=(n, d))
 
 
-@pytest.mark.parametrize("scale", [1e20, 1e37])
+@pytest.mark.parametrize("scale", [1e20, 1e37, 1e38])
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_rule_matches_float64_reference_on_huge_rows(name, scale):
     x = (_base(1) * scale).astype(np.float32)
@@ -93,14 +93,20 @@ def test_geometric_median_near_the_largest_float():
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e34)
 
 
-@pytest.mark.xfail(strict=True, reason="documented limit: centered clipping "
-                   "treats rows whose squared distance overflows as non-finite")
-def test_centered_clipping_huge_rows_known_limit():
-    x = (_base(4, n=5) * 1e20).astype(np.float32)
-    got = np.asarray(aggregators.centered_clipping({"w": jnp.asarray(x)},
-                                                   radius=1e20)["w"])
-    want = H.ref_cc(x.astype(np.float64), None, 1e20, 1)
-    np.testing.assert_allclose(got, want, rtol=1e-4)
+@pytest.mark.parametrize("scale,radius,method", [(1e20, 1e20, "direct"),
+                                                 (1e20, 1.0, "gram"),
+                                                 (5e37, 1e37, "direct")])
+def test_centered_clipping_huge_rows(scale, radius, method):
+    # Squared distances overflow float32; the clipped steps are still taken.
+    x = (_base(4, n=5) * scale).astype(np.float32)
+    x[4] = np.inf  # a non-finite row beside them: still excluded
+    iters = 3 if method == "gram" else 1
+    got = np.asarray(aggregators.centered_clipping(
+        {"w": jnp.asarray(x)}, radius=radius, num_iterations=iters,
+        method=method)["w"], np.float64)
+    want = H.ref_cc(x.astype(np.float64), None, radius, iters)
+    assert np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * radius)
 
 
 # ------------------------------------------------------- bit-identical paths

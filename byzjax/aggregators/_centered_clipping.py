@@ -21,11 +21,15 @@ given, ``L = 1`` iteration, radius ``tau = 100``.
 they are excluded: their clipped contribution is 0, while the average still
 divides by ``n`` (as if those workers had sent the current center). The
 output does not depend on non-finite rows at all, and is finite whenever the
-center is. **Known limit:** a finite row whose squared distance to the centre
-overflows the float type (entries near ``1e19`` in float32) is treated as
-non-finite too (its clipped step is lost). A rescue with scaled rows was
-tried and dropped: under ``vmap`` its branch changed XLA's fusion of the plain
-distances and so the last bits of ordinary results.
+center is. **Huge finite rows:** a finite row whose squared distance to the
+centre overflows the float type (entries near ``1e19`` and above in float32)
+is clipped all the same: its distance is measured on the row and centre
+scaled by an exact power of two (per row, so other rows keep full
+precision), and the radius with it (the clip factor ``tau / ||u||`` is
+scale-free). That rescue runs in a ``lax.cond`` taken only when some squared
+distance is not finite (a non-finite row, or such an overflow); the Gram form
+hands such rounds to the direct form. The result is finite and correct
+wherever the rows, the centre and the true answer are finite.
 
 Reference:
   Karimireddy, He, Jaggi, "Learning from History for Byzantine Robust
@@ -40,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree, num_rows, sq_distances_to, weighted_rows
+from byzjax._tree import PyTree, num_rows, row_is_finite, sq_distances_to, weighted_rows
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS
 
@@ -63,10 +67,65 @@ def _scales(dist, finite, radius):
     return jnp.where(finite, clip, 0.0)
 
 
+def _row_scales(updates, v) -> jax.Array:
+    """``float32[n]``: per row an exact power of two ``s_i <= 1`` with
+    ``s_i * max(|x_i|, |v|) <= 2**40`` (``1`` for ordinary rows)."""
+    n = num_rows(updates)
+    biggest = jnp.zeros((n,), jnp.float32)
+    for x, p in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(v)):
+        a = jnp.max(jnp.abs(x.reshape(n, -1)).astype(jnp.float32), axis=1)
+        biggest = jnp.maximum(biggest, jnp.maximum(
+            a, jnp.max(jnp.abs(p)).astype(jnp.float32)))
+    _, e = jnp.frexp(jnp.where(jnp.isfinite(biggest), biggest, 0.0))
+    shift = jnp.clip(e + 1 - 40, 0, 120)
+    return jnp.ldexp(jnp.ones((n,), jnp.float32), -shift)
+
+
+def _scaled_distances(updates, v, scales) -> jax.Array:
+    """``float[n]``: ``||s_i x_i - s_i v||`` (power-of-two ``s_i``: exact)."""
+    n = num_rows(updates)
+    total: float | jax.Array = 0.0
+    for x, p in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(v)):
+        s = scales.astype(x.dtype).reshape((n,) + (1,) * (x.ndim - 1))
+        diff = (x * s - p[None] * s).reshape(n, -1)
+        total = total + jnp.sum(diff * diff, axis=1)
+    return jnp.sqrt(total)
+
+
 def _distances(updates, v, radius):
-    """``(||x_i - v||, tau)`` per row (``inf`` on non-finite rows)."""
-    dist = jnp.sqrt(sq_distances_to(updates, v))
-    return dist, jnp.broadcast_to(jnp.asarray(radius, dist.dtype), dist.shape)
+    """``(dist_i, tau_i)`` per row: the clip factor is ``min(1, tau_i / dist_i)``.
+
+    ``(||x_i - v||, tau)``; ``dist_i = inf`` on non-finite rows. A finite
+    row whose squared distance overflows gets both measured on the row
+    scaled by ``s_i`` (:func:`_row_scales`): ``(||s_i (x_i - v)||, s_i tau)``.
+    """
+    d2 = sq_distances_to(updates, v)
+    tau = jnp.broadcast_to(jnp.asarray(radius, d2.dtype), d2.shape)
+
+    def plain():
+        return jnp.sqrt(d2), tau
+
+    def rescued():
+        over = row_is_finite(updates) & ~jnp.isfinite(d2)
+        scales = _row_scales(updates, v).astype(d2.dtype)
+        scaled = _scaled_distances(updates, v, scales).astype(d2.dtype)
+        return (jnp.where(over, scaled, jnp.sqrt(d2)),
+                jnp.where(over, tau * scales, tau))
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(d2)), plain, rescued)
+
+
+def _direct(updates, v, radius, num_iterations, n):
+    def step(v):
+        dist, tau = _distances(updates, v, radius)
+        finite = jnp.isfinite(dist)
+        return _combine(v, updates, _scales(dist, finite, tau), finite, n)
+
+    if num_iterations <= _AUTO_DIRECT_MAX:
+        for _ in range(num_iterations):  # static, small: unrolled on purpose
+            v = step(v)
+        return v
+    return jax.lax.fori_loop(0, num_iterations, lambda _, v: step(v), v)
 
 
 def _combine(center, updates, weights, finite, n):
@@ -144,25 +203,30 @@ def centered_clipping(
         method = "direct" if num_iterations <= _AUTO_DIRECT_MAX else "gram"
 
     if method == "direct":
-        v = center
-        for _ in range(num_iterations):  # static, small: unrolled on purpose
-            dist, tau = _distances(updates, v, radius)
-            finite = jnp.isfinite(dist)
-            v = _combine(v, updates, _scales(dist, finite, tau), finite, n)
-        return v
+        return _direct(updates, center, radius, num_iterations, n)
 
     # Gram form: v_l = v_0 + sum_j b_j y_j with y_j = x_j - v_0.
     g = blocked_gram(updates, center)
     finite = jnp.isfinite(jnp.diagonal(g))
-    g = jnp.where(finite[:, None] & finite[None, :], g, 0.0)
-    diag = jnp.diagonal(g)
 
-    def step(_, coef):
-        gc = g @ coef
-        dist = jnp.sqrt(jnp.maximum(diag - 2.0 * gc + coef @ gc, 0.0))
-        s = _scales(dist, finite, radius)
-        return coef * (1.0 - jnp.sum(s) / n) + s / n
+    def gram_form():
+        gf = jnp.where(finite[:, None] & finite[None, :], g, 0.0)
+        diag = jnp.diagonal(gf)
 
-    coef = jax.lax.fori_loop(0, num_iterations, step,
-                             jnp.zeros((n,), g.dtype))
-    return _combine(center, updates, coef * n, finite, n)
+        def step(_, coef):
+            gc = gf @ coef
+            dist = jnp.sqrt(jnp.maximum(diag - 2.0 * gc + coef @ gc, 0.0))
+            s = _scales(dist, finite, radius)
+            return coef * (1.0 - jnp.sum(s) / n) + s / n
+
+        coef = jax.lax.fori_loop(0, num_iterations, step,
+                                 jnp.zeros((n,), g.dtype))
+        return _combine(center, updates, coef * n, finite, n)
+
+    def direct_form():
+        return _direct(updates, center, radius, num_iterations, n)
+
+    # A finite row whose squared norm overflowed: the direct form rescues it.
+    overflowed = jnp.any(~finite & row_is_finite(updates))
+    return jax.lax.cond(jnp.all(finite), gram_form,
+                        lambda: jax.lax.cond(overflowed, direct_form, gram_form))

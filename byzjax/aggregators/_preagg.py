@@ -10,16 +10,27 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from byzjax._registry import at_least
-from byzjax._tree import PyTree, num_rows
+from byzjax._registry import at_least, greater_than
+from byzjax._tree import PyTree, num_rows, row_is_finite
 from byzjax.aggregators._base import PREAGGREGATORS
 from byzjax.aggregators._networks import tree_sum
 
 __all__ = ["static_clipping", "bucketing"]
 
 
+def _row_scales(leaves, n) -> jax.Array:
+    """``float32[n]``: per row an exact power of two ``s_i <= 1`` with
+    ``s_i * max_j |x_ij| <= 2**40`` (``1`` for ordinary rows)."""
+    biggest = jnp.zeros((n,), jnp.float32)
+    for leaf in leaves:
+        a = jnp.max(jnp.abs(leaf.reshape(n, -1)).astype(jnp.float32), axis=1)
+        biggest = jnp.maximum(biggest, a)
+    _, e = jnp.frexp(jnp.where(jnp.isfinite(biggest), biggest, 0.0))
+    return jnp.ldexp(jnp.ones((n,), jnp.float32), -jnp.clip(e + 1 - 40, 0, 120))
+
+
 @PREAGGREGATORS.register("static_clipping", aliases=("clipping",),
-                         keywords={"max_norm": at_least(0)},
+                         keywords={"max_norm": greater_than(0)},
                          display_name="static clipping", short_name="CLIP",
                          order=2)
 def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
@@ -27,10 +38,13 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     """Clips every row to Euclidean norm at most ``max_norm``, over all leaves together.
 
     Row ``i`` becomes ``x_i * min(1, max_norm / ||x_i||)``. A row with a
-    non-finite entry (``inf``/``NaN``), or whose squared norm overflows the
-    accumulation dtype (at least float32, e.g. entries above about ``1e19``),
-    has no meaningful direction to keep, so it becomes a **zero row** (it then
-    behaves like a worker that sent nothing). Zero rows stay zero.
+    non-finite entry (``inf``/``NaN``) has no meaningful direction to keep, so
+    it becomes a **zero row** (it then behaves like a worker that sent
+    nothing). Zero rows stay zero. A finite row whose squared norm overflows
+    the accumulation dtype (entries near ``1e19`` and above in float32) is
+    clipped all the same: its norm is measured on the row scaled by an exact
+    power of two, in a ``lax.cond`` branch taken only when some squared norm
+    is not finite.
 
     The squared norms are one reduction per leaf over the long axis, then one
     fused elementwise pass scales the rows: the stack is read twice.
@@ -38,9 +52,10 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
     Args:
       updates: pytree with leaves ``[n, *param_shape]``, floating point.
       num_byzantine: static ``f``; only checked (``n > 2f``).
-      max_norm: clipping radius ``c >= 0`` (``0``: every row becomes zero);
-        may be traced (vmappable). A concrete negative or NaN radius is
-        refused; a traced negative one gives NaN rows.
+      max_norm: clipping radius ``c > 0``; may be traced (vmappable). A
+        concrete radius ``<= 0`` or NaN is refused (a radius of 0 would turn
+        every row into zeros); a traced ``0`` gives zero rows and a traced
+        negative one NaN rows, never flipped ones.
 
     Returns:
       Pytree with leaves ``[n, *param_shape]``, the input dtype.
@@ -60,9 +75,28 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                             for leaf in leaves])
     sq = tree_sum([jnp.sum(jnp.square(leaf.reshape(n, -1).astype(acc)), axis=1)
                    for leaf in leaves])
-    ok = jnp.isfinite(sq)
-    norm = jnp.sqrt(jnp.where(ok, sq, 0.0))
-    limit = jnp.asarray(max_norm, acc)
+    finite_sq = jnp.isfinite(sq)
+    ones = jnp.ones((n,), acc)
+
+    def plain():
+        return finite_sq, jnp.sqrt(jnp.where(finite_sq, sq, 0.0)), ones
+
+    def rescued():
+        # Finite rows whose squared norm overflowed: norm and radius both
+        # measured on the row scaled by a power of two s_i (exact; the clip
+        # factor limit / norm is scale-free).
+        keep = row_is_finite(updates)
+        over = keep & ~finite_sq
+        scales = jnp.where(over, _row_scales(leaves, n).astype(acc), 1.0)
+        scaled = tree_sum([jnp.sum(jnp.square(
+            leaf.reshape(n, -1).astype(acc) * scales[:, None]), axis=1)
+            for leaf in leaves])
+        norm = jnp.where(over, jnp.sqrt(scaled),
+                         jnp.sqrt(jnp.where(finite_sq, sq, 0.0)))
+        return keep, norm, scales
+
+    ok, norm, row_scale = jax.lax.cond(jnp.all(finite_sq), plain, rescued)
+    limit = jnp.asarray(max_norm, acc) * row_scale
     # norm == 0 gives limit / 0 = inf (or nan for limit == 0): min(1, .) == 1.
     scale = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
     # A (traced) negative radius: NaN rows, never flipped or zeroed ones.
