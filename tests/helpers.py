@@ -272,6 +272,110 @@ def ref_bulyan_byzantine_momentum(x, f):
     return ref_mean_around_median(selected, n - 4 * f - 2, lower=True)
 
 
+# -------------------------------------------------------------------- attacks
+
+
+def ref_sq(v):
+    """``||v||^2`` of a 1-D array, one coordinate at a time."""
+    return sum(float(a) * float(a) for a in v)
+
+
+def ref_std(x, ddof=1):
+    """Coordinate-wise standard deviation of the rows of ``x`` ``[n, d]``."""
+    n, d = x.shape
+    mu = ref_mean(x)
+    return np.array([math.sqrt(sum((x[i, j] - mu[j]) ** 2 for i in range(n))
+                               / (n - ddof)) for j in range(d)])
+
+
+def ref_min_max_direction(x, direction):
+    """Shejwalkar and Houmansadr's perturbation ``p``: ``-mu/||mu||``,
+    ``-std`` (``ddof=1``) or ``-sign(mu)``."""
+    mu = ref_mean(x)
+    if direction == "unit_vector":
+        norm = math.sqrt(ref_sq(mu))
+        return -mu / norm if norm > 0 else np.zeros_like(mu)
+    if direction == "std":
+        return -ref_std(x, ddof=1)
+    return -np.sign(mu)
+
+
+def ref_min_max_admissible(x, m, bound, threshold="max"):
+    """Is ``m`` within the honest bound of Min-Max (``bound="max"``) or
+    Min-Sum (``"sum"``)? Distances computed directly, pair by pair."""
+    n = x.shape[0]
+    d2 = [[ref_sq(x[i] - x[j]) for j in range(n)] for i in range(n)]
+    to_m = [ref_sq(m - x[i]) for i in range(n)]
+    if bound == "max":
+        return max(to_m) <= max(max(row) for row in d2)
+    sums = [sum(row) for row in d2]
+    return sum(to_m) <= (max(sums) if threshold == "max" else min(sums))
+
+
+def ref_halving_search(admissible, gamma_init, tolerance):
+    """The paper's search (its code's ``our_attack_dist``): the last admissible
+    candidate, 0 when none."""
+    gamma, step, success = gamma_init, gamma_init, 0.0
+    while abs(success - gamma) > tolerance:
+        if admissible(gamma):
+            success = gamma
+            gamma = gamma + step / 2
+        else:
+            gamma = gamma - step / 2
+        step = step / 2
+    return success
+
+
+def ref_min_max_attack(x, f, bound="max", direction="unit_vector", gamma_init=10.0,
+                       tolerance=1e-5, threshold="max"):
+    """``(rows [f, d], gamma)``: Min-Max / Min-Sum from their definition."""
+    mu = ref_mean(x)
+    p = ref_min_max_direction(x, direction)
+    gamma = ref_halving_search(
+        lambda g: ref_min_max_admissible(x, mu + g * p, bound, threshold),
+        gamma_init, tolerance)
+    return np.stack([mu + gamma * p] * f) if f else np.zeros((0, x.shape[1])), gamma
+
+
+def ref_min_max_gamma_exact(x, bound, direction, threshold="max"):
+    """The largest admissible ``gamma`` in closed form (roots of the quadratics
+    ``||mu + gamma p - x_i||^2``), a check on the search."""
+    n = x.shape[0]
+    mu = ref_mean(x)
+    p = ref_min_max_direction(x, direction)
+    pp = ref_sq(p)
+    d2 = [[ref_sq(x[i] - x[j]) for j in range(n)] for i in range(n)]
+    c = [ref_sq(mu - x[i]) for i in range(n)]
+    b = [float(np.dot(p, mu - x[i])) for i in range(n)]
+    if pp == 0:
+        return math.inf
+    if bound == "max":
+        top = max(max(row) for row in d2)
+        return min((-bi + math.sqrt(bi * bi + pp * (top - ci))) / pp
+                   for bi, ci in zip(b, c))
+    sums = [sum(row) for row in d2]
+    top = max(sums) if threshold == "max" else min(sums)
+    return math.sqrt(max(top - sum(c), 0.0) / (n * pp))
+
+
+def ref_rop(x, f, center=None, z=1.0, angle=270.0, reference_weight=0.9,
+            location_weight=1.0):
+    """Ozfatura et al.'s ROP from its definition: rows ``[f, d]``."""
+    d = x.shape[1]
+    mu = ref_mean(x)
+    c = np.zeros(d) if center is None else np.asarray(center, np.float64)
+    lam, pi = reference_weight, location_weight
+    r = lam * c + (1 - lam) * mu
+    if ref_sq(r) == 0:  # the authors' first round: the honest mean
+        r = mu
+    u = r / math.sqrt(ref_sq(r)) if ref_sq(r) > 0 else np.zeros(d)
+    o = np.ones(d) - float(np.dot(np.ones(d), u)) * u
+    o = o / math.sqrt(ref_sq(o)) if ref_sq(o) > 1e-24 else np.zeros(d)
+    theta = math.radians(angle)
+    row = pi * c + (1 - pi) * mu + z * (math.sin(theta) * o + math.cos(theta) * u)
+    return np.stack([row] * f) if f else np.zeros((0, d))
+
+
 # ------------------------------------------------------------------- pytrees
 
 

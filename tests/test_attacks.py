@@ -58,12 +58,17 @@ def np_attack(name, x, f, **kw):
         row = -g
     elif name == "fall_of_empires":
         row = (1 - kw.get("eps", 1.1)) * g
+    elif name == "inner_product_manipulation":
+        row = -kw.get("tau", 2.0) * g
     elif name == "a_little_is_enough":
         ddof = kw.get("ddof", 1)
         if kw.get("z_max"):
             n = x.shape[0] + f
             s = math.floor(n / 2 + 1) - f
             eps = np_phi_inv((n - s) / n)
+        elif "tau" in kw:  # ByzFL's ALittleIsEnough: gbar + tau * sigma
+            row = g + kw["tau"] * np_std(x, ddof)
+            return np.stack([row] * f) if f else np.zeros((0, g.size))
         else:
             eps = kw.get("eps", 1.5)
         row = g - eps * np_std(x, ddof)
@@ -88,6 +93,9 @@ CASES = [
     ("a_little_is_enough", {}),
     ("a_little_is_enough", {"eps": 0.7, "ddof": 0}),
     ("a_little_is_enough", {"z_max": True}),
+    ("a_little_is_enough", {"tau": 1.5}),
+    ("inner_product_manipulation", {}),
+    ("inner_product_manipulation", {"tau": 0.1}),
     ("inf", {}),
     ("neg_inf", {}),
     ("nan", {}),
@@ -220,6 +228,8 @@ def test_registry_names_aliases_and_flags():
         assert attacks.entry(alias).name == "fall_of_empires"
     for alias in ("ALIE", "little"):
         assert attacks.entry(alias).name == "a_little_is_enough"
+    assert attacks.entry("ipm").name == "inner_product_manipulation"
+    assert attacks.entry("rop").name == "relocated_orthogonal_perturbation"
     assert attacks.entry("-inf").name == "neg_inf"
     for name in attacks.names():
         # Flags read against each attack's own signature, not pinned to names.
@@ -229,6 +239,7 @@ def test_registry_names_aliases_and_flags():
                                and params["key"].default is inspect.Parameter.empty)
         assert e.needs_own == ("byzantine_own" in params)
         assert e.adaptive == ("aggregator" in params)
+        assert e.stateful == ("center" in params)
         assert not e.data_level or e.needs_own
     assert attacks.entry("label_flip").data_level and attacks.entry("none").data_level
     for name in ("sign_flip_own", "alie_own", "foe_own"):

@@ -27,6 +27,7 @@ __all__ = [
     "honest_mean",
     "honest_std",
     "repeat_rows",
+    "strength_spellings",
 ]
 
 
@@ -44,12 +45,21 @@ class AttackEntry(Entry):
         ALIE and FOE, ``"scale"`` for Gaussian noise), or ``None`` when it
         has none (sign flip, inf, NaN, label flip, mimic, the adaptive
         attacks, which choose it).
+      strength_aliases: other keywords setting the same strength in another
+        source's convention (ALIE's ``tau``, ByzFL's sign); at most one of
+        ``strength`` and these may be given at once.
+
+    An attack registered with ``stateful=True`` takes ``center=``: the
+    server's previous aggregate, which :func:`byzjax.optim.byzantine_attack`
+    follows with its own copy of the server's rule (see
+    :func:`~byzjax.attacks.relocated_orthogonal_perturbation`).
     """
 
     data_level: bool = False
     needs_own: bool = False
     adaptive: bool = False
     strength: str | None = None
+    strength_aliases: tuple[str, ...] = ()
 
 
 #: What the pipeline passes to an adaptive attack itself (the server's rule).
@@ -76,6 +86,7 @@ class AttackRegistry(Registry):
         needs_own: bool = False,
         adaptive: bool = False,
         strength: str | None = None,
+        strength_aliases: tuple[str, ...] = (),
         min_workers=lambda f: f + 1,
         requirement: str = "n > f (at least one honest row)",
         **kwargs,
@@ -83,20 +94,41 @@ class AttackRegistry(Registry):
         parent = super().register(name, min_workers=min_workers,
                                   requirement=requirement, data_level=data_level,
                                   needs_own=needs_own, adaptive=adaptive,
-                                  strength=strength, **kwargs)
+                                  strength=strength,
+                                  strength_aliases=tuple(strength_aliases), **kwargs)
 
         def _decorate(fn):
             out = parent(fn)
             entry = self._entries[name]
-            if strength is not None and strength not in entry.keywords:
-                del self._entries[name]
-                for key in [k for k, v in self._alias.items() if v == name]:
-                    del self._alias[key]
-                raise ValueError(f"attack {name!r}: strength {strength!r} is not "
-                                 f"one of its keywords ({', '.join(entry.keywords)})")
+            if strength_aliases and strength is None:
+                self.unregister(name)
+                raise ValueError(f"attack {name!r}: strength_aliases need a "
+                                 "strength")
+            for key in (strength, *strength_aliases):
+                if key is not None and key not in entry.keywords:
+                    self.unregister(name)
+                    raise ValueError(
+                        f"attack {name!r}: strength {key!r} is not one of its "
+                        f"keywords ({', '.join(entry.keywords)})")
             return out
 
         return _decorate
+
+    def check_kwargs(self, name, kwargs):
+        """:meth:`Registry.check_kwargs`, and at most one spelling of the strength.
+
+        Example:
+          >>> ATTACKS.check_kwargs("alie", {"eps": 1.0, "tau": -1.0})
+          Traceback (most recent call last):
+          ...
+          ValueError: attack 'a_little_is_enough': eps and tau both set its strength ...
+        """
+        entry = super().check_kwargs(name, kwargs)
+        spellings = strength_spellings(entry)
+        given = [k for k in spellings if kwargs.get(k) is not None]
+        if len(given) > 1:
+            raise ValueError(_both_set(entry.name, given))
+        return entry
 
     def _settable(self, entry):
         # An adaptive attack targets the pipeline's rule unless told another.
@@ -110,6 +142,19 @@ class AttackRegistry(Registry):
 
 
 ATTACKS = AttackRegistry("attack")
+
+
+def strength_spellings(entry: AttackEntry) -> tuple[str, ...]:
+    """The keywords that set ``entry``'s strength: ``strength`` and its aliases."""
+    if entry.strength is None:
+        return ()
+    return (entry.strength, *entry.strength_aliases)
+
+
+def _both_set(name: str, given) -> str:
+    note = " (tau = -eps)" if set(given) == {"eps", "tau"} else ""
+    return (f"attack {name!r}: {' and '.join(given)} both set its strength{note}; "
+            "keep one")
 
 
 def honest_mean(honest: PyTree) -> PyTree:

@@ -36,6 +36,7 @@ __all__ = [
     "sign_flip",
     "sign_flip_own",
     "fall_of_empires",
+    "inner_product_manipulation",
     "a_little_is_enough",
     "a_little_is_enough_own",
     "fall_of_empires_own",
@@ -111,7 +112,7 @@ def sign_flip_own(honest: PyTree, *, num_byzantine: int,
     return jax.tree_util.tree_map(jnp.negative, own)
 
 
-@ATTACKS.register("fall_of_empires", aliases=("foe", "empire", "ipm"), strength="eps",
+@ATTACKS.register("fall_of_empires", aliases=("foe", "empire"), strength="eps",
                   display_name="Fall of Empires", short_name="FOE", order=2)
 def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
                     key=None) -> PyTree:
@@ -121,7 +122,8 @@ def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
     (ICLR 2021); ``eps = 1.1`` (their default) by default; "multiply the mean
     by -0.9" (Fabris's thesis, Chalmers 2023) is ``eps = 1.9``. ByzFL's
     ``InnerProductManipulation(tau)`` sends ``-tau * gbar``, which is
-    ``eps = 1 + tau`` here (its default ``tau = 2.0`` is ``eps = 3.0``).
+    ``eps = 1 + tau`` here (its default ``tau = 2.0`` is ``eps = 3.0``), or
+    :func:`inner_product_manipulation` with ByzFL's ``tau`` itself.
 
     Args:
       honest: leaves ``[n_honest, *param_shape]``.
@@ -143,6 +145,47 @@ def fall_of_empires(honest: PyTree, *, num_byzantine: int, eps=1.1,
     del key
     gbar = honest_mean(honest)
     out = jax.tree_util.tree_map(lambda g: (1.0 - eps) * g, gbar)
+    return repeat_rows(_cast_like(out, gbar), num_byzantine)
+
+
+@ATTACKS.register("inner_product_manipulation", aliases=("ipm",), strength="tau",
+                  display_name="inner product manipulation", short_name="IPM",
+                  order=16)
+def inner_product_manipulation(honest: PyTree, *, num_byzantine: int,
+                               tau: float | jax.Array = 2.0, key=None) -> PyTree:
+    """Inner product manipulation with ByzFL's parameter: ``-tau * gbar``.
+
+    ByzFL's ``InnerProductManipulation(tau)`` (default ``tau = 2.0``): every
+    Byzantine row is the honest mean scaled by ``-tau``. The same family as
+    :func:`fall_of_empires` (``(1 - eps) * gbar``, so ``tau = eps - 1``), in
+    the parameter ByzFL's configurations use; Xie et al.'s ``epsilon`` is
+    this ``tau``.
+
+    Args:
+      honest: leaves ``[n_honest, *param_shape]``.
+      num_byzantine: static number of rows to return.
+      tau: attack factor, a float or traced scalar.
+      key: ignored.
+
+    Returns:
+      Leaves ``[num_byzantine, *param_shape]``, every row equal.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import attacks
+      >>> attacks.inner_product_manipulation(
+      ...     {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}, num_byzantine=2)
+      {'w': Array([[-4., -6.],
+                   [-4., -6.]], dtype=float32)}
+
+    Reference:
+      C. Xie, O. Koyejo, I. Gupta, "Fall of Empires: Breaking
+      Byzantine-tolerant SGD by Inner Product Manipulation", UAI 2020,
+      https://arxiv.org/abs/1903.03936.
+    """
+    del key
+    gbar = honest_mean(honest)
+    out = jax.tree_util.tree_map(lambda g: -tau * g, gbar)
     return repeat_rows(_cast_like(out, gbar), num_byzantine)
 
 
@@ -181,11 +224,13 @@ def alie_z_max(num_workers: int, num_byzantine: int) -> float:
                   requirement="n >= f + 2 (the standard deviation needs 2 honest rows)",
                   hint="(Its standard deviation, with ddof=1, needs 2 honest rows.)",
                   keywords={"eps": {"kind": "float", "traced": True},
+                            "tau": {"kind": "float", "traced": True},
                             "ddof": at_least(0)},
-                  strength="eps", display_name="A Little Is Enough", short_name="ALIE",
-                  order=1)
+                  strength="eps", strength_aliases=("tau",),
+                  display_name="A Little Is Enough", short_name="ALIE", order=1)
 def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
-                       z_max: bool = False, ddof: int = 1, key=None) -> PyTree:
+                       tau=None, z_max: bool = False, ddof: int = 1,
+                       key=None) -> PyTree:
     """A Little Is Enough: ``gbar - eps * sigma`` in every Byzantine row.
 
     ``sigma`` is the coordinate-wise standard deviation of the honest rows.
@@ -194,13 +239,15 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
     ByzantineMomentum ``little``: ``torch.var`` unbiased by default);
     ``ddof=0`` gives the population one. The sign is ``-sigma``, as in Baruch
     et al. and Fabris's thesis. ByzFL's ``ALittleIsEnough(tau)`` sends
-    ``gbar + tau * sigma``, which is ``eps = -tau`` here (its default
-    ``tau = 1.5`` is ``eps = -1.5``).
+    ``gbar + tau * sigma``: pass ``tau=`` for ByzFL's sign (``tau = -eps``;
+    its default ``tau = 1.5`` is ``eps = -1.5``).
 
     Args:
       honest: leaves ``[n_honest, *param_shape]``.
       num_byzantine: static number of rows to return.
       eps: strength (float or traced scalar); default ``1.5`` (El Mhamdi et al. 2021).
+      tau: ByzFL's spelling of the strength, ``gbar + tau * sigma``
+        (``tau = -eps``); give ``eps`` or ``tau``, not both.
       z_max: static; if True use Baruch et al.'s ``z_max`` (see
         :func:`alie_z_max`) from the static ``n = n_honest + num_byzantine``
         and ``f = num_byzantine`` instead of ``eps`` (then leave ``eps`` unset).
@@ -211,7 +258,8 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
       Leaves ``[num_byzantine, *param_shape]``, every row equal.
 
     Raises:
-      ValueError: if ``n_honest <= ddof``, or both ``eps`` and ``z_max`` are given.
+      ValueError: if ``n_honest <= ddof``, or two of ``eps``, ``tau`` and
+        ``z_max`` are given.
 
     Example:
       >>> import jax.numpy as jnp
@@ -219,9 +267,19 @@ def a_little_is_enough(honest: PyTree, *, num_byzantine: int, eps=None,
       >>> honest = {"w": jnp.array([[0.0, 1.0], [2.0, 1.0]])}  # mean [1, 1]
       >>> attacks.a_little_is_enough(honest, num_byzantine=1, eps=1.0, ddof=0)
       {'w': Array([[0., 1.]], dtype=float32)}
+      >>> attacks.a_little_is_enough(honest, num_byzantine=1, tau=1.0, ddof=0)
+      {'w': Array([[2., 1.]], dtype=float32)}
     """
     del key
     n_honest = num_rows(honest)
+    if tau is not None:
+        if eps is not None:
+            raise ValueError("attack 'a_little_is_enough': eps and tau both set "
+                             "its strength (tau = -eps); keep one")
+        if z_max:
+            raise ValueError(
+                "a_little_is_enough: pass either tau or z_max=True, not both")
+        eps = -tau
     if z_max:
         if eps is not None:
             raise ValueError(

@@ -55,6 +55,7 @@ from byzjax.optim._pipeline import register_optimizer as register_optimizer
 from byzjax.optim._pipeline import stages as stages
 from byzjax.optim._pipeline import worker_stage as worker_stage
 from byzjax.optim._stages import AggregateState as AggregateState
+from byzjax.optim._stages import AttackHistoryState as AttackHistoryState
 from byzjax.optim._stages import ByzantineAttackState as ByzantineAttackState
 from byzjax.optim._stages import PreAggregateState as PreAggregateState
 from byzjax.optim._stages import aggregate as aggregate

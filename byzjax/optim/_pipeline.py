@@ -124,13 +124,16 @@ _PIPELINE_ARGS = """
         ``num_byzantine``).
       attack_kwargs: the attack's hyper-parameters. An adaptive attack defaults
         to this pipeline's aggregator, its kwargs, the declared
-        ``num_byzantine`` and pre-aggregator.
+        ``num_byzantine`` and pre-aggregator. A stateful attack (ROP) gets a
+        copy of this pipeline's robust stage to follow the server's aggregate
+        (:func:`byzantine_attack`).
       clip_point: where per-worker clipping acts: ``"gradient"`` (default,
         before the worker stage) or ``"sent"`` (on what each worker sends,
         after momentum); ``docs/CONVENTIONS.md``.
       attack_point: what the attack replaces: ``"sent"`` (default, the vectors
         workers send) or ``"gradient"`` (the clipped gradients; the Byzantine
-        workers then run the worker stage on their crafted gradients).
+        workers then run the worker stage on their crafted gradients; not
+        with a stateful attack, which reads the aggregate of sent vectors).
       key: PRNG key for random stages (split between the attack and the
         pre-aggregator).
 """
@@ -470,6 +473,12 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     key_attack = key_pre = None
     if key is not None:
         key_attack, key_pre = jax.random.split(key)
+    robust = []
+    if preaggregator is not None:
+        robust.append(pre_aggregate(preaggregator, num_byzantine=num_byzantine,
+                                    key=key_pre, **pre_kwargs))
+    robust.append(aggregate(aggregator, num_byzantine=num_byzantine,
+                            moments=entry.moments, **agg_kwargs))
     if attack is None:
         attack_tx = optax.identity()
     else:
@@ -478,19 +487,22 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
             aggregator_kwargs=agg_kwargs, num_byzantine=num_byzantine,
             preaggregator=preaggregator, preaggregator_kwargs=pre_kwargs)
         f_real = num_byzantine if num_attackers is None else num_attackers
+        follow = {}
+        if isinstance(attack, str) and attacks.entry(attack).stateful:
+            if attack_point == "gradient":
+                raise ValueError(
+                    f"attack {attacks.entry(attack).name!r} reads the server's "
+                    "previous aggregate of the vectors the workers send; set "
+                    "attack_point='sent'")
+            # The attacker's copy of the server's rule (same keywords and key).
+            follow = {"server": optax.chain(*robust), "moments": entry.moments}
         attack_tx = byzantine_attack(attack, num_workers=num_workers,
                                      num_byzantine=f_real, key=key_attack,
-                                     **att_kwargs)
+                                     **follow, **att_kwargs)
         if attack_point == "gradient":
             # The Byzantine workers craft gradients, then follow the protocol.
             worker_parts.insert(attack_at, attack_tx)
             attack_tx = optax.identity()
-    robust = []
-    if preaggregator is not None:
-        robust.append(pre_aggregate(preaggregator, num_byzantine=num_byzantine,
-                                    key=key_pre, **pre_kwargs))
-    robust.append(aggregate(aggregator, num_byzantine=num_byzantine,
-                            moments=entry.moments, **agg_kwargs))
     server_parts = list(server)
     if learning_rate is not None:
         server_parts.append(optax.sgd(learning_rate))

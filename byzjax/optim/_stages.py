@@ -30,6 +30,7 @@ from byzjax.optim._worker import (
 
 __all__ = [
     "ByzantineAttackState",
+    "AttackHistoryState",
     "PreAggregateState",
     "AggregateState",
     "byzantine_attack",
@@ -44,6 +45,15 @@ class ByzantineAttackState(NamedTuple):
     """State of :func:`byzantine_attack` for a random attack."""
 
     key: jax.Array  # PRNG key, split every round
+
+
+class AttackHistoryState(NamedTuple):
+    """State of :func:`byzantine_attack` for an attack that reads the server's
+    previous aggregate (registry ``stateful``: ROP)."""
+
+    center: PyTree  # previous aggregate, leaves [*param_shape] (a MomentPair for MRA)
+    server: optax.OptState  # the state of the attacker's copy of the server's rule
+    key: jax.Array | None  # PRNG key when the attack is random, else None
 
 
 class PreAggregateState(NamedTuple):
@@ -74,6 +84,8 @@ def _attack_needs_key(entry, attack_kwargs) -> bool:
 
 def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
                      num_byzantine: int, key: jax.Array | None = None,
+                     server: optax.GradientTransformation | None = None,
+                     moments: bool = False,
                      **attack_kwargs) -> optax.GradientTransformation:
     """Replaces the last ``num_byzantine`` rows by the attack's output.
 
@@ -85,6 +97,16 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
     happened in their data. For a :class:`MomentPair` (MRA) both fields are
     attacked independently (the attacker sends crafted ``mhat`` and ``vhat``
     rows), with independent keys.
+
+    An attack that reads the server's previous aggregate (registry
+    ``stateful``: :func:`~byzjax.attacks.relocated_orthogonal_perturbation`)
+    receives it as ``center=``. This stage keeps it in
+    :class:`AttackHistoryState`: after writing the Byzantine rows it applies
+    ``server`` (a copy of the server's robust stage: pre-aggregation and
+    aggregation, ``[n, ...] -> [...]``) to its output, and that aggregate is
+    next round's ``center`` (zeros at first). Built with the server's rule,
+    keywords and key (:func:`stages` does), it computes the server's own
+    aggregate whenever the server aggregates this stage's output.
 
     Args:
       attack: registry name (see :mod:`byzjax.attacks`) or a callable with
@@ -99,6 +121,11 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
         For the adaptive attacks: ``aggregator=``, ``aggregator_kwargs=`` (put
         the declared ``num_byzantine`` there if it differs from the real one),
         ``candidates=``, ...
+      server: the server's robust stage, required by (and only used for) a
+        stateful attack.
+      moments: static; True when the stage attacks a :class:`MomentPair`
+        (MRA) and the attack is stateful (its state then holds a pair of
+        centers).
 
     Returns:
       An ``optax.GradientTransformation`` keeping leaves ``[n, *param_shape]``.
@@ -119,10 +146,12 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
             f"byzantine_attack: num_byzantine must be a Python int in [0, "
             f"num_workers={num_workers}), got {num_byzantine!r}"
         )
+    stateful = False
     if isinstance(attack, str):
         entry = attacks.entry(attack)
         fn = entry.fn
         data_level, needs_own = entry.data_level, entry.needs_own
+        stateful = entry.stateful
         needs_key = _attack_needs_key(entry, attack_kwargs)
         if num_byzantine:
             attacks.ATTACKS.check(entry.name, num_workers=num_workers,
@@ -137,41 +166,69 @@ def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
                         f"got {attack!r}")
     active = num_byzantine > 0 and not data_level
     needs_key = needs_key and active
+    stateful = stateful and active
     if needs_key and key is None:
         raise ValueError(f"byzantine_attack: attack {label!r} is random; pass key=")
+    if stateful and server is None:
+        raise ValueError(
+            f"byzantine_attack: attack {label!r} reads the server's previous "
+            "aggregate; pass server= (the server's robust stage, as "
+            "byzjax.optim.stages does)")
     num_honest = num_workers - num_byzantine
 
     def init_fn(params):
-        del params
+        if stateful:
+            assert server is not None
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+            center = (MomentPair(m=zeros, v=jax.tree_util.tree_map(
+                jnp.zeros_like, params)) if moments else zeros)
+            return AttackHistoryState(center=center, server=server.init(params),
+                                      key=key if needs_key else None)
         return ByzantineAttackState(key=key) if needs_key else optax.EmptyState()
 
-    def _attack_stack(stack, k):
+    def _attack_stack(stack, k, center=None):
         honest = jax.tree_util.tree_map(lambda x: x[:num_honest], stack)
         kwargs = dict(attack_kwargs)
         if needs_own:
             kwargs["byzantine_own"] = jax.tree_util.tree_map(
                 lambda x: x[num_honest:], stack)
+        if stateful:
+            kwargs["center"] = center
         byz = fn(honest, num_byzantine=num_byzantine, key=k, **kwargs)
         return jax.tree_util.tree_map(
             lambda x, b: x.at[num_honest:].set(b.astype(x.dtype)), stack, byz)
 
     def update_fn(updates, state, params=None):
-        del params
         _check_workers("byzantine_attack", updates, num_workers)
         if not active:
             return updates, state
         sub = None
+        is_pair = isinstance(updates, MomentPair)
+        if stateful and is_pair != moments:
+            raise ValueError(
+                f"byzantine_attack({label!r}): got "
+                f"{'a MomentPair' if is_pair else 'a plain stack'} but moments="
+                f"{moments}; pass moments={is_pair} (MRA sends moment pairs)")
         if needs_key:
             new_key, sub = _split(state.key)
-            state = ByzantineAttackState(key=new_key)
-        if isinstance(updates, MomentPair):
+            state = (state._replace(key=new_key) if stateful
+                     else ByzantineAttackState(key=new_key))
+        center = state.center if stateful else None
+        if is_pair:
             km = kv = None
             if sub is not None:
                 km, kv = jax.random.split(sub)
-            out = MomentPair(m=_attack_stack(updates.m, km),
-                             v=_attack_stack(updates.v, kv))
+            cm, cv = (center.m, center.v) if stateful else (None, None)
+            out = MomentPair(m=_attack_stack(updates.m, km, cm),
+                             v=_attack_stack(updates.v, kv, cv))
         else:
-            out = _attack_stack(updates, sub)
+            out = _attack_stack(updates, sub, center)
+        if stateful:
+            assert server is not None
+            seen, server_state = server.update(out, state.server, params)
+            seen = jax.tree_util.tree_map(lambda a, c: a.astype(c.dtype), seen,
+                                          state.center)
+            state = state._replace(center=seen, server=server_state)
         return out, state
 
     return optax.GradientTransformation(init_fn, update_fn)

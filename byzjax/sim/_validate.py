@@ -224,12 +224,19 @@ def _check_cross_fields(config) -> None:
         raise ConfigError(f"clip_point must be 'gradient' for "
                           f"{config.optimizer} (its workers send moment pairs), "
                           f"got {config.clip_point!r}", field="clip_point")
-    strength = attack_strength(config.attack)
-    if config.attack_eps >= 0 and strength is not None and (
-            strength in config.attack_kwargs):
+    entry = attacks.entry(config.attack)
+    spellings = attacks.strength_spellings(entry)
+    given = [k for k in spellings if config.attack_kwargs.get(k) is not None]
+    if config.attack_eps >= 0 and given:
         raise ConfigError(
-            f"attack_eps and attack_kwargs.{strength} both set the strength of "
+            f"attack_eps and attack_kwargs.{given[0]} both set the strength of "
             f"attack {config.attack!r}; keep one", field="attack_eps")
+    if entry.stateful and config.attack_point == "gradient" and (
+            num_attackers(config)):
+        raise ConfigError(
+            f"attack {config.attack!r} reads the server's previous aggregate of "
+            "the vectors the workers send; set attack_point='sent'",
+            field="attack_point")
 
 
 def check_environment(config) -> None:
@@ -457,12 +464,13 @@ def _check_server_attack(config) -> None:
     except ValueError as e:
         raise ConfigError(str(e).replace("unknown attack", "unknown server_attack",
                                          1), field="server_attack") from None
-    if entry.data_level or entry.needs_own or entry.adaptive:
+    if entry.data_level or entry.needs_own or entry.adaptive or entry.stateful:
         raise ConfigError(
             f"server_attack {entry.name!r} does not apply to models (it is "
-            "data-level, needs the attacker's own rows or targets a worker-side "
-            "rule); use sign_flip, fall_of_empires, a_little_is_enough, inf, "
-            "gaussian, mimic, ...", field="server_attack")
+            "data-level, needs the attacker's own rows, targets a worker-side "
+            "rule or reads the server's previous aggregate); use sign_flip, "
+            "fall_of_empires, a_little_is_enough, inf, gaussian, mimic, ...",
+            field="server_attack")
 
 
 def _check_guanyu(config, n_ps, f_ps, n_wr, f_wr) -> None:
