@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 #: Keywords the caller of a rule passes itself, never a user's ``*_kwargs``.
-RESERVED = frozenset({"num_byzantine", "key", "center", "byzantine_own"})
+RESERVED = frozenset({"num_byzantine", "key", "center", "byzantine_own",
+                      "reference"})
 
 _KINDS = ("int", "float", "bool", "str", "any")
 
@@ -341,6 +342,9 @@ class Entry:
       requirement: readable form of that condition, e.g. ``"n >= 2f+3"``.
       needs_key: the function takes a ``key=`` PRNG key argument.
       stateful: the function takes a ``center=`` argument (previous aggregate).
+      needs_reference: the function takes a ``reference=`` argument, the
+        server's own update computed on its own data (FLTrust); the caller
+        computes it (the simulator: config ``server_data_size``).
       robust: False for the plain mean (excluded from robustness properties).
       aliases: other accepted names (``"cwtm"``).
       hint: last sentence of the ``(n, f)`` error: what relaxes the
@@ -372,6 +376,7 @@ class Entry:
     short_name: str = ""
     order: int = 0
     rows: Callable[[int, Mapping[str, Any]], int] | None = None
+    needs_reference: bool = False
 
     def __post_init__(self):
         if not self.display_name:
@@ -427,6 +432,7 @@ class Registry:
         requirement: str = "n > 2f",
         needs_key: bool = False,
         stateful: bool = False,
+        needs_reference: bool = False,
         robust: bool = True,
         aliases: tuple[str, ...] = (),
         hint: str | None = None,
@@ -443,7 +449,8 @@ class Registry:
         Args:
           name: canonical name (normalised spelling: lower case, ``_``).
           min_workers, requirement, hint: the ``(n, f)`` condition.
-          needs_key, stateful, robust, aliases: see :class:`Entry`.
+          needs_key, stateful, needs_reference, robust, aliases: see
+            :class:`Entry`.
           keywords: per keyword, a :class:`Keyword` or the fields to add to
             the one read from the signature, e.g. ``{"radius": at_least(0)}``.
           display_name, short_name, order: how reports show it.
@@ -486,7 +493,8 @@ class Registry:
                 name, None, min_workers, requirement, needs_key, stateful, robust,
                 tuple(aliases), hint, kws, open_, display_name or "",
                 short_name or "", 1000 + len(self._entries) if order is None
-                else order, output_rows, **extra)
+                else order, output_rows, needs_reference=needs_reference,
+                **extra)
             params = inspect.signature(fn).parameters
             call = _CallInfo(next(iter(params)), _default_f(params))
             checked = _checked(fn, functools.partial(self._check_call, entry, call))

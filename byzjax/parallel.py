@@ -327,7 +327,12 @@ def robust_data_parallel_step(
     """
     (axis,) = mesh.axis_names
     num_devices = mesh.shape[axis]
-    aggregators.check(aggregator, num_workers=num_devices, num_byzantine=num_byzantine)
+    entry = aggregators.check(aggregator, num_workers=num_devices,
+                              num_byzantine=num_byzantine)
+    if entry.needs_reference:
+        raise ValueError(f"robust_data_parallel_step: aggregator {entry.name!r} "
+                         "needs the server's own update, which this step has "
+                         "no data for; use another aggregator")
     agg = aggregators.get(aggregator)
     agg_kwargs = dict(aggregator_kwargs or {})
 

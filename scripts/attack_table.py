@@ -97,7 +97,8 @@ def run_table(args):
     done = set(read_cells(args.out, lambda r: (r["rule"], r["n"], r["f"])))
     rules = args.rules or list(FIRST) + [
         r for r in aggregators.names()
-        if not aggregators.entry(r).needs_key and r not in FIRST]
+        if not aggregators.entry(r).needs_key
+        and not aggregators.entry(r).needs_reference and r not in FIRST]
     for n in args.n:
         for rule in rules:
             for f in f_values(rule, n):

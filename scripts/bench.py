@@ -15,7 +15,8 @@ Sections:
   2. the same cells for ByzFL (optional ``pip install 'byzjax[bench]'``):
      byzjax / ByzFL ratio;
   3. a full simulated round (MLP 79,510, n = 15, b = 25, worker momentum) per
-     aggregator, the share spent aggregating, and (with torch + byzfl) a
+     aggregator, the share spent aggregating (FLTrust's includes the server's
+     own gradient on its 100 root examples), and (with torch + byzfl) a
      per-worker PyTorch loop with ByzFL's aggregator;
   4. S in {1, 4, 16} seeds vmapped in one program vs S separate runs;
   5. first-call compile time of a round;
@@ -118,6 +119,10 @@ def rule_fns(n, f):
         kw = {"num_byzantine": f}
         if entry.needs_key:
             kw["key"] = jax.random.key(0)
+        if entry.needs_reference:  # FLTrust: an honest row as the server's update
+            out.append((name, jax.jit(lambda x, fn=entry.fn, kw=kw: fn(
+                {"w": x}, reference={"w": x[0]}, **kw))))
+            continue
         out.append((name, jax.jit(lambda x, fn=entry.fn, kw=kw: fn({"w": x}, **kw))))
     for name in aggregators.preaggregator_names():
         entry = aggregators.PREAGGREGATORS.entry(name)
@@ -289,6 +294,10 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
     config.num_rounds = rounds
     config.eval_every = rounds
     config.grad_strategy = grad_strategy
+    server = None
+    if aggregators.entry(aggregator).needs_reference:  # FLTrust's 100 root examples
+        config.server_data_size = 100
+        server = jnp.arange(100, dtype=jnp.int32)
     shape = models.info(model).input_shape
     rng = np.random.default_rng(0)
     N = 60_000 if model == "mlp" else 50 * n * b
@@ -300,7 +309,7 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
                        jnp.asarray(images[:1000]), jnp.asarray(labels[:1000]),
                        jnp.asarray(np.arange(per * n).reshape(n, per), jnp.int32),
                        jnp.full((n,), per, jnp.int32), jnp.full((channels,), 0.5),
-                       jnp.full((channels,), 0.25))
+                       jnp.full((channels,), 0.25), server_indices=server)
     program = sim.make_program(config, data, models.get(model, num_classes=10),
                                byzantine_gradients=byzantine_gradients)
     hp = {k: jnp.float32(v) for k, v in sim.hparams_of(config).items()}
@@ -680,7 +689,7 @@ def main(argv=None):
     args.dims = DIMS
     args.seeds = (1, 4, 16)
     args.round_rules = ("mean", "trimmed_mean", "coordinate_median", "meamed",
-                        "krum", "mda", "geometric_median")
+                        "krum", "mda", "geometric_median", "fltrust")
     args.model_cases = MODEL_CASES
     if args.quick:
         args.model_cases = (("mlp", 25, 50), ("mnist_cnn", 25, 3),

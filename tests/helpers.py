@@ -201,6 +201,43 @@ def ref_cc(x, center, tau, iters):
     return v
 
 
+def ref_fltrust_scores(x, g0):
+    """FLTrust's trust scores (Cao et al. 2021, Eq. 4): ``max(0, cos(x_i, g0))``
+    per row, in float64 loops; 0 for a zero or non-finite row, and for every
+    row when ``g0`` is zero or non-finite."""
+    x = np.asarray(x, np.float64)
+    g0 = np.asarray(g0, np.float64).reshape(-1)
+    n0 = math.sqrt(sum(v * v for v in g0)) if np.all(np.isfinite(g0)) else 0.0
+    scores = np.zeros(len(x))
+    for i, row in enumerate(x.reshape(len(x), -1)):
+        if n0 == 0.0 or not np.all(np.isfinite(row)):
+            continue
+        ni = math.sqrt(sum(v * v for v in row))
+        if ni == 0.0:
+            continue
+        cos = sum(a * b for a, b in zip(row, g0)) / (ni * n0)
+        scores[i] = max(0.0, cos)
+    return scores
+
+
+def ref_fltrust(x, g0):
+    """FLTrust (Cao et al. 2021, Eq. 4-6) in float64 loops: every row rescaled
+    to ``||g0||`` and weighted by its trust score, divided by the scores' sum;
+    zeros when every score is 0."""
+    x = np.asarray(x, np.float64)
+    g0 = np.asarray(g0, np.float64).reshape(-1)
+    scores = ref_fltrust_scores(x, g0)
+    out = np.zeros(g0.size)
+    if scores.sum() == 0.0:
+        return out
+    n0 = math.sqrt(sum(v * v for v in g0))
+    for ts, row in zip(scores, x.reshape(len(x), -1)):
+        if ts > 0.0:
+            ni = math.sqrt(sum(v * v for v in row))
+            out += ts * row * (n0 / ni)
+    return out / scores.sum()
+
+
 def ref_nnm(x, f):
     n = len(x)
     m = n - f

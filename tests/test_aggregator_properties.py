@@ -2,7 +2,10 @@
 
 Parameterised over ``byzjax.aggregators.names()`` at collection time, so a rule
 registered later is picked up automatically. Per-rule settings (extra kwargs
-and tolerances for iterative rules) live in :data:`SETTINGS`.
+and tolerances for iterative rules) live in :data:`SETTINGS`. A rule that
+needs the server's own update (registry ``needs_reference``: FLTrust) gets
+:data:`SERVER_UPDATE`, a fixed random row, or the honest row itself in the
+identical-honest property.
 
 Properties (the definitions in docs/CONVENTIONS.md):
 
@@ -42,6 +45,15 @@ SETTINGS = {
                               atol=lambda n, f: 0.05 * f / (n - f) + 1e-3,
                               perm_atol=1e-4),
     "geometric_median": dict(kwargs={}, atol=lambda n, f: 1e-3, perm_atol=1e-4),
+    # FLTrust with the honest row h as the server's update: the h-f honest rows
+    # get score 1, a Byzantine row b score t_b = ReLU(cos(b, h)) and weight
+    # t_b / (n - f + sum t) on b rescaled to ||h||, which is
+    # ||h|| sqrt(2 - 2 t_b) from h; so the output is within
+    # f max_t t sqrt(2 - 2t) ||h|| / (n - f) <= 0.545 f ||h|| / (n - f) of h
+    # (||h|| < 2 here), not at h: the rule trusts every row that agrees with
+    # the server's update.
+    "fltrust": dict(kwargs={}, atol=lambda n, f: 0.545 * 2.0 * f / (n - f) + 1e-5,
+                    perm_atol=1e-5),
 }
 DEFAULT = dict(kwargs={}, atol=lambda n, f: 1e-5, perm_atol=1e-5)
 PRE_KWARGS = {"bucketing": dict(bucket_size=2), "static_clipping": dict(max_norm=1.0)}
@@ -63,11 +75,18 @@ def _grid(entry):
     return tuple(out)
 
 
-def _call(entry, stack, f, key=None):
+#: The server's own update given to rules that need one (FLTrust).
+SERVER_UPDATE = {k: jnp.asarray(np.random.default_rng(12345).normal(size=s),
+                                jnp.float32) for k, s in SHAPES.items()}
+
+
+def _call(entry, stack, f, key=None, reference=None):
     kw = dict(_setting(entry.name)["kwargs"])
     kw.update(PRE_KWARGS.get(entry.name, {}))
     if entry.needs_key:
         kw["key"] = jax.random.key(0) if key is None else key
+    if entry.needs_reference:
+        kw["reference"] = SERVER_UPDATE if reference is None else reference
     if entry.stateful:
         kw["center"] = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x[0]), stack)
     return entry.fn(stack, num_byzantine=f, **kw)
@@ -77,10 +96,10 @@ def _call(entry, stack, f, key=None):
 def _jitted(kind, name, f):
     """One compiled function per (rule, f); shapes come from the arguments."""
     entry = aggregators.entry(name)
-    fn = functools.partial(_call, entry, f=f)
     if kind == "vmap":
-        fn = jax.vmap(fn)
-    return jax.jit(fn)
+        return jax.jit(jax.vmap(functools.partial(_call, entry, f=f)))
+    return jax.jit(lambda x, reference=None: _call(entry, x, f,
+                                                   reference=reference))
 
 
 def _stack(rng, n, scale=1.0):
@@ -166,7 +185,9 @@ def test_identical_honest_rows_are_returned(name, seed, which, kind):
     x = {k: jnp.asarray(np.broadcast_to(v, (n,) + v.shape), jnp.float32)
          for k, v in honest.items()}
     x = _with_rows(x, _byzantine_rows(rng, f, honest, kind), f)
-    out = _jitted("jit", name, f)(x)
+    # (a server's update, for a rule that reads one: the honest row)
+    out = _jitted("jit", name, f)(x, {k: jnp.asarray(v, jnp.float32)
+                                      for k, v in honest.items()})
     assert _finite(out), (name, kind)
     _close(out, honest, atol=_setting(name)["atol"](n, f), rtol=1e-4)
 

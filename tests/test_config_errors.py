@@ -117,6 +117,16 @@ TRAIN_CASES = [
     (["--set", "data_source=tfds"],
      "dataset 'synthetic' is not in tensorflow-datasets"),
     (["--set", "run_batching=pmap"], "unknown run_batching 'pmap'"),
+    (["--aggregator", "fltrust"],
+     "aggregator fltrust needs server data: set server_data_size > 0"),
+    (["--set", "server_data_size=-5"], "server_data_size must be an integer >= 0"),
+    (["--aggregator", "fltrust", "--set", "server_data_size=50", "--optimizer",
+      "mra"], "optimizer 'mra' sends moment pairs"),
+    (["--aggregator", "fltrust", "--set", "server_data_size=50", "--set",
+      "server_protocol=liubei", "--set", "num_servers=4"],
+     "aggregator fltrust needs one correct server"),
+    (["--aggregator", "fltrust", "--set", "server_data_size=50", "--attack",
+      "adaptive_alie"], "which the attack does not see"),
 ]
 
 

@@ -137,6 +137,7 @@ UNREAD = [
     (dict(lr_decay_every=7), "lr_decay_every"),
     (dict(dirichlet_alpha=0.7), "dirichlet_alpha"),
     (dict(num_devices=1), "num_devices"),
+    (dict(server_data_size=100), "server_data_size"),  # only FLTrust reads it
 ]
 
 

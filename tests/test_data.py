@@ -223,6 +223,45 @@ def test_split_dispatch():
         data.split("bogus", labels, num_workers=2, seed=0)
 
 
+SPLIT_OPTIONS = {"dirichlet": {"alpha": 0.5}, "gamma_similarity": {"gamma": 0.5}}
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(sorted(data.SPLITS)), size=st.integers(0, 40),
+       seed=st.integers(0, 2 ** 16))
+def test_held_out_examples_are_in_no_shard(name, size, seed):
+    # The server's root dataset (FLTrust): drawn once per seed, given to no
+    # worker; every other example is split as the plain split would split it.
+    labels = labels_with_counts([30, 25, 35], seed=seed)
+    root = data.hold_out(len(labels), size, seed=seed)
+    assert len(root) == size and len(np.unique(root)) == size
+    np.testing.assert_array_equal(root, np.sort(root))
+    np.testing.assert_array_equal(root, data.hold_out(len(labels), size, seed=seed))
+    s = data.split(name, labels, num_workers=4, seed=seed, exclude=root,
+                   **SPLIT_OPTIONS.get(name, {}))
+    check_layout(s, len(labels))
+    assert not set(all_indices(s).tolist()) & set(root.tolist())
+    # the same split of the remaining examples, mapped back
+    keep = np.setdiff1d(np.arange(len(labels)), root)
+    inner = data.split(name, labels[keep], num_workers=4, seed=seed,
+                       **SPLIT_OPTIONS.get(name, {}))
+    for i in range(4):
+        np.testing.assert_array_equal(s.shard(i), keep[inner.shard(i)])
+
+
+def test_hold_out_is_uniform_and_checked():
+    counts = np.zeros(20)
+    for seed in range(400):
+        counts[data.hold_out(20, 5, seed=seed)] += 1
+    assert counts.min() > 60 and counts.max() < 140  # 100 expected each
+    plain = data.split("homogeneous", np.arange(40) % 4, num_workers=3, seed=0)
+    none = data.split("homogeneous", np.arange(40) % 4, num_workers=3, seed=0,
+                      exclude=data.hold_out(40, 0, seed=0))
+    np.testing.assert_array_equal(plain.indices, none.indices)
+    with pytest.raises(ValueError, match="size must be in"):
+        data.hold_out(5, 6, seed=0)
+
+
 def test_split_rejects_bad_labels():
     with pytest.raises(ValueError, match="1-D"):
         data.split_homogeneous(np.zeros((2, 2), int), num_workers=1, seed=0)

@@ -47,9 +47,13 @@ def _check_signature(fn, first):
 def test_aggregator_convention_and_output_shape(name):
     fn = aggregators.get(name)
     names, _ = _check_signature(fn, "updates")
-    assert ("key" in names) == aggregators.entry(name).needs_key
-    out = jax.eval_shape(lambda x: fn(x, num_byzantine=F, **REQUIRED.get(name, {})),
-                         STACK)
+    entry = aggregators.entry(name)
+    assert ("key" in names) == entry.needs_key
+    assert ("reference" in names) == entry.needs_reference
+    kw = dict(REQUIRED.get(name, {}))
+    if entry.needs_reference:  # the server's own update: one row
+        kw["reference"] = {"w": jnp.ones((3,)), "b": jnp.ones(())}
+    out = jax.eval_shape(lambda x: fn(x, num_byzantine=F, **kw), STACK)
     assert {k: v.shape for k, v in out.items()} == {"w": (3,), "b": ()}
 
 

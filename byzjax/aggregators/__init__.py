@@ -19,6 +19,7 @@ from byzjax.aggregators import (
     _bulyan,
     _centered_clipping,
     _coordinate,
+    _fltrust,
     _geomed,
     _krum,
     _mda,
@@ -35,6 +36,8 @@ from byzjax.aggregators._coordinate import meamed as meamed
 from byzjax.aggregators._coordinate import mean_around_median as mean_around_median
 from byzjax.aggregators._coordinate import phocas as phocas
 from byzjax.aggregators._coordinate import trimmed_mean as trimmed_mean
+from byzjax.aggregators._fltrust import fltrust as fltrust
+from byzjax.aggregators._fltrust import fltrust_scores as fltrust_scores
 from byzjax.aggregators._geomed import geometric_median as geometric_median
 from byzjax.aggregators._krum import krum as krum
 from byzjax.aggregators._krum import krum_scores as krum_scores
@@ -67,8 +70,8 @@ __all__ = [
     "preaggregator_names",
     "mean",
 ]
-for _module in (_bulyan, _centered_clipping, _coordinate, _geomed, _krum, _mda,
-                _nnm, _preagg, _selection):
+for _module in (_bulyan, _centered_clipping, _coordinate, _fltrust, _geomed, _krum,
+                _mda, _nnm, _preagg, _selection):
     __all__ += list(_module.__all__)
 del _module
 

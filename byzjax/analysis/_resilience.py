@@ -126,6 +126,10 @@ def _make_rule(aggregator, aggregator_kwargs, preaggregator, preaggregator_kwarg
         if entry.needs_key:
             raise ValueError(f"estimate_lambda: {entry.name!r} is random; pass a "
                              "deterministic rule")
+        if entry.needs_reference and "reference" not in (aggregator_kwargs or {}):
+            raise ValueError(f"estimate_lambda: {entry.name!r} needs the server's "
+                             "own update; pass aggregator_kwargs={'reference': "
+                             "{'x': g0}} with g0 of shape [dim]")
     elif callable(aggregator):
         agg = aggregator
     else:

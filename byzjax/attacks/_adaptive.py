@@ -58,6 +58,10 @@ def _resolve_aggregator(aggregator):
     return entry.fn, entry.name
 
 
+def _needs_reference(name) -> bool:
+    return name is not None and aggregators.AGGREGATORS.entry(name).needs_reference
+
+
 def _resolve_preaggregator(preaggregator):
     """Returns ``(fn, name or None, needs_key)``."""
     if preaggregator is None:
@@ -98,6 +102,10 @@ def server_view(honest: PyTree, *, num_byzantine: int, aggregator,
         )
     agg_kwargs = dict(aggregator_kwargs or {})
     f_declared = agg_kwargs.pop("num_byzantine", num_byzantine)
+    if _needs_reference(agg_name) and "reference" not in agg_kwargs:
+        raise ValueError(
+            f"{rule}: aggregator {agg_name!r} needs the server's own update; "
+            "pass it as aggregator_kwargs={'reference': g0}")
     pre_kwargs = dict(preaggregator_kwargs or {})
     m = n
     if pre_name is not None:

@@ -37,6 +37,7 @@ from byzjax.data._offline import (
 )
 from byzjax.data._splits import SPLITS as SPLITS
 from byzjax.data._splits import WorkerSplit as WorkerSplit
+from byzjax.data._splits import hold_out as hold_out
 from byzjax.data._splits import split as split
 from byzjax.data._splits import split_dirichlet as split_dirichlet
 from byzjax.data._splits import split_gamma_similarity as split_gamma_similarity

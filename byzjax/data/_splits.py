@@ -26,6 +26,7 @@ from byzjax._registry import normalize_name
 
 __all__ = [
     "WorkerSplit",
+    "hold_out",
     "split_homogeneous",
     "split_dirichlet",
     "split_label_sorted",
@@ -292,14 +293,73 @@ SPLITS: dict[str, Callable[..., WorkerSplit]] = {
 }
 
 
-def split(name: str, labels, *, num_workers: int, seed: int, **options) -> WorkerSplit:
+#: Stream of ``numpy.random.default_rng([seed, stream])`` that :func:`hold_out`
+#: draws from, apart from the splits' own ``default_rng(seed)``.
+_HOLD_OUT_STREAM = 1
+
+
+def hold_out(num_examples: int, size: int, *, seed: int) -> np.ndarray:
+    """``size`` distinct indices of ``range(num_examples)``, uniformly at random.
+
+    The server's root dataset (FLTrust: "the service provider ... collects a
+    small clean training dataset"; Cao et al. sample it uniformly from the
+    training data): deterministic per ``seed``
+    (``numpy.random.default_rng([seed, 1])``, a stream apart from the splits'
+    own), returned sorted. Pass them to :func:`split` as ``exclude`` so that
+    no worker holds them.
+
+    Args:
+      num_examples: the training set's size ``N``.
+      size: how many to draw, ``0 <= size <= N``.
+      seed: NumPy seed (the simulator's ``split_seed``).
+
+    Returns:
+      int64 ``[size]``, sorted.
+
+    Raises:
+      ValueError: ``size`` out of ``[0, N]``.
+
+    Example:
+      >>> hold_out(10, 3, seed=0).tolist()
+      [4, 8, 9]
+    """
+    num_examples, size = int(num_examples), int(size)
+    if not 0 <= size <= num_examples:
+        raise ValueError(f"hold_out: size must be in [0, {num_examples}] (the "
+                         f"training set's size), got {size}")
+    rng = np.random.default_rng([int(seed), _HOLD_OUT_STREAM])
+    return np.sort(rng.choice(num_examples, size=size, replace=False))
+
+
+def split(name: str, labels, *, num_workers: int, seed: int, exclude=None,
+          **options) -> WorkerSplit:
     """Dispatches to the split called ``name`` (a key of :data:`SPLITS`).
+
+    ``exclude`` (optional indices, e.g. :func:`hold_out`'s) are given to no
+    worker: the split runs on the other examples, in their order, and its
+    indices are mapped back to positions in ``labels``. Without it (or with
+    no index in it) the split is the plain one, index for index.
 
     Example:
       >>> split("homogeneous", np.arange(6) % 2, num_workers=3, seed=0).counts.tolist()
       [2, 2, 2]
+      >>> s = split("homogeneous", np.arange(8) % 2, num_workers=3, seed=0,
+      ...           exclude=[0, 1])
+      >>> sorted(np.concatenate([s.shard(i) for i in range(3)]).tolist())
+      [2, 3, 4, 5, 6, 7]
     """
     key = normalize_name(name)
     if key not in SPLITS:
         raise ValueError(f"unknown split {name!r}; known: {', '.join(sorted(SPLITS))}")
-    return SPLITS[key](labels, num_workers=num_workers, seed=seed, **options)
+    fn = SPLITS[key]
+    labels = np.asarray(labels)
+    drop = np.zeros(labels.shape[0], bool)
+    if exclude is not None:
+        drop[np.asarray(exclude, np.int64)] = True
+    if not drop.any():
+        return fn(labels, num_workers=num_workers, seed=seed, **options)
+    keep = np.flatnonzero(~drop)
+    inner = fn(labels[keep], num_workers=num_workers, seed=seed, **options)
+    valid = inner.indices != PAD
+    indices = np.where(valid, keep[np.where(valid, inner.indices, 0)], PAD)
+    return WorkerSplit(indices.astype(np.int32), inner.counts)

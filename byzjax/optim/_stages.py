@@ -310,7 +310,11 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
 
     Stateful rules (registry ``entry.stateful``: centered clipping) keep the
     previous aggregate in :class:`AggregateState` (initially zeros like the
-    params) and receive it as ``center=``.
+    params) and receive it as ``center=``. Rules that need the server's own
+    update (registry ``entry.needs_reference``: FLTrust) receive the
+    ``reference=`` given to ``update`` (an extra argument, which
+    ``optax.chain`` passes on: ``tx.update(g, state, params, reference=g0)``);
+    the transform is then an ``optax.GradientTransformationExtraArgs``.
 
     Args:
       name_or_fn: registry name (:func:`byzjax.aggregators.get`) or a callable
@@ -339,8 +343,14 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
             raise ValueError(f"aggregate: random aggregator {entry.name!r} is not "
                              "supported by this stage")
         fn, stateful, rule = entry.fn, entry.stateful, entry.name
+        needs_reference = entry.needs_reference
+        if needs_reference and moments:
+            raise ValueError(f"aggregate: aggregator {entry.name!r} needs the "
+                             "server's own update as reference, which has no "
+                             "moment pairs (MRA); use another optimiser")
     elif callable(name_or_fn):
         fn, stateful, rule = name_or_fn, False, None
+        needs_reference = False
     else:
         raise TypeError(f"aggregate: expected a name or a callable, got {name_or_fn!r}")
 
@@ -353,19 +363,27 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
                 m=zeros, v=jax.tree_util.tree_map(jnp.zeros_like, params)))
         return AggregateState(center=zeros)
 
-    def _apply(stack, center):
+    def _apply(stack, center, reference=None):
         if rule is not None:
             aggregators.check(rule, num_workers=num_rows(stack),
                               num_byzantine=num_byzantine)
         extra = {"center": center} if stateful else {}
+        if needs_reference:
+            extra["reference"] = reference
         out = fn(stack, num_byzantine=num_byzantine, **extra, **kwargs)
         if stateful:
             out = jax.tree_util.tree_map(lambda o, c: o.astype(c.dtype), out, center)
         return out
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, *, reference=None, **extra_args):
+        del params, extra_args
         is_pair = isinstance(updates, MomentPair)
+        if needs_reference and (reference is None or is_pair):
+            raise ValueError(
+                f"aggregate({rule!r}): the rule needs the server's own update: "
+                "call update(updates, state, params, reference=g0) with g0 a "
+                "tree like the params" + (" (not moment pairs)" if is_pair
+                                          else ""))
         if stateful and is_pair != moments:
             raise ValueError(
                 f"aggregate({rule!r}): stateful rule got "
@@ -376,12 +394,12 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
             cm, cv = (state.center.m, state.center.v) if stateful else (None, None)
             out = MomentPair(m=_apply(updates.m, cm), v=_apply(updates.v, cv))
         else:
-            out = _apply(updates, state.center if stateful else None)
+            out = _apply(updates, state.center if stateful else None, reference)
         if stateful:
             state = AggregateState(center=out)
         return out, state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def mra_direction(*, eps: float = 1e-8,

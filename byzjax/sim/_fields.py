@@ -161,6 +161,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        check=_finite(0.0, 1.0), must="in [0, 1]", run_id="unless_default"),
     _F("split_seed", 0, "seed of the division of the training set over workers",
        **_INT0),
+    _F("server_data_size", 0, "training examples held out as the server's own "
+       "root dataset (FLTrust's reference update), drawn with split_seed and "
+       "given to no worker; 0: no server data", run_id="unless_default",
+       **_INT0),
     _F("eval_size", 0, "test examples per evaluation; 0: the whole test set",
        check=_at_least(0), must="an integer >= 0 (0: the whole test set)",
        none_when=lambda v: v == 0),

@@ -27,7 +27,8 @@ from byzjax.sim._validate import attack_strength
 
 __all__ = ["SimData", "SimState", "Program", "program_of", "normalize",
            "init_variables", "has_convolutions", "make_loss_fn", "make_evaluate",
-           "sample_batch_indices", "flip_byzantine_labels", "labels_num_classes",
+           "sample_batch_indices", "server_batch_indices", "flip_byzantine_labels",
+           "labels_num_classes",
            "MAX_UNROLLED_WORKERS", "resolve_grad_strategy", "map_workers",
            "learning_rate_schedule", "stages_for", "tree_all_finite", "nanmean"]
 
@@ -46,6 +47,9 @@ class SimData(NamedTuple):
       std: float32 ``[C]`` channel standard deviations.
       num_classes: the dataset's number of classes (``byzjax.data``);
         ``None``: one more than the largest label.
+      server_indices: int32 ``[server_data_size]`` indices into the train set
+        of the server's own root dataset (no worker holds them), or ``None``
+        (no server data; config ``server_data_size = 0``).
     """
 
     train_images: Any
@@ -57,6 +61,7 @@ class SimData(NamedTuple):
     mean: Any
     std: Any
     num_classes: int | None = None
+    server_indices: Any = None
 
 
 class SimState(NamedTuple):
@@ -411,6 +416,29 @@ def sample_batch_indices(key, worker_indices, worker_counts, batch_size: int):
     pos = jnp.floor(u * worker_counts[:, None]).astype(jnp.int32)
     pos = jnp.minimum(pos, worker_counts[:, None] - 1)
     return jnp.take_along_axis(worker_indices, pos, axis=1)
+
+
+def server_batch_indices(key, server_indices, batch_size: int):
+    """The server's batch of its root dataset, indices ``int32[b_s]``.
+
+    All of it (``b_s = m``, the same every round, ``key`` unused) when it has
+    ``m <= batch_size`` examples, as FLTrust's server uses its 100 root
+    examples; otherwise ``batch_size`` indices drawn with replacement, as a
+    worker draws from its shard (:func:`sample_batch_indices`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> root = jnp.array([3, 7, 9])
+      >>> server_batch_indices(jax.random.key(0), root, 25).tolist()
+      [3, 7, 9]
+      >>> server_batch_indices(jax.random.key(0), root, 2).shape
+      (2,)
+    """
+    m = int(server_indices.shape[0])
+    if m <= batch_size:
+        return server_indices
+    return sample_batch_indices(key, server_indices[None],
+                                jnp.full((1,), m, jnp.int32), batch_size)[0]
 
 
 def flip_byzantine_labels(labels, *, num_honest: int, num_classes: int):

@@ -127,8 +127,12 @@ def check_pipeline(config) -> None:
 
     def one_round(grads):
         x = grads
-        for tx in stages_for(spec, hp, jax.random.key(0)):
-            x, _ = tx.update(x, tx.init(params), params)
+        stages = stages_for(spec, hp, jax.random.key(0))
+        for tx in stages:
+            # (the robust stage is a chain: it passes the server's reference
+            # on to a rule that reads it, FLTrust, and ignores it otherwise)
+            extra = {"reference": params} if tx is stages.robust else {}
+            x, _ = tx.update(x, tx.init(params), params, **extra)
         return x
 
     try:

@@ -48,6 +48,11 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
       dataset: optional ``(train, test)`` pair of ``byzjax.data.Dataset`` to use
         instead of loading ``config.dataset`` (tests pass synthetic data here).
 
+    With ``server_data_size > 0`` that many training examples, drawn with
+    ``split_seed`` (:func:`byzjax.data.hold_out`), are the server's root
+    dataset (``SimData.server_indices``) and are left out of every worker's
+    shard.
+
     Returns:
       :class:`SimData` with device arrays.
     """
@@ -57,8 +62,18 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
     else:
         train, test = dataset
     labels = np.asarray(train.labels)
+    server = None
+    if spec.server_data_size:
+        # The server's root dataset, given to no worker (FLTrust).
+        if spec.server_data_size >= len(labels):
+            raise ConfigError(
+                f"server_data_size {spec.server_data_size} leaves no training "
+                f"data for the workers (the training set has {len(labels)} "
+                "examples); use fewer", field="server_data_size")
+        server = bdata.hold_out(len(labels), spec.server_data_size,
+                                seed=spec.split_seed)
     split = bdata.split(spec.split, labels, num_workers=spec.num_workers,
-                       seed=spec.split_seed, **split_options(spec))
+                       seed=spec.split_seed, exclude=server, **split_options(spec))
     smallest = int(np.min(split.counts))
     if spec.batch_size > smallest:
         warnings.warn(
@@ -87,6 +102,8 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
         mean=jnp.asarray(mean, jnp.float32),
         std=jnp.asarray(std, jnp.float32),
         num_classes=int(train.num_classes),
+        server_indices=(None if server is None
+                        else jnp.asarray(server, jnp.int32)),
     )
 
 

@@ -5,6 +5,14 @@ One round: each worker samples its mini-batch and computes its gradient
 transform, attack, robust aggregation, server step) and the round's
 diagnostics are read between them.
 
+A rule that needs the server's own update (registry ``needs_reference``:
+FLTrust) gets it as ``reference=``: the plain gradient of the same loss
+(weight decay included) at the current parameters on the server's root data
+(``SimData.server_indices``; all of it when it has at most ``batch_size``
+examples, else a batch of ``batch_size`` drawn like a worker's), neither
+clipped nor passed through the workers' momentum or Adam moments, its
+BatchNorm statistics discarded.
+
 BatchNorm and dropout per worker (under every ``grad_strategy``): each worker
 normalises with the statistics of its own mini-batch (as n separate machines
 would); the running averages used at evaluation are server state, updated
@@ -19,13 +27,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from byzjax import attacks
+from byzjax import aggregators, attacks
 from byzjax.sim._diagnostics import (
     DIAGNOSTICS,
     explain_metrics,
     make_explain,
     round_diagnostics,
 )
+from byzjax.sim._errors import ConfigError
 from byzjax.sim._kit import (
     Program,
     SimData,
@@ -42,6 +51,7 @@ from byzjax.sim._kit import (
     program_of,
     resolve_grad_strategy,
     sample_batch_indices,
+    server_batch_indices,
     stages_for,
     tree_all_finite,
 )
@@ -81,6 +91,10 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
       A :class:`~byzjax.sim.Program` whose state is a
       :class:`~byzjax.sim.SimState`.
 
+    Raises:
+      ConfigError: the aggregator needs the server's own update and ``data``
+        has no server data of ``spec.server_data_size`` examples.
+
     Example (tiny synthetic data; ``tests/test_sim.py`` runs it)::
 
         spec = sim.resolve(sim.get_config())
@@ -109,6 +123,17 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
     # workers whose gradients the round computes (the others' rows are zeros
     # until the attack stage writes the Byzantine rows)
     n_grads = n if byzantine_gradients else n_honest
+    # FLTrust: the server's own gradient on its root data is the reference.
+    needs_reference = aggregators.AGGREGATORS.entry(spec.aggregator).needs_reference
+    if needs_reference:
+        have = (0 if data.server_indices is None
+                else int(data.server_indices.shape[0]))
+        if have == 0 or have != spec.server_data_size:
+            raise ConfigError(
+                f"aggregator {spec.aggregator} needs server data: the data has "
+                f"{have} server examples, server_data_size is "
+                f"{spec.server_data_size}; load it with load_sim_data",
+                field="server_data_size")
 
     # ------------------------------------------------------------- gradients
     grad_fn = jax.grad(make_loss_fn(model, has_bn=has_bn), has_aux=True)
@@ -153,10 +178,19 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
 
         if worker_sharding is not None:
             grads = jax.lax.with_sharding_constraint(grads, worker_sharding)
+        server_kw = {}
+        if needs_reference:  # the server's plain gradient on its own data
+            k_srv_batch, k_srv_drop = jax.random.split(
+                jax.random.fold_in(k_batch, n))
+            sidx = server_batch_indices(k_srv_batch, data.server_indices, b)
+            server_kw["reference"], _ = grad_fn(
+                state.params, state.batch_stats,
+                normalize(data.train_images[sidx], data), data.train_labels[sidx],
+                k_srv_drop, hp["weight_decay"])
         ws, ats, rs, ss = state.opt_state
         sent, ws = worker_tx.update(grads, ws, state.params)
         attacked, ats = attack_tx.update(sent, ats, state.params)
-        aggregate, rs = robust_tx.update(attacked, rs, state.params)
+        aggregate, rs = robust_tx.update(attacked, rs, state.params, **server_kw)
         step, ss = server_tx.update(aggregate, ss, state.params)
         params = optax.apply_updates(state.params, step)
         if has_bn:  # the honest workers' mean batch statistics

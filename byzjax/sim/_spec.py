@@ -60,6 +60,7 @@ class RunSpec:
     dirichlet_alpha: float
     similarity_gamma: float
     split_seed: int
+    server_data_size: int
     eval_size: int | None
     model: str
     num_workers: int
@@ -218,9 +219,10 @@ def resolve(config, *, warn: bool = True) -> RunSpec:
 
 
 def _ignored_message(config, ignored) -> str:
-    return (f"not read by this run (optimizer {config.optimizer}, attack "
-            f"{config.attack}, preaggregator {config.preaggregator or 'none'}, "
-            f"server_protocol {config.server_protocol}): "
+    return (f"not read by this run (aggregator {config.aggregator}, optimizer "
+            f"{config.optimizer}, attack {config.attack}, preaggregator "
+            f"{config.preaggregator or 'none'}, server_protocol "
+            f"{config.server_protocol}): "
             f"{', '.join(ignored)}; left at their defaults and out of the run id")
 
 

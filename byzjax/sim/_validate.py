@@ -167,6 +167,7 @@ def validate(config) -> None:
         _check_cross_fields(config)
         _check_rule_kwargs(config)
         _check_workers(config)
+        _check_server_data(config)
         _check_servers(config)
     except ConfigError:
         raise
@@ -291,6 +292,45 @@ def _check_workers(config) -> None:
     attacks.ATTACKS.check(config.attack, num_workers=n, num_byzantine=attackers)
 
 
+def _check_server_data(config) -> None:
+    """A rule that needs the server's own update (registry
+    ``needs_reference``: FLTrust) needs server data and one correct server
+    computing it from plain gradients.
+
+    Example:
+      >>> from byzjax.sim import get_config
+      >>> c = get_config()
+      >>> c.aggregator = "fltrust"
+      >>> try:
+      ...     _check_server_data(c)
+      ... except ConfigError as e:
+      ...     print(e)
+      aggregator fltrust needs server data: set server_data_size > 0
+    """
+    entry = aggregators.AGGREGATORS.entry(config.aggregator)
+    if not entry.needs_reference:
+        return
+    name = entry.name
+    if int(config.server_data_size) <= 0:
+        raise ConfigError(f"aggregator {name} needs server data: set "
+                          "server_data_size > 0", field="server_data_size")
+    if config.server_protocol != "single" or int(config.num_byzantine_servers):
+        raise ConfigError(f"aggregator {name} needs one correct server computing "
+                          "its own update: use server_protocol='single' with "
+                          "num_byzantine_servers=0, or another aggregator",
+                          field="aggregator")
+    if optim.optimizer_entry(config.optimizer).moments:
+        raise ConfigError(f"aggregator {name} compares the workers' vectors with "
+                          "the server's own gradient, but optimizer "
+                          f"{config.optimizer!r} sends moment pairs; use dsgd, "
+                          "server_momentum, resam or dra", field="optimizer")
+    if num_attackers(config) and attacks.entry(config.attack).adaptive:
+        raise ConfigError(f"attack {config.attack!r} evaluates the server's rule, "
+                          f"but aggregator {name} needs the server's own update, "
+                          "which the attack does not see; use a non-adaptive "
+                          "attack (alie, foe, ...)", field="attack")
+
+
 def _rows_after_preaggregation(config, n: int, f: int) -> int:
     """The rows the aggregator receives from ``n`` workers (after pre-aggregation)."""
     if not config.preaggregator:
@@ -338,8 +378,10 @@ def ignored_fields(config) -> tuple[str, ...]:
     E.g. ``b1`` with optimiser ``dsgd``, ``preaggregator_kwargs`` without a
     pre-aggregator, ``attack_eps`` with an attack that has no strength
     (``label_flip``, ``none``, ``sign_flip``), the server fields of another
-    protocol, ``lr_decay_every`` with a constant learning rate. A valid
-    config is assumed (:func:`validate`).
+    protocol, ``lr_decay_every`` with a constant learning rate,
+    ``server_data_size`` with an aggregator that takes no server reference
+    (only ``needs_reference`` rules, FLTrust, read it). A valid config is
+    assumed (:func:`validate`).
 
     Example:
       >>> from byzjax.sim import get_config
@@ -365,6 +407,8 @@ def ignored_fields(config) -> tuple[str, ...]:
         unused.add("clip_point")
     if config.shard == "none":
         unused.add("num_devices")
+    if not aggregators.AGGREGATORS.entry(config.aggregator).needs_reference:
+        unused.add("server_data_size")
     protocol = config.server_protocol
     if protocol == "single" and int(config.num_byzantine_servers):
         protocol = "byzantine_single"
