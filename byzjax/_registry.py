@@ -355,6 +355,10 @@ class Entry:
       rows: ``(num_workers, kwargs) -> m`` for a pre-aggregator whose output
         has another number of rows than its input (``None``: ``m = n``); use
         :meth:`output_rows`.
+      limit: ``(num_workers, num_byzantine) -> str | None``, a further static
+        condition on ``(n, f)`` (an upper bound, e.g. SMEA's subset count):
+        the one-line error, or None; checked by :meth:`Registry.check` after
+        the requirement.
     """
 
     name: str
@@ -372,6 +376,7 @@ class Entry:
     short_name: str = ""
     order: int = 0
     rows: Callable[[int, Mapping[str, Any]], int] | None = None
+    limit: Callable[[int, int], str | None] | None = None
 
     def __post_init__(self):
         if not self.display_name:
@@ -435,6 +440,7 @@ class Registry:
         short_name: str | None = None,
         order: int | None = None,
         output_rows: Callable[[int, Mapping[str, Any]], int] | None = None,
+        limit: Callable[[int, int], str | None] | None = None,
         reserved: Iterable[str] = (),
         **extra: Any,
     ):
@@ -449,6 +455,8 @@ class Registry:
           display_name, short_name, order: how reports show it.
           output_rows: ``(n, kwargs) -> m`` (a pre-aggregator that changes the
             row count).
+          limit: ``(n, f) -> error line or None``: a further condition on
+            ``(n, f)`` (see :class:`Entry`).
           reserved: more keywords the caller passes itself.
           **extra: fields of a subclass's entry (attacks: ``data_level``, ...).
 
@@ -486,7 +494,7 @@ class Registry:
                 name, None, min_workers, requirement, needs_key, stateful, robust,
                 tuple(aliases), hint, kws, open_, display_name or "",
                 short_name or "", 1000 + len(self._entries) if order is None
-                else order, output_rows, **extra)
+                else order, output_rows, limit=limit, **extra)
             params = inspect.signature(fn).parameters
             call = _CallInfo(next(iter(params)), _default_f(params))
             checked = _checked(fn, functools.partial(self._check_call, entry, call))
@@ -567,6 +575,10 @@ class Registry:
             min_workers=entry.min_workers(num_byzantine),
             requirement=entry.requirement, hint=entry.hint,
         )
+        if entry.limit is not None:
+            message = entry.limit(num_workers, num_byzantine)
+            if message:
+                raise ValueError(message)
         return entry
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any]) -> Entry:
