@@ -359,6 +359,10 @@ class Entry:
       rows: ``(num_workers, kwargs) -> m`` for a pre-aggregator whose output
         has another number of rows than its input (``None``: ``m = n``); use
         :meth:`output_rows`.
+      limit: ``(num_workers, num_byzantine) -> str | None``, a further static
+        condition on ``(n, f)`` (an upper bound, e.g. SMEA's subset count):
+        the one-line error, or None; checked by :meth:`Registry.check` after
+        the requirement.
     """
 
     name: str
@@ -377,6 +381,7 @@ class Entry:
     order: int = 0
     rows: Callable[[int, Mapping[str, Any]], int] | None = None
     needs_reference: bool = False
+    limit: Callable[[int, int], str | None] | None = None
 
     def __post_init__(self):
         if not self.display_name:
@@ -441,6 +446,7 @@ class Registry:
         short_name: str | None = None,
         order: int | None = None,
         output_rows: Callable[[int, Mapping[str, Any]], int] | None = None,
+        limit: Callable[[int, int], str | None] | None = None,
         reserved: Iterable[str] = (),
         **extra: Any,
     ):
@@ -456,6 +462,8 @@ class Registry:
           display_name, short_name, order: how reports show it.
           output_rows: ``(n, kwargs) -> m`` (a pre-aggregator that changes the
             row count).
+          limit: ``(n, f) -> error line or None``: a further condition on
+            ``(n, f)`` (see :class:`Entry`).
           reserved: more keywords the caller passes itself.
           **extra: fields of a subclass's entry (attacks: ``data_level``, ...).
 
@@ -494,7 +502,7 @@ class Registry:
                 tuple(aliases), hint, kws, open_, display_name or "",
                 short_name or "", 1000 + len(self._entries) if order is None
                 else order, output_rows, needs_reference=needs_reference,
-                **extra)
+                limit=limit, **extra)
             params = inspect.signature(fn).parameters
             call = _CallInfo(next(iter(params)), _default_f(params))
             checked = _checked(fn, functools.partial(self._check_call, entry, call))
@@ -575,6 +583,10 @@ class Registry:
             min_workers=entry.min_workers(num_byzantine),
             requirement=entry.requirement, hint=entry.hint,
         )
+        if entry.limit is not None:
+            message = entry.limit(num_workers, num_byzantine)
+            if message:
+                raise ValueError(message)
         return entry
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any]) -> Entry:

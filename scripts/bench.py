@@ -101,7 +101,7 @@ def gram_fns(x):
 
 # Rules whose cost is Gram matmuls: reported against one Gram of the same shape.
 DISTANCE_RULES = ("krum", "multi_krum", "geometric_median", "pre:nnm", "mda",
-                  "bulyan", "centered_clipping")
+                  "bulyan", "centered_clipping", "monna", "smea", "caf")
 
 
 def rule_fns(n, f):
@@ -116,6 +116,8 @@ def rule_fns(n, f):
         entry = aggregators.entry(name)
         if n < entry.min_workers(f):
             continue
+        if entry.limit is not None and entry.limit(n, f):
+            continue  # e.g. SMEA beyond its subset limit
         kw = {"num_byzantine": f}
         if entry.needs_key:
             kw["key"] = jax.random.key(0)
@@ -137,7 +139,7 @@ def rule_fns(n, f):
             kw["max_norm"] = 1.0
         out.append(("pre:" + name,
                     jax.jit(lambda x, fn=entry.fn, kw=kw: fn({"w": x}, **kw))))
-        if name in ("static_clipping", "bucketing"):
+        if name in ("static_clipping", "bucketing", "arc"):
             out.append((f"pre:{name} > mean", jax.jit(
                 lambda x, fn=entry.fn, kw=kw: aggregators.mean(fn({"w": x}, **kw)))))
     return out
@@ -227,6 +229,11 @@ BYZFL = {
     "mda": ("MDA", {"f": None}),
     "pre:nnm": ("NNM", {"f": None}),
     "pre:static_clipping": ("Clipping", {}),
+    "pre:arc": ("ARC", {"f": None}),
+    "monna": ("MoNNA", {"f": None}),
+    "smea": ("SMEA", {"f": None}),
+    # ByzFL's CAF is left out: its tau_max over every row (rows already at
+    # weight 0 included) can keep its loop running for ~(R / sigma)^2 steps.
     "mean": ("Average", {}),
 }
 
@@ -256,7 +263,7 @@ def section2(args, results):
                 if ("s1", name, n, f, d) not in results:
                     cells.append("n/a")
                     continue
-                if name == "mda" and n > 15:
+                if name in ("mda", "smea") and n > 15:
                     cells.append("ByzFL enumerates C(n,f) subsets: skipped")
                     continue
                 x = np.asarray(_stack(n, f, d))

@@ -256,6 +256,135 @@ def ref_nnm(x, f):
     return out
 
 
+def ref_monna(x, f, pivot=0):
+    """MoNNA (Farhadkhani et al. 2023; ByzFL ``MoNNA(f, idx=pivot)``): the mean
+    of the ``n - f`` rows nearest to row ``pivot``, the pivot first, then by
+    distance, ties by index. A non-finite pivot borrows the neighbourhood of
+    the most central finite row (least sum of squared distances to its
+    ``n - f - 1`` nearest others, ties by index), as NNM does."""
+    n = len(x)
+    m = n - f
+    fin = ref_finite(x)
+    d2 = ref_sq_dist(x)
+    p = pivot
+    if not fin[p]:
+        scores = ref_krum_scores(x, m - 1)
+        p = min((i for i in range(n) if fin[i]), key=lambda i: (scores[i], i))
+    others = sorted((j for j in range(n) if j != p), key=lambda j: (d2[p, j], j))
+    hood = [p] + others[:m - 1]
+    total = np.zeros(x.shape[1])
+    for i in hood:
+        total = total + x[i]
+    return total / m
+
+
+def ref_arc(x, f):
+    """Adaptive robust clipping (Allouah et al. 2024; ByzFL ``ARC(f)``): with
+    ``k = int((2 * f / n) * (n - f))`` (ByzFL's expression), the ``k`` rows of
+    largest norm are clipped to the ``(k+1)``-th largest norm; a non-finite
+    row counts as infinitely large and becomes a zero row; ``k = 0``: the
+    input unchanged."""
+    n = len(x)
+    k = int((2 * f / n) * (n - f))
+    out = np.array(x, np.float64)
+    if k == 0:
+        return out
+    fin = ref_finite(x)
+    norms = [float(np.sqrt(np.sum(row ** 2))) if fin[i] else np.inf
+             for i, row in enumerate(x)]
+    ranked = sorted(range(n), key=lambda i: -norms[i])
+    threshold = norms[ranked[k]]
+    for i in ranked[:k]:  # the k largest (rows tied at the threshold: unchanged)
+        if not fin[i]:
+            out[i] = 0.0
+        elif norms[i] > threshold:
+            out[i] = x[i] * (threshold / norms[i])
+    return out
+
+
+def _top_eigenvalue_of_covariance(rows, weights=None):
+    """``lambda_max`` of ``sum_i w_i (x_i - mu)(x_i - mu)^T`` (``w`` sums to 1,
+    uniform by default) and its eigenvalues / eigenvectors (``d x d``)."""
+    rows = np.asarray(rows, np.float64)
+    w = (np.full(len(rows), 1.0 / len(rows)) if weights is None
+         else np.asarray(weights, np.float64))
+    mu = np.zeros(rows.shape[1])
+    for wi, row in zip(w, rows):
+        mu = mu + wi * row
+    cov = np.zeros((rows.shape[1], rows.shape[1]))
+    for wi, row in zip(w, rows):
+        cov += wi * np.outer(row - mu, row - mu)
+    evals, evecs = np.linalg.eigh(cov)
+    return max(evals[-1], 0.0), evals, evecs, mu
+
+
+SPECTRAL_TIE_RTOL = 1e-4  # byzjax.aggregators._spectral.TIE_RTOL
+
+
+def ref_smea(x, f, rtol=SPECTRAL_TIE_RTOL):
+    """SMEA (Allouah et al. 2023; ByzFL ``SMEA(f)`` with exact eigenvalues):
+    over ``itertools.combinations(range(n), n - f)``, the mean of the first
+    subset whose covariance ``1/|S| sum (x_i - mu_S)(x_i - mu_S)^T`` has a top
+    eigenvalue within a relative ``rtol`` of the least; subsets with a
+    non-finite row are infinite."""
+    n = len(x)
+    fin = ref_finite(x)
+    subsets = list(itertools.combinations(range(n), n - f))
+    tops = []
+    for subset in subsets:
+        if not all(fin[i] for i in subset):
+            tops.append(np.inf)
+            continue
+        tops.append(_top_eigenvalue_of_covariance(x[list(subset)])[0])
+    least = min(tops)
+    best = next(s for s, t in zip(subsets, tops) if t <= least * (1 + rtol))
+    total = np.zeros(x.shape[1])
+    for i in best:
+        total = total + x[i]
+    return total / len(best)
+
+
+def ref_caf(x, f, rtol=SPECTRAL_TIE_RTOL, positive_max=True, max_steps=None):
+    """CAF (Allouah, Guerraoui, Stephan 2025; ByzFL ``CAF(f)``'s loop with the
+    exact top eigenpair of the ``d x d`` weighted covariance).
+
+    Weights ``c_i = 1`` (0 for non-finite rows); while ``sum c > n - 2f``:
+    ``mu = sum c_i x_i / sum c``, ``(lambda, v)`` the top eigenpair of
+    ``sum c_i (x_i - mu)(x_i - mu)^T / sum c``, ``tau_i = ((x_i - mu) . v)^2``
+    (summed over the top eigenspace when ``lambda`` is repeated within
+    ``rtol``), ``c_i <- c_i (1 - tau_i / tau_max)``; the loop stops when
+    ``lambda = 0``. Returns the first ``mu`` whose ``lambda`` is within
+    ``rtol`` of the least met (the finite rows' mean if no step runs).
+    ``positive_max``: ``tau_max`` over rows with ``c_i > 0`` (byzjax);
+    False: over every row (ByzFL 0.0.11), then ``max_steps`` caps the loop.
+    """
+    n = len(x)
+    fin = ref_finite(x)
+    c = np.array([1.0 if fin[i] else 0.0 for i in range(n)])
+    xs = np.where(fin[:, None], x, 0.0)
+    history = []
+    steps = 0
+    while c.sum() > n - 2 * f and (max_steps is None or steps < max_steps):
+        steps += 1
+        w = c / c.sum()
+        top, evals, evecs, mu = _top_eigenvalue_of_covariance(xs, w)
+        history.append((top, mu))
+        if top <= 0:
+            break
+        tau = np.zeros(n)
+        for u in range(len(evals)):
+            if evals[u] >= top * (1 - rtol) and evals[u] > 0:
+                tau += ((xs - mu) @ evecs[:, u]) ** 2
+        tau_max = max(tau[i] for i in range(n) if c[i] > 0 or not positive_max)
+        if tau_max <= 0:
+            break
+        c = np.maximum(c * (1 - tau / tau_max), 0.0)
+    if not history:
+        return np.mean(xs[fin], axis=0)
+    least = min(t for t, _ in history)
+    return next(mu for t, mu in history if t <= least * (1 + rtol))
+
+
 def ref_bulyan_selection(x, f, kind="krum", squared=True, inner=None):
     """Recomputes on the remaining set after every pick (El Mhamdi et al.)."""
     n = len(x)

@@ -123,10 +123,14 @@ REFERENCES = {
     "geometric_median": (_geomed_ref, DISTANCE, 1e-3),
     "centered_clipping": (lambda x, f: H.ref_cc(x, None, 100.0, 1), DISTANCE, 1e-5),
     "fltrust": (lambda x, f: H.ref_fltrust(x, SERVER_UPDATE), BAD_KINDS, 1e-6),
+    "monna": (H.ref_monna, DISTANCE, 1e-6),
+    "smea": (H.ref_smea, DISTANCE, 1e-6),
+    "caf": (H.ref_caf, DISTANCE, 1e-5),
 }
 PRE_REFERENCES = {
     "nnm": (H.ref_nnm, DISTANCE),
     "static_clipping": (lambda x, f: _clip_rows(x, 1.0), DISTANCE),
+    "arc": (H.ref_arc, DISTANCE),
 }
 PRE_KWARGS = {"static_clipping": dict(max_norm=1.0)}
 

@@ -5,8 +5,8 @@ where ``updates`` is a pytree with leaves ``[n, *param_shape]``; it returns a
 pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
 Python ints; float hyper-parameters may be traced (vmappable).
 
-Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``) keep a leading
-worker axis.
+Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``, ``arc``) keep a
+leading worker axis.
 
 Look rules up by name::
 
@@ -26,6 +26,7 @@ from byzjax.aggregators import (
     _nnm,
     _preagg,
     _selection,
+    _spectral,
 )
 from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import bulyan as bulyan
@@ -47,15 +48,28 @@ from byzjax.aggregators._mda import (
 )
 from byzjax.aggregators._mda import minimum_diameter_subset as minimum_diameter_subset
 from byzjax.aggregators._mean import mean
+from byzjax.aggregators._nnm import monna as monna
 from byzjax.aggregators._nnm import nearest_neighbour_mixing as nearest_neighbour_mixing
 from byzjax.aggregators._nnm import (
     nearest_neighbour_weights as nearest_neighbour_weights,
 )
+from byzjax.aggregators._preagg import (
+    adaptive_robust_clipping as adaptive_robust_clipping,
+)
+from byzjax.aggregators._preagg import arc_num_clipped as arc_num_clipped
 from byzjax.aggregators._preagg import bucketing as bucketing
 from byzjax.aggregators._preagg import static_clipping as static_clipping
 from byzjax.aggregators._selection import SELECTION_RULES as SELECTION_RULES
 from byzjax.aggregators._selection import has_selection as has_selection
 from byzjax.aggregators._selection import selection_weights as selection_weights
+from byzjax.aggregators._spectral import SMEA_MAX_SUBSETS as SMEA_MAX_SUBSETS
+from byzjax.aggregators._spectral import SMEA_MAX_WORK as SMEA_MAX_WORK
+from byzjax.aggregators._spectral import (
+    covariance_bound_agnostic_filter as covariance_bound_agnostic_filter,
+)
+from byzjax.aggregators._spectral import (
+    smallest_maximum_eigenvalue_averaging as smallest_maximum_eigenvalue_averaging,
+)
 
 __all__ = [
     "AGGREGATORS",
@@ -71,7 +85,7 @@ __all__ = [
     "mean",
 ]
 for _module in (_bulyan, _centered_clipping, _coordinate, _fltrust, _geomed, _krum,
-                _mda, _nnm, _preagg, _selection):
+                _mda, _nnm, _preagg, _selection, _spectral):
     __all__ += list(_module.__all__)
 del _module
 

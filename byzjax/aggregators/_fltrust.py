@@ -216,7 +216,7 @@ def fltrust_scores(updates: PyTree, *, reference: PyTree) -> jax.Array:
 
 @AGGREGATORS.register("fltrust", min_workers=lambda f: 1, requirement="n >= 1",
                       needs_reference=True, display_name="FLTrust",
-                      short_name="FLTRUST", order=11)
+                      short_name="FLTRUST", order=17)
 def fltrust(updates: PyTree, *, reference: PyTree,
             num_byzantine: int = 0) -> PyTree:
     """FLTrust: rows rescaled to the reference's norm, weighted by ``ReLU(cos)``.

@@ -1,4 +1,5 @@
-"""Nearest Neighbour Mixing (NNM), a pre-aggregation (Allouah et al. 2023).
+"""Nearest Neighbour Mixing (NNM), a pre-aggregation (Allouah et al. 2023), and
+MoNNA, the mean of one pivot row's neighbourhood (Farhadkhani et al. 2023).
 
 Each row is replaced by the mean of its ``n - f`` nearest rows, itself
 included, Euclidean over all leaves together.
@@ -21,22 +22,36 @@ worker had sent a copy of the central row. So with at most ``f`` non-finite
 rows every output row is finite; with more, a row whose neighbourhood
 contains a non-finite row is ``NaN``.
 
-Reference:
+MoNNA's output is NNM's output row ``pivot`` (same neighbourhoods, same
+ties, same treatment of a non-finite row).
+
+References:
   Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by Mixing:
   A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023,
   https://arxiv.org/abs/2302.01772.
+  Farhadkhani, Guerraoui, Gupta, Hoang, Pinot, Stephan, "Robust Collaborative
+  Learning with Linear Gradient Overhead", ICML 2023,
+  https://arxiv.org/abs/2209.10931.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from byzjax._tree import PyTree, num_rows, pairwise_sq_distances, weighted_rows
-from byzjax.aggregators._base import PREAGGREGATORS
+from byzjax._registry import at_least
+from byzjax._tree import (
+    PyTree,
+    num_rows,
+    pairwise_sq_distances,
+    weighted_rows,
+)
+from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._krum import first_argmin, krum_scores
 
-__all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights"]
+__all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights", "monna"]
 
 
 def _mixing(updates: PyTree, num_byzantine: int):
@@ -118,3 +133,75 @@ def nearest_neighbour_mixing(updates: PyTree, *, num_byzantine: int) -> PyTree:
     # with more, rows that mix a non-finite row become NaN (no silent zeros).
     touched = jnp.any(near & ~finite[None, :], axis=1)
     return weighted_rows(updates, weights, keep=finite, nan_rows=touched)
+
+
+@AGGREGATORS.register("monna", keywords={"pivot": at_least(0)},
+                      display_name="MoNNA", short_name="MONNA", order=11)
+def monna(updates: PyTree, *, num_byzantine: int, pivot: int = 0) -> PyTree:
+    """MoNNA: the mean of the ``n - f`` rows nearest to row ``pivot`` (itself included).
+
+    ``1/(n - f) sum_{i in N(pivot)} x_i`` with ``N(pivot)`` the ``n - f``
+    nearest rows of ``x_pivot`` (Euclidean over all leaves together). In
+    peer-to-peer learning each honest node aggregates around its own vector,
+    which it trusts: ``pivot`` is that node's row (ByzFL's ``MoNNA(f, idx)``;
+    default 0 as there).
+
+    It is :func:`nearest_neighbour_mixing`'s output row ``pivot``, with its
+    conventions. **Ties:** the pivot is its own first neighbour; other rows at
+    equal distance are taken in increasing index order (ByzFL's
+    ``argpartition`` picks among them arbitrarily; tied rows that are equal,
+    such as identical Byzantine rows, give the same mean either way).
+    **Not permutation invariant:** the answer depends on which row is the
+    pivot; it is invariant under permutations that keep the pivot row in
+    place (up to ties). **Non-finite rows** (``inf``/``NaN``, or a squared
+    norm that overflows) are infinitely far from every other row, so with at
+    most ``f`` of them none is in the pivot's neighbourhood and the result is
+    finite. A non-finite pivot has no neighbours of its own: its row is
+    replaced, as in NNM, by the neighbourhood of the most central finite row
+    (least sum of squared distances to its ``n - f - 1`` nearest others,
+    lowest index on ties), so the result is still the mean of ``n - f``
+    finite rows. With more than ``f`` non-finite rows, a neighbourhood that
+    holds one gives ``inf``/``NaN``.
+
+    Cost: one Gram matmul per leaf (``O(n^2 d)``, the full distance matrix,
+    which the fallback for a non-finite pivot needs), a sort of the
+    ``[n, n]`` matrix, one fused weighted sum of the rows.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``; ``n`` static.
+      num_byzantine: static int ``f`` with ``n > 2f`` (ByzFL's requirement);
+        ``f = 0`` gives the mean.
+      pivot: static int row index, ``0 <= pivot < n``.
+
+    Returns:
+      Pytree with leaves ``[*param_shape]`` (input dtypes).
+
+    Raises:
+      ValueError: if ``n <= 2f`` or ``pivot >= n``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])}
+      >>> aggregators.monna(x, num_byzantine=1, pivot=1)  # rows 0 and 2 tie: 0
+      {'w': Array([2.5, 3.5, 4.5], dtype=float32)}
+      >>> aggregators.monna(x, num_byzantine=1, pivot=2)
+      {'w': Array([5.5, 6.5, 7.5], dtype=float32)}
+    """
+    n = num_rows(updates)
+    if (not isinstance(pivot, int) or isinstance(pivot, bool) or pivot < 0
+            or pivot >= n):
+        raise ValueError(f"monna: pivot must be a row index (a Python int in "
+                         f"[0, n) = [0, {n})), got {pivot!r}")
+    return _monna(updates, num_byzantine, pivot)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _monna(updates: PyTree, num_byzantine: int, pivot: int) -> PyTree:
+    # Jitted (inlined under a caller's jit; compiled once per shape when
+    # called eagerly, instead of running op by op).
+    near, _, m = _mixing(updates, num_byzantine)
+    hood = near[pivot]
+    # Rows outside the neighbourhood count as zeros whatever they hold; rows
+    # inside enter with IEEE semantics (finite while at most f are not).
+    return weighted_rows(updates, hood.astype(jnp.float32) / m, keep=hood)

@@ -15,7 +15,8 @@ from byzjax._tree import PyTree, num_rows, row_is_finite
 from byzjax.aggregators._base import PREAGGREGATORS
 from byzjax.aggregators._networks import tree_sum
 
-__all__ = ["static_clipping", "bucketing"]
+__all__ = ["static_clipping", "adaptive_robust_clipping", "arc_num_clipped",
+           "bucketing"]
 
 
 def _row_scales(leaves, n) -> jax.Array:
@@ -70,6 +71,22 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
       ([0.6, 0.3, 0.0], [[0.8, 0.0], [0.4, 0.0], [0.0, 0.0]])
     """
     n = num_rows(updates)
+    ok, norm, row_scale, acc = _row_norms(updates, n)
+    return _clip_to(updates, n, ok, norm, jnp.asarray(max_norm, acc) * row_scale)
+
+
+def _row_norms(updates: PyTree, n: int):
+    """``(ok bool[n], norm float[n], scale float[n], acc dtype)``: each row's
+    Euclidean norm over all leaves, measured on the row times ``scale``.
+
+    ``scale`` is 1 (the plain norm, one reduction per leaf over the long axis,
+    accumulated in at least float32) except for finite rows whose squared
+    norm overflows (entries near ``1e19`` and above in float32): those are
+    measured on the row scaled by an exact power of two, in a ``lax.cond``
+    branch taken only when some squared norm is not finite. ``ok`` is False on
+    rows with a non-finite entry. A radius ``c`` compares with ``norm`` as
+    ``c * scale`` (the clip factor ``c / ||x||`` is scale-free).
+    """
     leaves = jax.tree_util.tree_leaves(updates)
     acc = jnp.result_type(*[jnp.promote_types(leaf.dtype, jnp.float32)
                             for leaf in leaves])
@@ -82,9 +99,6 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
         return finite_sq, jnp.sqrt(jnp.where(finite_sq, sq, 0.0)), ones
 
     def rescued():
-        # Finite rows whose squared norm overflowed: norm and radius both
-        # measured on the row scaled by a power of two s_i (exact; the clip
-        # factor limit / norm is scale-free).
         keep = row_is_finite(updates)
         over = keep & ~finite_sq
         scales = jnp.where(over, _row_scales(leaves, n).astype(acc), 1.0)
@@ -95,20 +109,121 @@ def static_clipping(updates: PyTree, *, num_byzantine: int = 0,
                          jnp.sqrt(jnp.where(finite_sq, sq, 0.0)))
         return keep, norm, scales
 
-    ok, norm, row_scale = jax.lax.cond(jnp.all(finite_sq), plain, rescued)
-    limit = jnp.asarray(max_norm, acc) * row_scale
+    ok, norm, scale = jax.lax.cond(jnp.all(finite_sq), plain, rescued)
+    return ok, norm, scale, acc
+
+
+def _clip_to(updates: PyTree, n: int, ok: jax.Array, norm: jax.Array,
+             limit: jax.Array) -> PyTree:
+    """Row ``i`` times ``min(1, limit_i / norm_i)`` (both in the row's scale,
+    :func:`_row_norms`); rows outside ``ok`` become zero rows. One fused
+    elementwise pass."""
     # norm == 0 gives limit / 0 = inf (or nan for limit == 0): min(1, .) == 1.
-    scale = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
+    factor = jnp.where(norm > limit, limit / jnp.where(norm > 0, norm, 1.0), 1.0)
     # A (traced) negative radius: NaN rows, never flipped or zeroed ones.
-    scale = jnp.where(limit >= 0, scale, jnp.nan)
+    factor = jnp.where(limit >= 0, factor, jnp.nan)
 
     def _clip(x):
         shape = (n,) + (1,) * (x.ndim - 1)
         keep = ok.reshape(shape)
-        return jnp.where(keep, x * scale.reshape(shape).astype(x.dtype),
+        return jnp.where(keep, x * factor.reshape(shape).astype(x.dtype),
                          jnp.zeros((), x.dtype))
 
     return jax.tree_util.tree_map(_clip, updates)
+
+
+def arc_num_clipped(num_workers: int, num_byzantine: int) -> int:
+    """``k``, the number of rows adaptive robust clipping clips: ByzFL 0.0.11's
+    ``int((2 * f / n) * (n - f))``.
+
+    That is the paper's ``floor(2 (f / n) (n - f))`` computed in floating
+    point, as ByzFL computes it; the two differ by one at a few ``(n, f)``,
+    the first at ``n = 121`` (e.g. ``n = 242, f = 33``: 56 here and in ByzFL,
+    57 exactly).
+
+    Example:
+      >>> from byzjax import aggregators
+      >>> [aggregators.arc_num_clipped(15, f) for f in range(5)]
+      [0, 1, 3, 4, 5]
+      >>> aggregators.arc_num_clipped(242, 33)
+      56
+    """
+    n, f = num_workers, num_byzantine
+    return int((2 * f / n) * (n - f))
+
+
+@PREAGGREGATORS.register("arc", aliases=("adaptive_robust_clipping",),
+                         min_workers=lambda f: max(f, 1), requirement="n >= f",
+                         display_name="adaptive robust clipping", short_name="ARC",
+                         order=3)
+def adaptive_robust_clipping(updates: PyTree, *, num_byzantine: int) -> PyTree:
+    """ARC: the ``k`` rows of largest norm are clipped to the ``(k+1)``-th largest norm.
+
+    With ``k = int((2 * f / n) * (n - f))`` (:func:`arc_num_clipped`, ByzFL
+    0.0.11's expression of the paper's ``floor(2 (f/n) (n - f))``), the
+    radius ``t`` is the ``(k+1)``-th largest row norm (Euclidean over all
+    leaves together) and row ``i`` becomes ``x_i * min(1, t / ||x_i||)``.
+    ``k = 0`` (``f = 0``, or ``f = n``) returns the input unchanged, as ByzFL
+    does. Unlike static clipping the radius adapts to the round: it is a
+    norm an honest worker sent whenever at most ``f`` rows are Byzantine
+    (``k >= f`` for ``n >= 2f``).
+
+    **Ties.** Every row of norm above ``t`` is among the ``k`` largest, and a
+    row of norm exactly ``t`` is left as it is whether or not it counts among
+    them, so clipping *every* row to ``t`` gives the same answer as ByzFL's
+    "clip the ``k`` largest" whichever tied rows its sort puts first: rows of
+    equal norm are treated alike and the output is permutation equivariant.
+
+    **Non-finite rows** (an ``inf``/``NaN`` entry) count as rows of infinite
+    norm, so they are among the largest; as in :func:`static_clipping` they
+    have no direction to keep and become **zero rows** (a NaN row cannot be
+    scaled to a finite norm). Huge finite rows (squared norms that overflow)
+    are ranked and clipped by their true norm, as in :func:`static_clipping`. With
+    at most ``k`` of them ``t`` is a finite norm; with more, ``t`` is infinite
+    and the finite rows are left unclipped. Either way every output row is
+    finite (for ``k >= 1``), so the robust aggregator that follows sees no
+    non-finite row.
+
+    Cost: one reduction per leaf for the norms, a sort of the ``n`` norms, one
+    fused elementwise pass (the stack is read twice), as static clipping.
+
+    Args:
+      updates: pytree with leaves ``[n, *param_shape]``, floating point.
+      num_byzantine: static ``f`` with ``0 <= f <= n`` (ByzFL's requirement);
+        sets ``k``.
+
+    Returns:
+      Pytree with leaves ``[n, *param_shape]``, the input dtype.
+
+    Raises:
+      ValueError: if ``n < f``.
+
+    Reference:
+      Allouah, Guerraoui, Gupta, Jellouli, Rizk, Stephan, "The Vital Role of
+      Gradient Clipping in Byzantine-Resilient Distributed Learning", 2024,
+      https://arxiv.org/abs/2405.14432; ByzFL 0.0.11's ``ARC``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from byzjax import aggregators
+      >>> x = {"w": jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])}
+      >>> aggregators.adaptive_robust_clipping(x, num_byzantine=1)["w"]  # k = 1
+      Array([[1.     , 2.     , 3.     ],
+             [4.     , 5.     , 6.     ],
+             [4.41..., 5.04..., 5.67...]], dtype=float32)
+      >>> aggregators.get_preaggregator("arc") is aggregators.adaptive_robust_clipping
+      True
+    """
+    n = num_rows(updates)
+    k = arc_num_clipped(n, num_byzantine)
+    if k == 0:
+        return updates
+    ok, norm, row_scale, _ = _row_norms(updates, n)
+    # Rows with a non-finite entry sort as +inf: among the largest. Huge
+    # finite rows sort by their true norm (inf if even that overflows).
+    true_norm = jnp.where(ok, norm / row_scale, jnp.inf)
+    limit = jnp.sort(true_norm)[n - 1 - k]  # the (k+1)-th largest norm
+    return _clip_to(updates, n, ok, norm, limit * row_scale)
 
 
 def _bucket_rows(num_workers: int, kwargs) -> int:

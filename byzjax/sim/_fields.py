@@ -183,7 +183,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "krum, mda, geometric_median", flag="aggregator"),
     _F("aggregator_kwargs", {}, "keyword arguments of the aggregator"),
     _F("preaggregator", "", "pre-aggregation applied before the aggregator: nnm, "
-       "bucketing, static_clipping, or '' for none", flag="preaggregator",
+       "bucketing, static_clipping, arc, or '' for none", flag="preaggregator",
        none_when=lambda v: v == ""),
     _F("preaggregator_kwargs", {}, "keyword arguments of the pre-aggregation"),
     # ---- attack
