@@ -327,8 +327,12 @@ def robust_data_parallel_step(
     """
     (axis,) = mesh.axis_names
     num_devices = mesh.shape[axis]
-    aggregators.check(aggregator, num_workers=num_devices, num_byzantine=num_byzantine)
-    agg = aggregators.get(aggregator)
+    entry = aggregators.check(aggregator, num_workers=num_devices,
+                              num_byzantine=num_byzantine)
+    if entry.needs_key:
+        raise ValueError(f"robust_data_parallel_step: {entry.name!r} is random (it "
+                         "needs a PRNG key per step); use a deterministic rule")
+    agg = entry.fn
     agg_kwargs = dict(aggregator_kwargs or {})
 
     # Each device is one worker: its worker stage is the simulator's and the

@@ -132,7 +132,7 @@ _PIPELINE_ARGS = """
         workers send) or ``"gradient"`` (the clipped gradients; the Byzantine
         workers then run the worker stage on their crafted gradients).
       key: PRNG key for random stages (split between the attack and the
-        pre-aggregator).
+        pre-aggregator; a random aggregator's key is ``fold_in(key, 2)``).
 """
 
 
@@ -489,8 +489,14 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     if preaggregator is not None:
         robust.append(pre_aggregate(preaggregator, num_byzantine=num_byzantine,
                                     key=key_pre, **pre_kwargs))
+    # A random aggregator (DnC) gets its own stream, derived without changing
+    # the attack's and the pre-aggregator's keys (existing runs stay the same).
+    key_agg = None
+    if (key is not None and isinstance(aggregator, str)
+            and aggregators.AGGREGATORS.entry(aggregator).needs_key):
+        key_agg = jax.random.fold_in(key, 2)
     robust.append(aggregate(aggregator, num_byzantine=num_byzantine,
-                            moments=entry.moments, **agg_kwargs))
+                            moments=entry.moments, key=key_agg, **agg_kwargs))
     server_parts = list(server)
     if learning_rate is not None:
         server_parts.append(optax.sgd(learning_rate))

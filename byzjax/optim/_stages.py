@@ -32,6 +32,7 @@ __all__ = [
     "ByzantineAttackState",
     "PreAggregateState",
     "AggregateState",
+    "RandomAggregateState",
     "byzantine_attack",
     "pre_aggregate",
     "aggregate",
@@ -58,6 +59,12 @@ class AggregateState(NamedTuple):
     center: PyTree  # previous aggregate, leaves [*param_shape] (a MomentPair for MRA)
 
 
+class RandomAggregateState(NamedTuple):
+    """State of :func:`aggregate` for a random rule (DnC)."""
+
+    key: jax.Array  # PRNG key, split every round
+
+
 def _split(key):
     new, sub = jax.random.split(key)
     return new, sub
@@ -66,10 +73,12 @@ def _split(key):
 def _attack_needs_key(entry, attack_kwargs) -> bool:
     if entry.needs_key:
         return True
-    pre = attack_kwargs.get("preaggregator")
-    if entry.adaptive and isinstance(pre, str):
-        return aggregators.PREAGGREGATORS.entry(pre).needs_key
-    return False
+    if not entry.adaptive:
+        return False
+    pre, agg = attack_kwargs.get("preaggregator"), attack_kwargs.get("aggregator")
+    # An adaptive attacker runs the server's rules: random ones need a key.
+    return ((isinstance(pre, str) and aggregators.PREAGGREGATORS.entry(pre).needs_key)
+            or (isinstance(agg, str) and aggregators.AGGREGATORS.entry(agg).needs_key))
 
 
 def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
@@ -243,7 +252,8 @@ def pre_aggregate(name: str | Callable[..., PyTree], *, num_byzantine: int,
 
 
 def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
-              moments: bool = False, **kwargs) -> optax.GradientTransformation:
+              moments: bool = False, key: jax.Array | None = None,
+              **kwargs) -> optax.GradientTransformation:
     """Removes the worker axis with a (robust) aggregator: ``[n, ...] -> [...]``.
 
     ``(n, f)`` is checked against the rule's requirement (e.g. Krum's
@@ -253,7 +263,10 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
 
     Stateful rules (registry ``entry.stateful``: centered clipping) keep the
     previous aggregate in :class:`AggregateState` (initially zeros like the
-    params) and receive it as ``center=``.
+    params) and receive it as ``center=``. Random rules (registry
+    ``entry.needs_key``: DnC) keep a PRNG key in
+    :class:`RandomAggregateState`, split every round like bucketing's (a
+    :class:`MomentPair` gets the same key for both fields).
 
     Args:
       name_or_fn: registry name (:func:`byzjax.aggregators.get`) or a callable
@@ -262,6 +275,8 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
       moments: static; set True when the input is a :class:`MomentPair` and
         the rule is stateful (the state then holds a pair of centers). Only
         stateful rules need it.
+      key: PRNG key, required by random rules (DnC); ignored by the others.
+        A callable receives ``key=`` iff a key is given.
       **kwargs: the rule's hyper-parameters (floats may be traced).
 
     Returns:
@@ -278,16 +293,22 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
     """
     if isinstance(name_or_fn, str):
         entry = aggregators.AGGREGATORS.entry(name_or_fn)
-        if entry.needs_key:
-            raise ValueError(f"aggregate: random aggregator {entry.name!r} is not "
-                             "supported by this stage")
         fn, stateful, rule = entry.fn, entry.stateful, entry.name
+        needs_key = entry.needs_key
     elif callable(name_or_fn):
         fn, stateful, rule = name_or_fn, False, None
+        needs_key = key is not None
     else:
         raise TypeError(f"aggregate: expected a name or a callable, got {name_or_fn!r}")
+    if needs_key and key is None:
+        raise ValueError(f"aggregate: {rule!r} is random; pass key=")
+    if needs_key and stateful:
+        raise ValueError(f"aggregate: {rule!r} is both random and stateful, which "
+                         "this stage does not support")
 
     def init_fn(params):
+        if needs_key:
+            return RandomAggregateState(key=key)
         if not stateful:
             return optax.EmptyState()
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -296,11 +317,13 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
                 m=zeros, v=jax.tree_util.tree_map(jnp.zeros_like, params)))
         return AggregateState(center=zeros)
 
-    def _apply(stack, center):
+    def _apply(stack, center, sub=None):
         if rule is not None:
             aggregators.check(rule, num_workers=num_rows(stack),
                               num_byzantine=num_byzantine)
         extra = {"center": center} if stateful else {}
+        if needs_key:
+            extra["key"] = sub
         out = fn(stack, num_byzantine=num_byzantine, **extra, **kwargs)
         if stateful:
             out = jax.tree_util.tree_map(lambda o, c: o.astype(c.dtype), out, center)
@@ -315,11 +338,15 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
                 f"{'a MomentPair' if is_pair else 'a plain stack'} but moments="
                 f"{moments}; pass moments={is_pair} (MRA sends moment pairs)"
             )
+        sub = None
+        if needs_key:
+            new_key, sub = _split(state.key)
+            state = RandomAggregateState(key=new_key)
         if is_pair:
             cm, cv = (state.center.m, state.center.v) if stateful else (None, None)
-            out = MomentPair(m=_apply(updates.m, cm), v=_apply(updates.v, cv))
+            out = MomentPair(m=_apply(updates.m, cm, sub), v=_apply(updates.v, cv, sub))
         else:
-            out = _apply(updates, state.center if stateful else None)
+            out = _apply(updates, state.center if stateful else None, sub)
         if stateful:
             state = AggregateState(center=out)
         return out, state
