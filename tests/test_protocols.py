@@ -48,8 +48,10 @@ def test_aggregator_convention_and_output_shape(name):
     fn = aggregators.get(name)
     names, _ = _check_signature(fn, "updates")
     assert ("key" in names) == aggregators.entry(name).needs_key
-    out = jax.eval_shape(lambda x: fn(x, num_byzantine=F, **REQUIRED.get(name, {})),
-                         STACK)
+    kw = dict(REQUIRED.get(name, {}))
+    if aggregators.entry(name).needs_key:
+        kw["key"] = jax.random.key(0)
+    out = jax.eval_shape(lambda x: fn(x, num_byzantine=F, **kw), STACK)
     assert {k: v.shape for k, v in out.items()} == {"w": (3,), "b": ()}
 
 
