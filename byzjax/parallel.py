@@ -333,7 +333,10 @@ def robust_data_parallel_step(
         raise ValueError(f"robust_data_parallel_step: aggregator {entry.name!r} "
                          "needs the server's own update, which this step has "
                          "no data for; use another aggregator")
-    agg = aggregators.get(aggregator)
+    if entry.needs_key:
+        raise ValueError(f"robust_data_parallel_step: {entry.name!r} is random (it "
+                         "needs a PRNG key per step); use a deterministic rule")
+    agg = entry.fn
     agg_kwargs = dict(aggregator_kwargs or {})
 
     # Each device is one worker: its worker stage is the simulator's and the

@@ -101,7 +101,8 @@ def gram_fns(x):
 
 # Rules whose cost is Gram matmuls: reported against one Gram of the same shape.
 DISTANCE_RULES = ("krum", "multi_krum", "geometric_median", "pre:nnm", "mda",
-                  "bulyan", "centered_clipping", "monna", "smea", "caf")
+                  "bulyan", "centered_clipping", "monna", "smea", "caf",
+                  "clipped_clustering")
 
 
 def rule_fns(n, f):

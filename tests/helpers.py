@@ -540,6 +540,264 @@ def ref_rop(x, f, center=None, z=1.0, angle=270.0, reference_weight=0.9,
     theta = math.radians(angle)
     row = pi * c + (1 - pi) * mu + z * (math.sin(theta) * o + math.cos(theta) * u)
     return np.stack([row] * f) if f else np.zeros((0, d))
+# ------------------------------------------------------------ filtering rules
+#
+# DnC, SignGuard and clipped clustering (the rules of the Blades library),
+# from their definitions. With ``tol=0`` each returns its one answer; with
+# ``tol > 0`` a list of every answer the definition allows when the decisions
+# within ``tol`` of a tie go either way (inputs built from small integers tie
+# exactly in real arithmetic but not always in float32, where the rules
+# run): the rule must return one of them.
+
+
+def ref_norms(x):
+    """Row norms, ``+inf`` for a row with a non-finite entry."""
+    return np.array([np.sqrt(np.sum(row ** 2)) if np.all(np.isfinite(row))
+                     else np.inf for row in x])
+
+
+def _kept_means(x, kept_sets, factors=None):
+    """The distinct means of the (scaled) rows over each kept set; zeros for
+    an empty set."""
+    out = []
+    for kept in kept_sets:
+        rows = sorted(kept)
+        if rows:
+            scale = np.ones(len(x)) if factors is None else factors
+            mean = sum(x[i] * scale[i] for i in rows) / len(rows)
+        else:
+            mean = np.zeros(x.shape[1])
+        if not any(np.array_equal(mean, m) for m in out):
+            out.append(mean)
+    return out
+
+
+def _answer(outs, tol):
+    return outs if tol else outs[0]
+
+
+def ref_dnc_kept(sub, finite, num_removed, tol=0.0):
+    """The kept sets of one DnC iteration on the subsampled rows ``sub``.
+
+    Centre the finite rows on their mean, score every row by its squared
+    projection on the top right singular vector (non-finite rows: ``+inf``),
+    keep every row scoring at most the ``(n - k)``-th smallest score. With
+    ``tol > 0``: scores within ``tol`` (relative to the largest finite score)
+    of the cut may fall on either side, and a top singular value within
+    ``tol`` of the next leaves the direction open (then every set of at least
+    ``n - k`` rows is allowed).
+    """
+    n = len(sub)
+    k = num_removed
+    rows = sub[finite]
+    mu = rows.mean(0)
+    scores = np.full(n, np.inf)
+    open_direction = False
+    centred = rows - mu
+    if not np.any(centred):
+        scores[finite] = 0.0
+    else:
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        open_direction = len(sv) > 1 and sv[0] ** 2 - sv[1] ** 2 <= tol * sv[0] ** 2
+        for i in range(n):
+            if finite[i]:
+                scores[i] = float(np.dot(sub[i] - mu, vt[0])) ** 2
+    cut = sorted(scores)[n - k - 1]
+    exact = frozenset(i for i in range(n) if scores[i] <= cut)
+    if not tol or (not open_direction and np.isinf(cut)):
+        return [exact]
+    if open_direction:
+        return [frozenset(s) for r in range(n - k, n + 1)
+                for s in itertools.combinations(range(n), r)]
+    eps = tol * max(scores[finite].max(initial=0.0), 0.0)
+    sure = [i for i in range(n) if scores[i] < cut - eps]
+    band = [i for i in range(n) if abs(scores[i] - cut) <= eps]
+    return [frozenset(sure) | frozenset(a) for r in range(len(band) + 1)
+            for a in itertools.combinations(band, r)
+            if len(sure) + r >= n - k]
+
+
+def ref_dnc(x, f, coords, filter_fraction=1.0, tol=0.0):
+    """DnC on ``x`` ``[n, d]`` with the sampled coordinates ``coords``
+    (``[T, b]``, one row per iteration, as ``aggregators.dnc_coordinates``
+    draws them): the mean of the finite rows every iteration keeps (the
+    first iteration's if none is)."""
+    n = len(x)
+    k = int(filter_fraction * f)
+    finite = ref_finite(x)
+    fin_set = frozenset(np.flatnonzero(finite).tolist())
+    per_iteration = [ref_dnc_kept(x[:, np.asarray(idx)], finite, k, tol)
+                     for idx in np.asarray(coords)]
+    kept_sets = []
+    for combo in itertools.product(*per_iteration):
+        kept = frozenset.intersection(*combo) & fin_set
+        kept_sets.append(kept if kept else combo[0] & fin_set)
+    del n
+    return _answer(_kept_means(x, kept_sets), tol)
+
+
+def ref_two_means_largest(points, max_iterations=300):
+    """``bool[n]``: the larger cluster of SignGuard's 2-means, in exact
+    rational arithmetic.
+
+    Seeds: the two points farthest apart; of several such pairs ``(p, q)``
+    with ``p < q`` lexicographically, the lexicographically first; ``p``
+    seeds cluster 0. Lloyd: each point to its nearest centroid (ties:
+    cluster 0), centroids the means of their points (an empty cluster keeps
+    its centroid), until the assignment repeats (at most ``max_iterations``).
+    The larger cluster; equal sizes: the one of least inertia; equal sizes
+    and inertias: both.
+    """
+    from fractions import Fraction
+
+    pts = [tuple(Fraction(int(v)) for v in p) for p in points]
+    n = len(pts)
+    if n == 1:
+        return np.ones(1, bool)
+
+    def sq(p, q):
+        return sum((a - b) ** 2 for a, b in zip(p, q))
+
+    far = max(sq(p, q) for p in pts for q in pts)
+    seeds = min((p, q) for p in pts for q in pts if p < q and sq(p, q) == far) \
+        if far > 0 else (pts[0], pts[0])
+    centres = list(seeds)
+    labels = None
+    for _ in range(max_iterations):
+        new = [0 if sq(p, centres[0]) <= sq(p, centres[1]) else 1 for p in pts]
+        if new == labels:
+            break
+        labels = new
+        for c in (0, 1):
+            members = [p for p, lab in zip(pts, labels) if lab == c]
+            if members:
+                centres[c] = tuple(sum(v) / len(members) for v in zip(*members))
+    sizes = [labels.count(0), labels.count(1)]
+    inertia = [sum(sq(p, centres[c]) for p, lab in zip(pts, labels) if lab == c)
+               for c in (0, 1)]
+    if (sizes[0], -inertia[0]) == (sizes[1], -inertia[1]):
+        return np.ones(n, bool)
+    pick = 1 if (sizes[1], -inertia[1]) > (sizes[0], -inertia[0]) else 0
+    return np.array([lab == pick for lab in labels])
+
+
+def ref_signguard(x, f, lower=0.1, upper=3.0, tol=0.0):
+    """SignGuard: the rows whose norm lies in ``[lower M, upper M]`` (``M``
+    the median norm) and whose sign counts fall in the larger 2-means
+    cluster, clipped to norm ``M`` and averaged (zeros if there are none).
+    With ``tol > 0`` a norm within ``tol M`` of a bound may go either way."""
+    del f
+    n = len(x)
+    finite = ref_finite(x)
+    norms = ref_norms(x)
+    m = ref_median(norms)
+    feats = [(int(np.sum(row > 0)), int(np.sum(row < 0)), int(np.sum(row == 0)))
+             for row in x]
+    cluster = ref_two_means_largest(feats)
+    sure, band = [], []
+    for i in range(n):
+        if not (finite[i] and cluster[i]):
+            continue
+        near = min(abs(norms[i] - lower * m), abs(norms[i] - upper * m))
+        if tol and near <= tol * m:
+            band.append(i)
+        elif lower * m <= norms[i] <= upper * m:
+            sure.append(i)
+    factors = np.array([min(1.0, m / v) if 0 < v < np.inf else 1.0 for v in norms])
+    kept_sets = [frozenset(sure) | frozenset(a) for r in range(len(band) + 1)
+                 for a in itertools.combinations(band, r)]
+    return _answer(_kept_means(x, kept_sets, factors), tol)
+
+
+def ref_cosine_distances(x):
+    """``1 - cos(x_i, x_j)`` (``cos = 0`` if a row is zero); 2 for a pair with
+    a non-finite row; 0 on the diagonal."""
+    n = len(x)
+    finite = ref_finite(x)
+    norms = ref_norms(x)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            if not (finite[i] and finite[j]):
+                out[i, j] = 2.0
+            elif norms[i] == 0 or norms[j] == 0:
+                out[i, j] = 1.0
+            else:
+                out[i, j] = 1.0 - np.dot(x[i], x[j]) / (norms[i] * norms[j])
+    return out
+
+
+def ref_average_linkage_largest(dist, tol=0.0):
+    """The larger cluster(s) of average-linkage agglomerative clustering into
+    two clusters, as sets of row indices.
+
+    Each merge joins the two clusters of least mean pairwise distance (ties:
+    the pair whose smallest members come first); the larger final cluster,
+    equal sizes: the least mean within-cluster distance, equal sizes and
+    distances: both clusters together. With ``tol > 0`` every merge and
+    choice within ``tol`` of a tie is followed (a list of the clusters
+    reachable).
+    """
+    n = len(dist)
+
+    def link(a, b):
+        return sum(dist[i, j] for i in a for j in b) / (len(a) * len(b))
+
+    def within(c):
+        pairs = [(i, j) for i in c for j in c if i < j]
+        return sum(dist[i, j] for i, j in pairs) / len(pairs) if pairs else 0.0
+
+    states = {frozenset(frozenset([i]) for i in range(n))}
+    while len(next(iter(states))) > 2:
+        new_states = set()
+        for state in states:
+            clusters = sorted(state, key=min)
+            links = [(link(a, b), min(a), min(b), a, b)
+                     for p, a in enumerate(clusters) for b in clusters[p + 1:]]
+            best = min(v for v, *_ in links)
+            chosen = ([t for t in links if t[0] <= best + tol] if tol else
+                      [min((t for t in links if t[0] == best),
+                           key=lambda t: (t[1], t[2]))])
+            for _, _, _, a, b in chosen:
+                new_states.add((state - {a, b}) | {a | b})
+        states = new_states
+    out = []
+    for state in states:
+        clusters = sorted(state, key=min)
+        if len(clusters) == 1:
+            picks = clusters
+        else:
+            a, b = clusters
+            size_a, size_b = len(a), len(b)
+            if size_a != size_b:
+                picks = [a if size_a > size_b else b]
+            elif tol and abs(within(a) - within(b)) <= tol:
+                picks = [a, b, a | b]
+            elif within(a) == within(b):
+                picks = [a | b]
+            else:
+                picks = [b if within(b) < within(a) else a]
+        out.extend(p for p in picks if p not in out)
+    return out if tol else out[0]
+
+
+def ref_clipped_clustering(x, f, tol=0.0):
+    """Clipped clustering: rows clipped to the median norm, the larger
+    average-linkage cluster on cosine distances, the mean of its finite
+    clipped rows."""
+    del f
+    finite = ref_finite(x)
+    norms = ref_norms(x)
+    tau = ref_median(norms)
+    factors = np.array([min(1.0, tau / v) if 0 < v < np.inf else 1.0 for v in norms])
+    clusters = ref_average_linkage_largest(ref_cosine_distances(x), tol)
+    if not tol:
+        clusters = [clusters]
+    kept_sets = [frozenset(i for i in c if finite[i]) for c in clusters]
+    return _answer(_kept_means(x, kept_sets, factors), tol)
+
 
 
 # ------------------------------------------------------------------- pytrees

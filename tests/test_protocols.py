@@ -53,6 +53,8 @@ def test_aggregator_convention_and_output_shape(name):
     kw = dict(REQUIRED.get(name, {}))
     if entry.needs_reference:  # the server's own update: one row
         kw["reference"] = {"w": jnp.ones((3,)), "b": jnp.ones(())}
+    if entry.needs_key:
+        kw["key"] = jax.random.key(0)
     out = jax.eval_shape(lambda x: fn(x, num_byzantine=F, **kw), STACK)
     assert {k: v.shape for k, v in out.items()} == {"w": (3,), "b": ()}
 

@@ -6,7 +6,8 @@ pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
 Python ints; float hyper-parameters may be traced (vmappable).
 
 Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``, ``arc``) keep a
-leading worker axis.
+leading worker axis. Random rules (the aggregator ``dnc``, the pre-aggregator
+``bucketing``) also take a PRNG ``key=`` (registry ``entry.needs_key``).
 
 Look rules up by name::
 
@@ -19,6 +20,7 @@ from byzjax.aggregators import (
     _bulyan,
     _centered_clipping,
     _coordinate,
+    _filtering,
     _fltrust,
     _geomed,
     _krum,
@@ -37,6 +39,10 @@ from byzjax.aggregators._coordinate import meamed as meamed
 from byzjax.aggregators._coordinate import mean_around_median as mean_around_median
 from byzjax.aggregators._coordinate import phocas as phocas
 from byzjax.aggregators._coordinate import trimmed_mean as trimmed_mean
+from byzjax.aggregators._filtering import clipped_clustering as clipped_clustering
+from byzjax.aggregators._filtering import dnc as dnc
+from byzjax.aggregators._filtering import dnc_coordinates as dnc_coordinates
+from byzjax.aggregators._filtering import signguard as signguard
 from byzjax.aggregators._fltrust import fltrust as fltrust
 from byzjax.aggregators._fltrust import fltrust_scores as fltrust_scores
 from byzjax.aggregators._geomed import geometric_median as geometric_median
@@ -84,8 +90,8 @@ __all__ = [
     "preaggregator_names",
     "mean",
 ]
-for _module in (_bulyan, _centered_clipping, _coordinate, _fltrust, _geomed, _krum,
-                _mda, _nnm, _preagg, _selection, _spectral):
+for _module in (_bulyan, _centered_clipping, _coordinate, _filtering, _fltrust,
+                _geomed, _krum, _mda, _nnm, _preagg, _selection, _spectral):
     __all__ += list(_module.__all__)
 del _module
 

@@ -51,11 +51,11 @@ def _resolve_base(base) -> Callable[..., PyTree]:
 
 
 def _resolve_aggregator(aggregator):
-    """Returns ``(fn, name or None)``."""
+    """Returns ``(fn, name or None, needs_key)``."""
     if callable(aggregator):
-        return aggregator, None
+        return aggregator, None, False
     entry = aggregators.AGGREGATORS.entry(aggregator)
-    return entry.fn, entry.name
+    return entry.fn, entry.name, entry.needs_key
 
 
 def _needs_reference(name) -> bool:
@@ -92,14 +92,23 @@ def server_view(honest: PyTree, *, num_byzantine: int, aggregator,
     ``[*param_shape]``). ``aggregator_kwargs["num_byzantine"]``, if given, is
     the *declared* ``f`` the rules are told; names are checked against
     ``(n, f)`` before tracing. Shared by the adaptive and optimised attacks.
+    Random server rules draw from the attacker's ``key`` (a random
+    pre-aggregator gets ``key``, a random aggregator ``fold_in(key, 1)``): the
+    attacker knows the rules, not the server's draws.
     """
     n = num_rows(honest) + num_byzantine
-    agg_fn, agg_name = _resolve_aggregator(aggregator)
+    agg_fn, agg_name, agg_needs_key = _resolve_aggregator(aggregator)
     pre_fn, pre_name, pre_needs_key = _resolve_preaggregator(preaggregator)
     if pre_needs_key and key is None:
         raise ValueError(
             f"{rule}: the pre-aggregator {pre_name!r} is random and needs key="
         )
+    if agg_needs_key and key is None:
+        raise ValueError(
+            f"{rule}: the aggregator {agg_name!r} is random and needs key="
+        )
+    # The attacker's own draws of the server's random choices.
+    agg_key = {"key": jax.random.fold_in(key, 1)} if agg_needs_key else {}
     agg_kwargs = dict(aggregator_kwargs or {})
     f_declared = agg_kwargs.pop("num_byzantine", num_byzantine)
     if _needs_reference(agg_name) and "reference" not in agg_kwargs:
@@ -124,7 +133,7 @@ def server_view(honest: PyTree, *, num_byzantine: int, aggregator,
             if agg_name is not None:
                 aggregators.check(agg_name, num_workers=num_rows(stack),
                                   num_byzantine=f_declared)
-        return agg_fn(stack, num_byzantine=f_declared, **agg_kwargs)
+        return agg_fn(stack, num_byzantine=f_declared, **agg_key, **agg_kwargs)
 
     return serve
 
@@ -184,7 +193,7 @@ def adaptive(
         for every candidate).
       preaggregator_kwargs: its keyword arguments.
       return_eps: static; if True also return the chosen ``eps`` (a scalar).
-      key: PRNG key, only used by a random pre-aggregator.
+      key: PRNG key, only used by a random pre-aggregator or aggregator.
       batch_size: static; ``None`` (default) evaluates all candidates in one
         vmap batch, an int ``b`` evaluates ``b`` at a time.
       **base_kwargs: passed to the base attack (e.g. ``ddof=0`` for ALIE).

@@ -116,7 +116,7 @@ def optimized(
       learning_rate: Adam's step size, in units of the constraint's scale.
       candidates: starting strengths for ALIE and FOE (1-D), default
         :data:`byzjax.attacks.DEFAULT_CANDIDATES` with 1.1 and 1.5 added.
-      key: PRNG key, only used by a random pre-aggregator.
+      key: PRNG key, only used by a random pre-aggregator or aggregator.
 
     Returns:
       Leaves ``[num_byzantine, *param_shape]``, every row equal.

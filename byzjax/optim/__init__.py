@@ -58,6 +58,7 @@ from byzjax.optim._stages import AggregateState as AggregateState
 from byzjax.optim._stages import AttackHistoryState as AttackHistoryState
 from byzjax.optim._stages import ByzantineAttackState as ByzantineAttackState
 from byzjax.optim._stages import PreAggregateState as PreAggregateState
+from byzjax.optim._stages import RandomAggregateState as RandomAggregateState
 from byzjax.optim._stages import aggregate as aggregate
 from byzjax.optim._stages import byzantine_attack as byzantine_attack
 from byzjax.optim._stages import mra_direction as mra_direction

@@ -135,7 +135,7 @@ _PIPELINE_ARGS = """
         workers then run the worker stage on their crafted gradients; not
         with a stateful attack, which reads the aggregate of sent vectors).
       key: PRNG key for random stages (split between the attack and the
-        pre-aggregator).
+        pre-aggregator; a random aggregator's key is ``fold_in(key, 2)``).
 """
 
 
@@ -477,8 +477,14 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     if preaggregator is not None:
         robust.append(pre_aggregate(preaggregator, num_byzantine=num_byzantine,
                                     key=key_pre, **pre_kwargs))
+    # A random aggregator (DnC) gets its own stream, derived without changing
+    # the attack's and the pre-aggregator's keys (existing runs stay the same).
+    key_agg = None
+    if (key is not None and isinstance(aggregator, str)
+            and aggregators.AGGREGATORS.entry(aggregator).needs_key):
+        key_agg = jax.random.fold_in(key, 2)
     robust.append(aggregate(aggregator, num_byzantine=num_byzantine,
-                            moments=entry.moments, **agg_kwargs))
+                            moments=entry.moments, key=key_agg, **agg_kwargs))
     if attack is None:
         attack_tx = optax.identity()
     else:

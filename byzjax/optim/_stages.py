@@ -33,6 +33,7 @@ __all__ = [
     "AttackHistoryState",
     "PreAggregateState",
     "AggregateState",
+    "RandomAggregateState",
     "byzantine_attack",
     "pre_aggregate",
     "aggregate",
@@ -68,6 +69,12 @@ class AggregateState(NamedTuple):
     center: PyTree  # previous aggregate, leaves [*param_shape] (a MomentPair for MRA)
 
 
+class RandomAggregateState(NamedTuple):
+    """State of :func:`aggregate` for a random rule (DnC)."""
+
+    key: jax.Array  # PRNG key, split every round
+
+
 def _split(key):
     new, sub = jax.random.split(key)
     return new, sub
@@ -76,10 +83,12 @@ def _split(key):
 def _attack_needs_key(entry, attack_kwargs) -> bool:
     if entry.needs_key:
         return True
-    pre = attack_kwargs.get("preaggregator")
-    if entry.adaptive and isinstance(pre, str):
-        return aggregators.PREAGGREGATORS.entry(pre).needs_key
-    return False
+    if not entry.adaptive:
+        return False
+    pre, agg = attack_kwargs.get("preaggregator"), attack_kwargs.get("aggregator")
+    # An adaptive attacker runs the server's rules: random ones need a key.
+    return ((isinstance(pre, str) and aggregators.PREAGGREGATORS.entry(pre).needs_key)
+            or (isinstance(agg, str) and aggregators.AGGREGATORS.entry(agg).needs_key))
 
 
 def byzantine_attack(attack: str | Callable[..., PyTree], *, num_workers: int,
@@ -300,7 +309,8 @@ def pre_aggregate(name: str | Callable[..., PyTree], *, num_byzantine: int,
 
 
 def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
-              moments: bool = False, **kwargs) -> optax.GradientTransformation:
+              moments: bool = False, key: jax.Array | None = None,
+              **kwargs) -> optax.GradientTransformation:
     """Removes the worker axis with a (robust) aggregator: ``[n, ...] -> [...]``.
 
     ``(n, f)`` is checked against the rule's requirement (e.g. Krum's
@@ -315,6 +325,9 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
     ``reference=`` given to ``update`` (an extra argument, which
     ``optax.chain`` passes on: ``tx.update(g, state, params, reference=g0)``);
     the transform is then an ``optax.GradientTransformationExtraArgs``.
+    Random rules (registry ``entry.needs_key``: DnC) keep a PRNG key in
+    :class:`RandomAggregateState`, split every round like bucketing's (a
+    :class:`MomentPair` gets the same key for both fields).
 
     Args:
       name_or_fn: registry name (:func:`byzjax.aggregators.get`) or a callable
@@ -323,6 +336,8 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
       moments: static; set True when the input is a :class:`MomentPair` and
         the rule is stateful (the state then holds a pair of centers). Only
         stateful rules need it.
+      key: PRNG key, required by random rules (DnC); ignored by the others.
+        A callable receives ``key=`` iff a key is given.
       **kwargs: the rule's hyper-parameters (floats may be traced).
 
     Returns:
@@ -339,22 +354,28 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
     """
     if isinstance(name_or_fn, str):
         entry = aggregators.AGGREGATORS.entry(name_or_fn)
-        if entry.needs_key:
-            raise ValueError(f"aggregate: random aggregator {entry.name!r} is not "
-                             "supported by this stage")
         fn, stateful, rule = entry.fn, entry.stateful, entry.name
         needs_reference = entry.needs_reference
         if needs_reference and moments:
             raise ValueError(f"aggregate: aggregator {entry.name!r} needs the "
                              "server's own update as reference, which has no "
                              "moment pairs (MRA); use another optimiser")
+        needs_key = entry.needs_key
     elif callable(name_or_fn):
         fn, stateful, rule = name_or_fn, False, None
         needs_reference = False
+        needs_key = key is not None
     else:
         raise TypeError(f"aggregate: expected a name or a callable, got {name_or_fn!r}")
+    if needs_key and key is None:
+        raise ValueError(f"aggregate: {rule!r} is random; pass key=")
+    if needs_key and stateful:
+        raise ValueError(f"aggregate: {rule!r} is both random and stateful, which "
+                         "this stage does not support")
 
     def init_fn(params):
+        if needs_key:
+            return RandomAggregateState(key=key)
         if not stateful:
             return optax.EmptyState()
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -363,13 +384,15 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
                 m=zeros, v=jax.tree_util.tree_map(jnp.zeros_like, params)))
         return AggregateState(center=zeros)
 
-    def _apply(stack, center, reference=None):
+    def _apply(stack, center, sub=None, reference=None):
         if rule is not None:
             aggregators.check(rule, num_workers=num_rows(stack),
                               num_byzantine=num_byzantine)
         extra = {"center": center} if stateful else {}
         if needs_reference:
             extra["reference"] = reference
+        if needs_key:
+            extra["key"] = sub
         out = fn(stack, num_byzantine=num_byzantine, **extra, **kwargs)
         if stateful:
             out = jax.tree_util.tree_map(lambda o, c: o.astype(c.dtype), out, center)
@@ -390,11 +413,16 @@ def aggregate(name_or_fn: str | Callable[..., PyTree], *, num_byzantine: int,
                 f"{'a MomentPair' if is_pair else 'a plain stack'} but moments="
                 f"{moments}; pass moments={is_pair} (MRA sends moment pairs)"
             )
+        sub = None
+        if needs_key:
+            new_key, sub = _split(state.key)
+            state = RandomAggregateState(key=new_key)
         if is_pair:
             cm, cv = (state.center.m, state.center.v) if stateful else (None, None)
-            out = MomentPair(m=_apply(updates.m, cm), v=_apply(updates.v, cv))
+            out = MomentPair(m=_apply(updates.m, cm, sub), v=_apply(updates.v, cv, sub))
         else:
-            out = _apply(updates, state.center if stateful else None, reference)
+            out = _apply(updates, state.center if stateful else None, sub,
+                         reference)
         if stateful:
             state = AggregateState(center=out)
         return out, state
