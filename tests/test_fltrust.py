@@ -374,6 +374,8 @@ REFUSED = [
      "sends moment pairs"),
     (dict(aggregator="fltrust", server_data_size=10, attack="adaptive_alie"),
      "which the attack does not see"),
+    (dict(aggregator="fltrust", server_data_size=10, attack="rop"),
+     "follows the server's aggregate"),
     (dict(server_data_size=-1), "server_data_size must be an integer >= 0"),
 ]
 

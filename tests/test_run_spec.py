@@ -170,3 +170,23 @@ def test_config_files_import_siblings_without_changing_sys_path(tmp_path):
     assert other.get_config().num_workers == 5
     assert sim.import_file(str(sub / "other.py")) is other  # imported once
     assert sys.path == before
+
+
+def test_sweep_files_in_two_folders_each_get_their_own_sibling(tmp_path):
+    # Both import a sibling `cfg`; the second must not get the first one's.
+    from byzjax.sim import _files
+
+    for folder, n in (("a", 5), ("b", 7)):
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "cfg.py").write_text(
+            "from byzjax.sim import get_config as default\n"
+            f"def get_config():\n    c = default()\n    c.num_workers = {n}\n"
+            "    c.num_byzantine = 1\n    return c\n")
+        (d / "sweep.py").write_text(
+            "import ml_collections\nfrom cfg import get_config\n"
+            "def get_sweep():\n    s = ml_collections.ConfigDict()\n"
+            "    s.name = 'x'\n    s.base = get_config()\n    return s\n")
+    assert _files.load_sweep(str(tmp_path / "a" / "sweep.py")).base.num_workers == 5
+    assert _files.load_sweep(str(tmp_path / "b" / "sweep.py")).base.num_workers == 7
+    assert _files.load_sweep(str(tmp_path / "a" / "sweep.py")).base.num_workers == 5

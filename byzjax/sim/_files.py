@@ -74,11 +74,36 @@ def file_error(path: str, err: ConfigError) -> ConfigError:
     return ConfigError(f"{where}: {err}", field=err.field)
 
 
+def _in_folder(module, folder: str) -> bool:
+    """Whether ``module`` was loaded from a file in ``folder`` (or below)."""
+    file = getattr(module, "__file__", None)
+    return bool(file) and os.path.abspath(file).startswith(folder + os.sep)
+
+
 @contextlib.contextmanager
 def _folder_importable(path: str):
     """While a config or sweep file is imported, its folder is importable (as
-    for ``python file.py``): ``from cfg import get_config`` finds a sibling."""
+    for ``python file.py``): ``from cfg import get_config`` finds a sibling.
+
+    Siblings are imported afresh for each file and not left in
+    ``sys.modules``: two sweep files in different folders that both import
+    a sibling ``cfg`` each get their own (a cached ``cfg`` from the first
+    folder would silently give the second file the first one's config). A
+    module of the same name imported from elsewhere is set aside meanwhile
+    and restored after.
+    """
     folder = os.path.dirname(os.path.abspath(path))
+    siblings = set()
+    for entry in os.listdir(folder):
+        full = os.path.join(folder, entry)
+        if entry.endswith(".py"):
+            siblings.add(entry[:-3])
+        elif os.path.isfile(os.path.join(full, "__init__.py")):
+            siblings.add(entry)
+    set_aside = {name: sys.modules.pop(name) for name in list(sys.modules)
+                 if name.split(".")[0] in siblings
+                 and not _in_folder(sys.modules[name], folder)}
+    before = set(sys.modules)
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
@@ -87,6 +112,10 @@ def _folder_importable(path: str):
     finally:
         if added and folder in sys.path:
             sys.path.remove(folder)
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in siblings and _in_folder(sys.modules[name], folder):
+                del sys.modules[name]
+        sys.modules.update(set_aside)
 
 
 def import_file(path: str, *, relative_to: str | None = None):

@@ -324,6 +324,11 @@ def _check_server_data(config) -> None:
                           "the server's own gradient, but optimizer "
                           f"{config.optimizer!r} sends moment pairs; use dsgd, "
                           "server_momentum, resam or dra", field="optimizer")
+    if num_attackers(config) and attacks.entry(config.attack).stateful:
+        raise ConfigError(f"attack {config.attack!r} follows the server's "
+                          f"aggregate, but aggregator {name} needs the server's "
+                          "own update, which the attack does not see; use "
+                          "another attack (alie, foe, min_max, ...)", field="attack")
     if num_attackers(config) and attacks.entry(config.attack).adaptive:
         raise ConfigError(f"attack {config.attack!r} evaluates the server's rule, "
                           f"but aggregator {name} needs the server's own update, "
