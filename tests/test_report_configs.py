@@ -236,3 +236,23 @@ def test_tidy_csv_has_the_configuration_column(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len({r["config_id"] for r in rows}) == 2
     assert len(rows) == 4
+
+
+def test_a_field_added_later_leaves_config_ids_unchanged():
+    # A record written before the field existed, and one written after with
+    # the field at its default, are one configuration with the same id as
+    # before the field was added.
+    record = {"config": {"num_workers": 15, "aggregator": "trimmed_mean"},
+              "seed": 0}
+    before = report.config_id(record)
+    sim.register_field(sim.Field("toy_later", 0.5, "a field added later",
+                                 run_id="unless_default"))
+    try:
+        after_old = report.config_id(record)
+        after_new = report.config_id({"config": dict(record["config"],
+                                                     toy_later=0.5), "seed": 1})
+        changed = report.config_id({"config": dict(record["config"],
+                                                   toy_later=0.7), "seed": 1})
+    finally:
+        sim.unregister_field("toy_later")
+    assert before == after_old == after_new != changed

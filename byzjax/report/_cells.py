@@ -27,7 +27,7 @@ from byzjax import optim
 from byzjax.aggregators import AGGREGATORS, PREAGGREGATORS
 from byzjax.attacks import ATTACKS
 from byzjax.sim import ConfigError, get_config, ignored_fields, load_records
-from byzjax.sim._fields import result_neutral
+from byzjax.sim._fields import id_defaults, result_neutral
 
 #: The config fields whose values are registry names.
 _REGISTRIES = {"aggregator": AGGREGATORS, "preaggregator": PREAGGREGATORS,
@@ -258,8 +258,9 @@ def config_fields(run: dict, *, ignore: Sequence[str] = ()) -> dict[str, Any]:
     ``record["config"]`` with the run's own float hyper-parameters
     (``record["hparams"]``) over it; a field the record lacks (written before
     the field existed) at its default in :func:`byzjax.sim.get_config`;
-    without the seed, :data:`NEUTRAL_FIELDS` and ``ignore``. Numbers are
-    floats, so ``15`` and ``15.0`` are one setting.
+    without the seed, :data:`NEUTRAL_FIELDS`, ``ignore`` and the fields
+    added after results existed when at their default (as run ids leave them
+    out). Numbers are floats, so ``15`` and ``15.0`` are one setting.
 
     Example:
       >>> old = {"config": {"learning_rate": 0.5}, "seed": 0}
@@ -278,6 +279,11 @@ def config_fields(run: dict, *, ignore: Sequence[str] = ()) -> dict[str, Any]:
         d[k] = _canonical(_defaults()[k])
     for k in NEUTRAL_FIELDS + ("seed",) + tuple(ignore):
         d.pop(k, None)
+    # Fields added after results existed, at their default, are left out (as
+    # from run ids): adding such a field changes no configuration's identity.
+    for k, v in id_defaults().items():
+        if k in d and d[k] == _canonical(v):
+            del d[k]
     return d
 
 
