@@ -22,6 +22,7 @@ records of ``experiments/attacks_accuracy.py``.
 
 Usage:
   python scripts/attack_table.py --out results/attack_table.jsonl
+  python scripts/attack_table.py --attacks recent --out results/recent.jsonl
   python scripts/attack_table.py --cost --rules trimmed_mean krum mda
   python scripts/attack_table.py --accuracy results/attacks_accuracy
 """
@@ -43,12 +44,21 @@ import numpy as np  # noqa: E402
 
 from byzjax import aggregators, attacks  # noqa: E402
 
-ATTACKS = ("alie", "foe", "adaptive_alie", "adaptive_foe", "optimized")
+#: ``--attacks classic`` (the default) and ``--attacks recent``: Min-Max and
+#: Min-Sum (Shejwalkar and Houmansadr, NDSS 2021), IPM (Xie, Koyejo, Gupta,
+#: 2020; ByzFL's tau = 2), ROP (Ozfatura et al., 2024; one round: the server's
+#: previous aggregate is zero, as in its first round), beside ALIE.
+ATTACK_SETS = {
+    "classic": ("alie", "foe", "adaptive_alie", "adaptive_foe", "optimized"),
+    "recent": ("alie", "min_max", "min_sum", "ipm", "rop"),
+}
+ATTACKS = ATTACK_SETS["classic"]
 #: The rules of the training runs of docs/ATTACKS.md first.
 FIRST = ("trimmed_mean", "coordinate_median", "krum", "mda", "centered_clipping")
 LABELS = {"alie": "ALIE", "foe": "FOE", "adaptive_alie": "adapt. ALIE",
           "adaptive_foe": "adapt. FOE", "optimized": "optimised (z = 3)",
-          "optimized_free": "optimised (free)"}
+          "optimized_free": "optimised (free)", "min_max": "Min-Max",
+          "min_sum": "Min-Sum", "ipm": "IPM (tau = 2)", "rop": "ROP"}
 
 
 def byzantine_rows(name, honest, f, rule):
@@ -63,6 +73,8 @@ def byzantine_rows(name, honest, f, rule):
     if name == "optimized_free":
         return attacks.optimized(honest, num_byzantine=f, aggregator=rule,
                                  constraint=None)
+    if name in ("min_max", "min_sum", "ipm", "rop"):
+        return attacks.get(name)(honest, num_byzantine=f)
     raise ValueError(name)
 
 
@@ -229,9 +241,14 @@ def main():
     p.add_argument("--cost-dim", type=int, default=79510)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--accuracy", metavar="DIR", default=None)
+    p.add_argument("--attacks", choices=sorted(ATTACK_SETS), default="classic",
+                   help="which attacks: classic (ALIE, FOE, adaptive, optimised) "
+                        "or recent (ALIE, Min-Max, Min-Sum, IPM, ROP)")
     p.add_argument("--xla-optimize", action="store_true",
                    help="XLA's default backend optimisation (slower compilation)")
     args = p.parse_args()
+    global ATTACKS
+    ATTACKS = ATTACK_SETS[args.attacks]
     if args.accuracy:
         print_accuracy(args.accuracy)
     elif args.cost:
