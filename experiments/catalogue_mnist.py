@@ -15,7 +15,8 @@ baseline. Attacks: Min-Max and Min-Sum (Shejwalkar and Houmansadr, NDSS
 Gupta, 2020; ByzFL's tau = 2) and A Little Is Enough (Baruch et al., 2019),
 each at its default strength (ROP not against FLTrust: it follows the
 server's aggregate, which FLTrust computes from the server's own update,
-unseen by the attacker). 44 programs::
+unseen by the attacker); and Min-Max, Min-Sum and ROP against Krum, the
+median, MDA and centered clipping. 56 programs::
 
     byzjax sweep experiments/catalogue_mnist.py --outdir results/catalogue_mnist
 """
@@ -52,4 +53,10 @@ def get_sweep():
     s.extra = [{"attack": attack, "aggregator": "trimmed_mean",
                 "preaggregator": "arc"}
                for attack in ("min_max", "min_sum", "rop", "ipm", "alie")]
+    # The new attacks against the earlier rules they were built against
+    # (Min-Max and Min-Sum: Krum, the median, MDA; ROP: centered clipping).
+    s.extra += [{"attack": attack, "aggregator": rule}
+                for attack in ("min_max", "min_sum", "rop")
+                for rule in ("krum", "coordinate_median", "mda",
+                             "centered_clipping")]
     return s
