@@ -18,7 +18,8 @@ the markdown tables of ``docs/ATTACKS.md``. ``--cost`` instead times one call
 of each attack (the per-round cost in the simulator) at the MLP's size.
 
 ``--accuracy DIR`` prints the training table of ``docs/ATTACKS.md`` from the
-records of ``experiments/attacks_accuracy.py``.
+records of ``experiments/attacks_accuracy.py``; ``--catalogue DIR`` the one of
+``experiments/catalogue_mnist.py`` (the 2021-2025 defences and attacks).
 
 Usage:
   python scripts/attack_table.py --out results/attack_table.jsonl
@@ -227,6 +228,38 @@ def print_accuracy(outdir):
             print(f"| {rule} | {att} | " + " | ".join(row) + " |")
 
 
+def print_catalogue(outdir):
+    """Final accuracy (mean and each seed) per defence x attack from the records
+    of ``experiments/catalogue_mnist.py``; ``-`` where the pair is not run."""
+    from byzjax import report
+
+    cells = {}
+    for r in report.load_runs(outdir):
+        c = r["config"]
+        rule = c["aggregator"] if not c.get("preaggregator") else (
+            f"{c['preaggregator']} + {c['aggregator']}")
+        cells.setdefault((rule, c["attack"]), []).append(r)
+    attack_order = ["alie", "min_max", "min_sum", "ipm", "rop"]
+    rule_order = ["monna", "smea", "caf", "dnc", "signguard", "clipped_clustering",
+                  "fltrust", "arc + trimmed_mean", "trimmed_mean", "krum",
+                  "coordinate_median", "mda", "centered_clipping"]
+    rules = [r for r in rule_order if any(k[0] == r for k in cells)]
+    names = {"alie": "ALIE", "min_max": "Min-Max", "min_sum": "Min-Sum",
+             "ipm": "IPM", "rop": "ROP"}
+    print("| defence | " + " | ".join(names[a] for a in attack_order) + " |")
+    print("|---|" + "---|" * len(attack_order))
+    for rule in rules:
+        row = []
+        for att in attack_order:
+            rs = sorted(cells.get((rule, att), []), key=lambda r: r["seed"])
+            if not rs:
+                row.append("-")
+                continue
+            acc = [r["final_accuracy"] or 0.0 for r in rs]
+            row.append(f"{np.mean(acc):.3f} ({', '.join(f'{a:.3f}' for a in acc)})")
+        print(f"| {rule} | " + " | ".join(row) + " |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[15, 51])
@@ -241,6 +274,8 @@ def main():
     p.add_argument("--cost-dim", type=int, default=79510)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--accuracy", metavar="DIR", default=None)
+    p.add_argument("--catalogue", metavar="DIR", default=None,
+                   help="print the training table of experiments/catalogue_mnist.py")
     p.add_argument("--attacks", choices=sorted(ATTACK_SETS), default="classic",
                    help="which attacks: classic (ALIE, FOE, adaptive, optimised) "
                         "or recent (ALIE, Min-Max, Min-Sum, IPM, ROP)")
@@ -249,7 +284,9 @@ def main():
     args = p.parse_args()
     global ATTACKS
     ATTACKS = ATTACK_SETS[args.attacks]
-    if args.accuracy:
+    if args.catalogue:
+        print_catalogue(args.catalogue)
+    elif args.accuracy:
         print_accuracy(args.accuracy)
     elif args.cost:
         run_cost(args)
