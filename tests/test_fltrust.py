@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from byzjax import aggregators, analysis, attacks, optim, parallel, sim
+from byzjax import aggregators, analysis, attacks, optim, parallel, report, sim
 from byzjax import data as bdata
 from tests import helpers as H
 from tests.helpers import TinyMLP, tiny_config
@@ -403,3 +403,22 @@ def test_data_without_server_examples_is_refused_by_the_program():
     config = tiny_config(aggregator="fltrust", server_data_size=100)
     with pytest.raises(sim.ConfigError, match="the data has 0 server examples"):
         sim.make_program(config, H.make_data(7), TinyMLP())
+
+
+def test_a_sweep_loads_server_data_for_the_groups_that_need_it(tmp_path):
+    # A sweep loads the data once for groups that read the same data; a group
+    # with server data reads other data (root examples held out of the shards).
+    import ml_collections
+
+    from byzjax.sim import _schedule
+
+    sweep = ml_collections.ConfigDict({
+        "name": "s", "base": tiny_config(), "seeds": [0],
+        "grid": {"aggregator": ["trimmed_mean", "fltrust"]},
+        "overrides": [({"aggregator": "fltrust"}, {"server_data_size": 8})]})
+    out = str(tmp_path / "out")
+    summary = _schedule.run_sweep(sweep, out, progress=False, log=lambda *a: None)
+    assert summary["runs"] == 2
+    records = report.load_runs(out)
+    assert sorted(r["config"]["aggregator"] for r in records) == ["fltrust",
+                                                                  "trimmed_mean"]

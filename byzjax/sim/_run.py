@@ -107,6 +107,22 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
     )
 
 
+def data_key(spec: RunSpec) -> tuple:
+    """What :func:`load_sim_data` reads of ``spec``: two specs with equal keys
+    get the same :class:`SimData` (a sweep loads it once for both).
+
+    Example:
+      >>> from byzjax.sim import get_config, resolve
+      >>> a, b = get_config(), get_config()
+      >>> b.server_data_size = 100
+      >>> data_key(resolve(a)) == data_key(resolve(b))
+      False
+    """
+    return (spec.dataset, spec.data_source, spec.split,
+            tuple(sorted(split_options(spec).items())), spec.split_seed,
+            spec.num_workers, spec.server_data_size)
+
+
 def split_options(spec: RunSpec) -> dict[str, float]:
     """The keywords of ``spec.split`` that come from config fields.
 

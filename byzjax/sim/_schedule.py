@@ -23,7 +23,7 @@ from byzjax import distributed
 from byzjax.sim import _store
 from byzjax.sim._grid import SweepGroup, group_label, validate_sweep
 from byzjax.sim._program import check_pipeline
-from byzjax.sim._run import load_sim_data, run_group
+from byzjax.sim._run import data_key, load_sim_data, run_group
 from byzjax.sim._validate import check_environment
 
 __all__ = ["run_missing", "run_sweep", "save_sweep"]
@@ -229,8 +229,7 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
             if len(before) == len(g.run_ids()):
                 continue  # finished by another process
             c = g.spec
-            dkey = (c.dataset, c.data_source, c.split, c.dirichlet_alpha,
-                    c.similarity_gamma, c.split_seed, c.num_workers)
+            dkey = data_key(c)
             data = data_cache.get(dkey)
             label = group_label(g.labels)
             taken, _, computed = run_missing(
