@@ -114,7 +114,7 @@ def data_key(spec: RunSpec) -> tuple:
     Example:
       >>> from byzjax.sim import get_config, resolve
       >>> a, b = get_config(), get_config()
-      >>> b.server_data_size = 100
+      >>> b.aggregator, b.server_data_size = "fltrust", 100
       >>> data_key(resolve(a)) == data_key(resolve(b))
       False
     """
