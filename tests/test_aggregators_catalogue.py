@@ -72,7 +72,8 @@ SQUARE = [[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [1.0, 1.0], [9.0, -3.0
 
 
 def test_byzfl_docstring_examples():
-    """ByzFL 0.0.11's docstrings, f = 1 on X3 (values as ByzFL prints them)."""
+    """ByzFL 0.0.11's docstring rows, f = 1 on X3. ARC, MoNNA and CAF: the
+    values ByzFL 0.0.11 itself returns on them (checked by running it)."""
     out = run(X3, 1)
     # ARC(1): k = int(2/3 * 2) = 1 row clipped, to the radius ||(4,5,6)|| =
     # sqrt(77): (7,8,9) * sqrt(77/194) = (4.41004009, 5.04004582, 5.67005155).
@@ -82,7 +83,8 @@ def test_byzfl_docstring_examples():
     # argpartition and byzjax (lowest index) both take row 0.
     np.testing.assert_allclose(out["monna"][1], [2.5, 3.5, 4.5], rtol=1e-6)  # pivot 1
     # SMEA(1): {0,1} and {1,2} tie (scatter eigenvalue 13.5), {0,2} is 4x
-    # larger; the first subset, {0,1}.
+    # larger; the first subset, {0,1}. (ByzFL 0.0.11's one random power step
+    # breaks the tie either way: run with 3 seeds it returned both means.)
     np.testing.assert_allclose(out["smea"], [2.5, 3.5, 4.5], rtol=1e-6)
     # CAF(1): one step, mean (4,5,6), eigenvalue 18, tau = (27, 0, 27): both
     # ends go to weight 0, the sum 1 <= n - 2f = 1 stops the loop.
