@@ -77,7 +77,9 @@ def file_error(path: str, err: ConfigError) -> ConfigError:
 def _in_folder(module, folder: str) -> bool:
     """Whether ``module`` was loaded from a file in ``folder`` (or below)."""
     file = getattr(module, "__file__", None)
-    return bool(file) and os.path.abspath(file).startswith(folder + os.sep)
+    if not isinstance(file, str):
+        return False
+    return os.path.abspath(file).startswith(folder + os.sep)
 
 
 @contextlib.contextmanager
