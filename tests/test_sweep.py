@@ -137,14 +137,14 @@ def test_shipped_sweeps_are_valid(name):
     assert len(ids) == len(set(ids))
 
 
-def test_committed_attack_records_are_runs_of_the_sweep():
-    # docs/analysis/records/attacks_accuracy/runs/ resumes the sweep only if
-    # every record's run id is still one of the sweep's (the file name).
+@pytest.mark.parametrize("name", ["attacks_accuracy", "catalogue_mnist"])
+def test_committed_attack_records_are_runs_of_the_sweep(name):
+    # docs/analysis/records/<name>/runs/ resumes the sweep only if every
+    # record's run id is still one of the sweep's (the file name).
     root = os.path.join(os.path.dirname(__file__), "..")
     groups = _grid.expand_sweep(_files.load_sweep(
-        os.path.join(root, "experiments", "attacks_accuracy.py")))
+        os.path.join(root, "experiments", f"{name}.py")))
     ids = {rid for g in groups for _, _, rid in g.run_ids()}
-    folder = os.path.join(root, "docs", "analysis", "records", "attacks_accuracy",
-                          "runs")
+    folder = os.path.join(root, "docs", "analysis", "records", name, "runs")
     names = [f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json")]
     assert names and set(names) <= ids
