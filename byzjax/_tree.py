@@ -343,6 +343,30 @@ def overflow_scale(stack: PyTree, point: PyTree | None = None, *,
     return jnp.ldexp(jnp.ones((), jnp.float32), -shift)
 
 
+def row_overflow_scales(stack: PyTree, point: PyTree | None = None) -> jax.Array:
+    """``float32[n]``: per row an exact power of two ``s_i <= 1`` with
+    ``s_i * max(|x_i|, |point|) <= 2**40`` (``1`` for ordinary rows).
+
+    :func:`overflow_scale` with one scale per row, for norms of huge finite
+    rows (centered clipping, static clipping, ARC): each row is measured at
+    its own scale, so a huge row cannot flush the squares of small ones.
+    Non-finite entries are ignored. Meant for a rescue branch.
+    """
+    n = num_rows(stack)
+    leaves = jax.tree_util.tree_leaves(stack)
+    points = (jax.tree_util.tree_leaves(point) if point is not None
+              else [None] * len(leaves))
+    biggest = jnp.zeros((n,), jnp.float32)
+    for leaf, p in zip(leaves, points):
+        biggest = jnp.maximum(biggest, jnp.max(
+            jnp.abs(leaf.reshape(n, -1)).astype(jnp.float32), axis=1))
+        if p is not None:
+            biggest = jnp.maximum(biggest, jnp.max(jnp.abs(p)).astype(jnp.float32))
+    _, e = jnp.frexp(jnp.where(jnp.isfinite(biggest), biggest, 0.0))
+    shift = jnp.clip(e + 1 - 40, 0, 120)
+    return jnp.ldexp(jnp.ones((n,), jnp.float32), -shift)
+
+
 def sq_distances_to(stack: PyTree, point: PyTree) -> jax.Array:
     """``float[n]``: ``||x_i - point||^2`` over all leaves (direct, not Gram form).
 

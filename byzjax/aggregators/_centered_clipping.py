@@ -44,7 +44,14 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least
-from byzjax._tree import PyTree, num_rows, row_is_finite, sq_distances_to, weighted_rows
+from byzjax._tree import (
+    PyTree,
+    num_rows,
+    row_is_finite,
+    row_overflow_scales,
+    sq_distances_to,
+    weighted_rows,
+)
 from byzjax._tree import gram as blocked_gram
 from byzjax.aggregators._base import AGGREGATORS
 
@@ -67,20 +74,6 @@ def _scales(dist, finite, radius):
     return jnp.where(finite, clip, 0.0)
 
 
-def _row_scales(updates, v) -> jax.Array:
-    """``float32[n]``: per row an exact power of two ``s_i <= 1`` with
-    ``s_i * max(|x_i|, |v|) <= 2**40`` (``1`` for ordinary rows)."""
-    n = num_rows(updates)
-    biggest = jnp.zeros((n,), jnp.float32)
-    for x, p in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(v)):
-        a = jnp.max(jnp.abs(x.reshape(n, -1)).astype(jnp.float32), axis=1)
-        biggest = jnp.maximum(biggest, jnp.maximum(
-            a, jnp.max(jnp.abs(p)).astype(jnp.float32)))
-    _, e = jnp.frexp(jnp.where(jnp.isfinite(biggest), biggest, 0.0))
-    shift = jnp.clip(e + 1 - 40, 0, 120)
-    return jnp.ldexp(jnp.ones((n,), jnp.float32), -shift)
-
-
 def _scaled_distances(updates, v, scales) -> jax.Array:
     """``float[n]``: ``||s_i x_i - s_i v||`` (power-of-two ``s_i``: exact)."""
     n = num_rows(updates)
@@ -97,7 +90,8 @@ def _distances(updates, v, radius):
 
     ``(||x_i - v||, tau)``; ``dist_i = inf`` on non-finite rows. A finite
     row whose squared distance overflows gets both measured on the row
-    scaled by ``s_i`` (:func:`_row_scales`): ``(||s_i (x_i - v)||, s_i tau)``.
+    scaled by ``s_i`` (:func:`byzjax._tree.row_overflow_scales`):
+    ``(||s_i (x_i - v)||, s_i tau)``.
     """
     d2 = sq_distances_to(updates, v)
     tau = jnp.broadcast_to(jnp.asarray(radius, d2.dtype), d2.shape)
@@ -107,7 +101,7 @@ def _distances(updates, v, radius):
 
     def rescued():
         over = row_is_finite(updates) & ~jnp.isfinite(d2)
-        scales = _row_scales(updates, v).astype(d2.dtype)
+        scales = row_overflow_scales(updates, v).astype(d2.dtype)
         scaled = _scaled_distances(updates, v, scales).astype(d2.dtype)
         return (jnp.where(over, scaled, jnp.sqrt(d2)),
                 jnp.where(over, tau * scales, tau))

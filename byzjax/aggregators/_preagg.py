@@ -11,23 +11,12 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._registry import at_least, greater_than
-from byzjax._tree import PyTree, num_rows, row_is_finite
+from byzjax._tree import PyTree, num_rows, row_is_finite, row_overflow_scales
 from byzjax.aggregators._base import PREAGGREGATORS
 from byzjax.aggregators._networks import tree_sum
 
 __all__ = ["static_clipping", "adaptive_robust_clipping", "arc_num_clipped",
            "bucketing"]
-
-
-def _row_scales(leaves, n) -> jax.Array:
-    """``float32[n]``: per row an exact power of two ``s_i <= 1`` with
-    ``s_i * max_j |x_ij| <= 2**40`` (``1`` for ordinary rows)."""
-    biggest = jnp.zeros((n,), jnp.float32)
-    for leaf in leaves:
-        a = jnp.max(jnp.abs(leaf.reshape(n, -1)).astype(jnp.float32), axis=1)
-        biggest = jnp.maximum(biggest, a)
-    _, e = jnp.frexp(jnp.where(jnp.isfinite(biggest), biggest, 0.0))
-    return jnp.ldexp(jnp.ones((n,), jnp.float32), -jnp.clip(e + 1 - 40, 0, 120))
 
 
 @PREAGGREGATORS.register("static_clipping", aliases=("clipping",),
@@ -101,7 +90,7 @@ def _row_norms(updates: PyTree, n: int):
     def rescued():
         keep = row_is_finite(updates)
         over = keep & ~finite_sq
-        scales = jnp.where(over, _row_scales(leaves, n).astype(acc), 1.0)
+        scales = jnp.where(over, row_overflow_scales(updates).astype(acc), 1.0)
         scaled = tree_sum([jnp.sum(jnp.square(
             leaf.reshape(n, -1).astype(acc) * scales[:, None]), axis=1)
             for leaf in leaves])
