@@ -38,6 +38,8 @@ import os
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from byzjax.sim._errors import ConfigError
 
 __all__ = ["ChunkLogger", "TensorBoardWriter", "make_writer", "make_chunk_logger",
@@ -154,11 +156,14 @@ class ChunkLogger:
             for key, values in metrics.items():
                 if key in ("round", "diverged_round"):
                     continue
-                try:
-                    v = float(values[i])
+                try:  # a vector metric (per class): one scalar per entry
+                    entries = np.asarray(values[i], np.float64).reshape(-1)
                 except (TypeError, ValueError, IndexError):
                     continue
-                scalars[tag_of(key)] = v if math.isfinite(v) else math.nan
+                vector = np.ndim(values[i]) > 0
+                for c, v in enumerate(entries.tolist()):
+                    tag = f"{tag_of(key)}/{c}" if vector else tag_of(key)
+                    scalars[tag] = v if math.isfinite(v) else math.nan
             writer.write_scalars(int(step), scalars)
             writer.flush()
 

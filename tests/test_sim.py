@@ -114,6 +114,35 @@ def test_training_learns_without_attack():
     hp = traced_hparams(config)
     _, metrics = jax.jit(train)(jax.random.key(0), hp)
     assert float(metrics["test_accuracy"][-1]) > 0.8
+    # per class: one value per class and evaluation, weighted by the classes'
+    # test counts they give the accuracy
+    per_class = np.asarray(metrics["test_class_accuracy"])
+    counts = np.bincount(np.asarray(data.test_labels), minlength=per_class.shape[1])
+    assert per_class.shape == (2, counts.size)
+    np.testing.assert_allclose(per_class @ counts / counts.sum(),
+                               np.asarray(metrics["test_accuracy"]), rtol=1e-5)
+
+
+def test_per_class_accuracy_against_a_confusion_count_loop():
+    from byzjax.sim._kit import make_evaluate, normalize
+
+    data = make_data(3)
+    model = TinyMLP()
+    params = model.init(jax.random.key(3), data.test_images[:1])["params"]
+    n = data.test_labels.shape[0]
+    acc, _, per_class = jax.jit(make_evaluate(model, data, eval_size=n,
+                                              has_bn=False))(params)
+    logits = np.asarray(model.apply({"params": params},
+                                    normalize(data.test_images, data)))
+    labels = np.asarray(data.test_labels)
+    k = logits.shape[1]
+    confusion = np.zeros((k, k))
+    for y, p in zip(labels, logits.argmax(1)):
+        confusion[y, p] += 1
+    with np.errstate(invalid="ignore"):
+        expected = np.diag(confusion) / confusion.sum(1)
+    np.testing.assert_allclose(np.asarray(per_class), expected, rtol=1e-6)
+    assert float(acc) == pytest.approx(np.trace(confusion) / n)
 
 
 @pytest.fixture(scope="module")

@@ -427,10 +427,26 @@ def _run_curve(run, key):
     return y if np.isfinite(y).any() else None
 
 
+def _class_curves(run):
+    """``[num_evals, num_classes]`` test accuracy per class of ``run`` (NaN where
+    missing), or None when the record has none."""
+    values = run["metrics"].get("test_class_accuracy")
+    if not values or not any(isinstance(v, list) for v in values):
+        return None
+    width = max(len(v) for v in values if isinstance(v, list))
+    y = np.full((len(values), width), np.nan)
+    for e, v in enumerate(values):
+        for c, a in enumerate(v if isinstance(v, list) else []):
+            y[e, c] = np.nan if a is None else a
+    return y if np.isfinite(y).any() else None
+
+
 def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
     """One run: test accuracy above the diagnostics recorded per evaluation.
 
-    Panels (shared round axis): test accuracy; ``||F - mean_H|| / spread``
+    Panels (shared round axis): test accuracy; the test accuracy of each
+    class (when recorded: a class the network never predicts sits at 0);
+    ``||F - mean_H|| / spread``
     (the empirical lambda, left axis) and the cosine of the aggregate with
     the honest mean (right axis); for selection rules the fraction of
     Byzantine rows selected and their weight in the aggregate; the honest
@@ -440,7 +456,11 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
     """
     plt = _pyplot()
     x = np.asarray(run["metrics"]["round"])
-    panels = ["accuracy", "resilience"]
+    panels = ["accuracy"]
+    per_class = _class_curves(run)
+    if per_class is not None:
+        panels.append("classes")
+    panels.append("resilience")
     if (_run_curve(run, "byz_selected") is not None
             or _run_curve(run, "byz_weight") is not None):
         panels.append("selection")
@@ -466,6 +486,15 @@ def plot_run_diagnostics(run: dict[str, Any], path: str) -> None:
                 ax.plot(x, acc, "o-", color="k", lw=1.3, ms=3)
             ax.set_ylim(0, 1)
             ax.set_ylabel("test acc.")
+        elif panel == "classes":
+            cmap = plt.get_cmap("tab10")
+            for c in range(per_class.shape[1]):
+                ax.plot(x, per_class[:, c], "-", color=cmap(c % 10), lw=1.0,
+                        label=str(c))
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_ylabel("accuracy\nper class", fontsize=8)
+            ax.legend(fontsize=6, ncol=min(per_class.shape[1], 10), loc="lower left",
+                      handlelength=1.0, columnspacing=0.6, frameon=False)
         elif panel == "resilience":
             lam = _run_curve(run, "resilience")
             if lam is not None:

@@ -58,7 +58,7 @@ def tidy_rows(runs: Iterable[dict]) -> tuple[list[str], list[dict]]:
         cfg = _flatten(dict(r.get("config") or {}))
         cfg.update(_flatten(dict(r.get("hparams") or {})))
         config_cols.update(dict.fromkeys(cfg))
-        metrics = r.get("metrics") or {}
+        metrics = _split_vectors(r.get("metrics") or {})
         names = [k for k in metrics if k != "round" and k not in _SUMMARY]
         metric_cols.update(dict.fromkeys(names))
         rounds = list(metrics.get("round", []))
@@ -80,6 +80,27 @@ def tidy_rows(runs: Iterable[dict]) -> tuple[list[str], list[dict]]:
             + list(_SUMMARY) + list(_CODE_COLS) + ["eval", "round"]
             + sorted(metric_cols))
     return cols, [{c: row.get(c) for c in cols} for row in rows]
+
+
+def _split_vectors(metrics: dict) -> dict:
+    """``metrics`` with each vector-valued curve (e.g. ``test_class_accuracy``,
+    one list per evaluation) split into one scalar curve per entry,
+    ``name[i]``, so that every cell of the table is a number.
+
+    Example:
+      >>> _split_vectors({"a": [1, 2], "c": [[0.5, 1.0], [0.75, None]]})
+      {'a': [1, 2], 'c[0]': [0.5, 0.75], 'c[1]': [1.0, None]}
+    """
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, list) and any(isinstance(e, list) for e in v):
+            width = max(len(e) for e in v if isinstance(e, list))
+            for i in range(width):
+                out[f"{k}[{i}]"] = [e[i] if isinstance(e, list) and i < len(e)
+                                    else None for e in v]
+        else:
+            out[k] = v
+    return out
 
 
 def write_tidy(outdir: str, *, path: str | None = None,

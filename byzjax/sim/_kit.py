@@ -99,7 +99,8 @@ class Program(NamedTuple):
         traced) switches the diagnostics (NaN when off); ``explain`` (idem)
         the per-chunk ones of :mod:`byzjax.sim._diagnostics` (``run_chunk``
         sets it on the chunk's last round only).
-      evaluate: ``(params, batch_stats) -> (accuracy, loss)`` on the test set.
+      evaluate: ``(params, batch_stats) -> (accuracy, loss, class_accuracy)``
+        on the test set (:func:`make_evaluate`).
       num_evals: number of evaluations in a run.
     """
 
@@ -193,8 +194,13 @@ def make_loss_fn(model, *, has_bn: bool) -> Callable:
 
 def make_evaluate(model, data: SimData, *, eval_size: int,
                   has_bn: bool) -> Callable:
-    """``evaluate(params, batch_stats=None) -> (accuracy, mean loss)`` over the
-    first ``eval_size`` test examples (in chunks of 1000 when it divides).
+    """``evaluate(params, batch_stats=None) -> (accuracy, mean loss,
+    class_accuracy)`` over the first ``eval_size`` test examples (in chunks of
+    1000 when it divides). ``class_accuracy`` ``[num_classes]`` is each class's
+    share of its test examples predicted right (a confusion count's diagonal
+    over its row sums; NaN for a class absent from the examples): a network
+    that never predicts some classes shows them at 0 however high its
+    accuracy on the others.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -205,9 +211,10 @@ def make_evaluate(model, data: SimData, *, eval_size: int,
       ...                jnp.array([0, 1, 0, 1]), None, None, jnp.zeros(1),
       ...                jnp.ones(1))
       >>> params = model.init(jax.random.key(0), imgs[:1])["params"]
-      >>> acc, loss = make_evaluate(model, data, eval_size=4, has_bn=False)(params)
-      >>> float(acc)   # one class predicted for the all-zero images
-      0.5
+      >>> acc, loss, per_class = make_evaluate(model, data, eval_size=4,
+      ...                                      has_bn=False)(params)
+      >>> float(acc), sorted(per_class.tolist())  # one class for all-zero images
+      (0.5, [0.0, 1.0])
     """
 
     def evaluate(params, batch_stats=None):
@@ -223,12 +230,16 @@ def make_evaluate(model, data: SimData, *, eval_size: int,
         def one(carry, xy):
             xb, yb = xy
             logits = model.apply(variables, normalize(xb, data), train=False)
-            correct = jnp.sum(jnp.argmax(logits, -1) == yb)
+            right = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
+            num_classes = logits.shape[-1]
+            hits = jnp.zeros(num_classes).at[yb].add(right)
+            seen = jnp.zeros(num_classes).at[yb].add(1.0)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).sum()
-            return carry, (correct, loss)
+            return carry, (hits, seen, loss)
 
-        _, (correct, loss) = jax.lax.scan(one, None, (xs, ys))
-        return correct.sum() / eval_size, loss.sum() / eval_size
+        _, (hits, seen, loss) = jax.lax.scan(one, None, (xs, ys))
+        hits, seen = hits.sum(0), seen.sum(0)
+        return hits.sum() / eval_size, loss.sum() / eval_size, hits / seen
 
     return evaluate
 

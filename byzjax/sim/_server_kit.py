@@ -311,9 +311,11 @@ class ServerKit:
                 shown = self.served(state.params, jax.random.fold_in(state.key, 2))
             else:
                 shown = state.params
-            accs, test_losses = jax.lax.map(lambda p: evaluate(p), shown)
+            accs, test_losses, class_accs = jax.lax.map(lambda p: evaluate(p),
+                                                        shown)
             metrics = {k: nanmean(v) for k, v in rm.items()}
             metrics.update(test_accuracy=accs[0], test_loss=test_losses[0],
+                           test_class_accuracy=class_accs[0],
                            test_accuracy_min=jnp.min(accs), round=state.round,
                            diverged_round=state.diverged_round)
             return state, metrics

@@ -229,9 +229,10 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
         state, rm = jax.lax.scan(
             lambda s, i: round_step(s, hp, explain=i == eval_every - 1), state,
             jnp.arange(eval_every))
-        acc, test_loss = evaluate(state.params, state.batch_stats)
+        acc, test_loss, class_acc = evaluate(state.params, state.batch_stats)
         metrics = {k: nanmean(v) for k, v in rm.items()}
-        metrics.update(test_accuracy=acc, test_loss=test_loss, round=state.round,
+        metrics.update(test_accuracy=acc, test_loss=test_loss,
+                       test_class_accuracy=class_acc, round=state.round,
                        diverged_round=state.diverged_round)
         return state, metrics
 
