@@ -125,10 +125,12 @@ def garfield_lipschitz_threshold(history: jax.Array, count: jax.Array, *,
     Returns:
       float32 scalar.
 
-    Example:
+    Example (under ``jax.jit``, as the simulator calls it):
+      >>> import functools
+      >>> threshold = jax.jit(functools.partial(
+      ...     garfield_lipschitz_threshold, num_servers=3, num_byzantine_servers=1))
       >>> h = jnp.zeros(100).at[:4].set(jnp.array([4.0, 1.0, 3.0, 2.0]))
-      >>> float(garfield_lipschitz_threshold(h, jnp.int32(4), num_servers=3,
-      ...                                    num_byzantine_servers=1))
+      >>> float(threshold(h, jnp.int32(4)))  # np.percentile([4, 1, 3, 2], 200 / 3)
       3.0
     """
     size = history.shape[-1]
@@ -240,11 +242,12 @@ def garfield_pulled_models(served: PyTree, initial: PyTree, start: jax.Array,
       ``(models, reads)``: leaves ``[n, ...]``, and the number of server
       models each worker read (0, 1 or ``n_ps``).
 
-    Example:
+    Example (under ``jax.jit``, as the simulator calls it):
+      >>> import functools
+      >>> pulled = jax.jit(functools.partial(garfield_pulled_models, period=3,
+      ...                                    num_byzantine_servers=1))
       >>> served = {"w": jnp.arange(5.0)[:, None]}
-      >>> models, reads = garfield_pulled_models(
-      ...     served, {"w": jnp.zeros(1)}, jnp.array([4, 1]), 1, period=3,
-      ...     num_byzantine_servers=1)
+      >>> models, reads = pulled(served, {"w": jnp.zeros(1)}, jnp.array([4, 1]), 1)
       >>> models["w"][:, 0].tolist(), int(reads)
       ([4.0, 1.0], 1)
     """
