@@ -41,7 +41,7 @@ from byzjax.sim._spec import RunSpec
 
 __all__ = ["LiuBeiWorkers", "LIPSCHITZ_HISTORY", "make_liubei_program"]
 
-_NAN = jnp.float32(jnp.nan)
+_NAN = float("nan")  # (a Python float: no JAX array at import)
 
 #: Past accepted Lipschitz coefficients each LiuBei worker keeps (a ring).
 LIPSCHITZ_HISTORY = 32
@@ -304,18 +304,20 @@ def _make_garfield_program(spec: RunSpec, data: SimData, model) -> Program:
             num_byzantine_servers=f_ps))(new_h, new_c)
         lips_bad = k > threshold
         h = slice(0, n_honest)
-        lips_rate = jnp.where(filtered, lips_bad[h].mean(), _NAN)
+        lips_rate = jnp.where(filtered, lips_bad[h].mean(), jnp.float32(_NAN))
         if f > 0:
             bound = servers.garfield_models_bound(
                 lr_t, norms(grads), num_workers=n, num_byzantine=f,
                 period=period, step=t)
             dist = norms(jax.tree_util.tree_map(jnp.subtract, used, w.local))
             models_bad = dist > bound
-            models_rate = jnp.where(filtered, models_bad[h].mean(), _NAN)
+            models_rate = jnp.where(filtered, models_bad[h].mean(),
+                                    jnp.float32(_NAN))
         else:  # the code computes no bound without Byzantine workers
             models_bad = jnp.zeros((n,), bool)
-            models_rate = _NAN
-        either = jnp.where(filtered, (lips_bad | models_bad)[h].mean(), _NAN)
+            models_rate = jnp.float32(_NAN)
+        either = jnp.where(filtered, (lips_bad | models_bad)[h].mean(),
+                           jnp.float32(_NAN))
 
         ws, ats, rs, ss = state.opt_state
         sent, ws = worker_tx.update(grads, ws, p0)
