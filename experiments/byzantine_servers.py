@@ -25,6 +25,8 @@ Usage::
     python experiments/byzantine_servers.py --outdir results/servers \\
         --rounds 200 --seeds 0
     python experiments/byzantine_servers.py --outdir results/servers --report-only
+    python experiments/byzantine_servers.py --outdir results/servers_garfield \\
+        --only liubei sign_flip --liubei-filters derived garfield --rounds 100
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ def base_config(rounds: int, eval_every: int, eval_size: int):
     return c
 
 
-def settings(rounds: int, eval_every: int, eval_size: int):
-    """``(label, config)`` of every run, one compiled program each."""
+def settings(rounds: int, eval_every: int, eval_size: int,
+             liubei_filters=("derived",)):
+    """``(label, config)`` of every run, one compiled program each; LiuBei
+    once per value of ``liubei_filters`` (``"garfield"``: the authors' public
+    code's filters and schedule, labelled so)."""
     out = []
     c = base_config(rounds, eval_every, eval_size)
     out.append(("single correct server", c))
@@ -77,7 +82,14 @@ def settings(rounds: int, eval_every: int, eval_size: int):
             c.num_byzantine_servers = f_ps
             c.server_attack = attack
             c.scatter_period = 10
-            out.append((f"{protocol} {n_ps} servers, {f_ps} Byzantine ({attack})", c))
+            label = f"{protocol} {n_ps} servers, {f_ps} Byzantine ({attack})"
+            if protocol != "liubei":
+                out.append((label, c))
+                continue
+            for mode in liubei_filters:
+                m = c.copy_and_resolve_references()
+                m.liubei_filters = mode
+                out.append((label if mode == "derived" else f"{label}, {mode}", m))
     return out
 
 
@@ -171,8 +183,17 @@ def main(argv=None) -> int:
     p.add_argument("--eval-size", type=int, default=2000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--liubei-filters", nargs="+", default=["derived"],
+                   choices=sim.FIELDS["liubei_filters"].choices,
+                   help="LiuBei's filters, one run per value (docs/SERVERS.md)")
+    p.add_argument("--only", nargs="*", default=[],
+                   help="run (and report) only the settings whose label "
+                        "contains every one of these texts, e.g. liubei sign_flip")
     args = p.parse_args(argv)
-    runs = settings(args.rounds, args.eval_every, args.eval_size)
+    runs = settings(args.rounds, args.eval_every, args.eval_size,
+                    tuple(args.liubei_filters))
+    runs = [(label, c) for label, c in runs
+            if all(text in label for text in args.only)]
     for _, c in runs:
         sim.validate(c)
     labelled = [(label, c, args.seeds) for label, c in runs]

@@ -11,7 +11,9 @@ servers are trusted:
   workers pull one model at a time and check it with two filters.
 
 This package holds what does not depend on a model or a training loop (message
-delays and quorums, the coordinate-wise median of a quorum, LiuBei's filters);
+delays and quorums, the coordinate-wise median of a quorum, LiuBei's filters,
+and, in ``_garfield.py``, LiuBei's filters and pull schedule as the authors'
+public code computes them);
 the simulator's rounds are in :mod:`byzjax.sim._guanyu` and
 :mod:`byzjax.sim._liubei`, and
 ``docs/SERVERS.md`` describes both protocols and every modelling choice.
@@ -38,9 +40,29 @@ from byzjax.servers._functions import (
     sample_delays,
     tree_norm,
 )
+from byzjax.servers._garfield import (
+    GARFIELD_HISTORY,
+    GARFIELD_KEEP,
+    garfield_gathers,
+    garfield_lipschitz_threshold,
+    garfield_models_bound,
+    garfield_pulled_models,
+    garfield_record,
+    garfield_window,
+    upper_median,
+)
 
 __all__ = [
     "DELAY_DISTRIBUTIONS",
+    "GARFIELD_HISTORY",
+    "GARFIELD_KEEP",
+    "garfield_gathers",
+    "garfield_lipschitz_threshold",
+    "garfield_models_bound",
+    "garfield_pulled_models",
+    "garfield_record",
+    "garfield_window",
+    "upper_median",
     "gather_rows",
     "lipschitz_coefficient",
     "lipschitz_filter",

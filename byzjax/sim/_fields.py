@@ -277,6 +277,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "applied to models)", run_id="unless_default"),
     _F("scatter_period", 10, "LiuBei's T: iterations between two gather steps",
        run_id="unless_default", **_INT1),
+    _F("liubei_filters", "derived", "LiuBei's filters: derived (byzjax's "
+       "thresholds, acted on) or garfield (the authors' public code: its "
+       "thresholds and pull schedule, verdicts recorded, never acted on; "
+       "docs/SERVERS.md)", choices=("derived", "garfield"),
+       run_id="unless_default"),
     _F("delay_distribution", "exponential", "per-message delays: exponential, "
        "uniform or zero", run_id="unless_default"),
     _F("num_slow_servers", 0, "correct servers that are slow machines",

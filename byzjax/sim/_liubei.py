@@ -10,10 +10,18 @@ worker keeps its own locally updated model). Every correct server aggregates
 all ``n`` worker vectors with F and takes a step. Every ``scatter_period``
 iterations a gather step replaces every correct server's and every worker's
 model by the MeaMed of all servers' models.
+
+With ``liubei_filters="garfield"`` the round follows the authors' public code
+instead (:mod:`byzjax.servers._garfield`): each worker reads one server,
+chosen once, every iteration (every ``T`` iterations the Multi-Krum of all
+servers' models), computes its gradient there whatever the filters say, and
+the filters' would-be verdicts are only recorded; correct servers take the
+coordinate-wise median of all servers' models every ``T`` iterations.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -33,6 +41,8 @@ from byzjax.sim._spec import RunSpec
 
 __all__ = ["LiuBeiWorkers", "LIPSCHITZ_HISTORY", "make_liubei_program"]
 
+_NAN = float("nan")  # (a Python float: no JAX array at import)
+
 #: Past accepted Lipschitz coefficients each LiuBei worker keeps (a ring).
 LIPSCHITZ_HISTORY = 32
 
@@ -51,6 +61,14 @@ class LiuBeiWorkers(NamedTuple):
         its first pulls (a ring, NaN where empty).
       count: ``int32[n]`` coefficients recorded.
       start: ``int32[n]`` first server of its round robin (random, fixed).
+      grad: ``liubei_filters="garfield"``: its previous raw gradient (the
+        Lipschitz coefficient's ``g_{t-1}``), leaves ``[n, ...]``; else ``()``.
+
+    With ``liubei_filters="garfield"``, ``model`` is the model it computed its
+    previous gradient at (``x_{t-1}``), ``local`` that model's local update
+    ``x_{t-1} - lr * sent``, ``history`` ``float32[n, 100]`` (the code's list,
+    :func:`~byzjax.servers.garfield_record`), ``start`` its one server, and
+    ``age`` is unused.
     """
 
     model: Any
@@ -60,6 +78,7 @@ class LiuBeiWorkers(NamedTuple):
     # (optax-style name; mypy objects that it shadows tuple.count)
     count: jax.Array  # type: ignore[assignment]
     start: jax.Array
+    grad: Any = ()
 
 
 def _expand(tree):
@@ -93,6 +112,8 @@ def make_liubei_program(spec: RunSpec, data: SimData, model) -> Program:
         program = make_liubei_program(sim.resolve(c), data, model)
         state, metrics = jax.jit(program.train)(jax.random.key(0), hp)
     """
+    if spec.liubei_filters == "garfield":
+        return _make_garfield_program(spec, data, model)
     kit = make_server_kit(spec, data, model)
     n, f = spec.num_workers, spec.num_byzantine
     n_ps, f_ps = spec.num_servers, spec.num_byzantine_servers
@@ -218,6 +239,106 @@ def make_liubei_program(spec: RunSpec, data: SimData, model) -> Program:
             "models_filter_rejected": (~near[h, :num_pulls] & made).sum() / made.sum(),
             "lipschitz_filter_rejected": (~lips[h, :num_pulls] & made).sum()
             / made.sum(),
+        }
+        return kit.finish(state, new, (ws, ats, rs, ss), key, losses, diag, extra,
+                          workers)
+
+    return kit.program(lambda key, hp: kit.init(key, hp, init_workers), round_step)
+
+
+def _make_garfield_program(spec: RunSpec, data: SimData, model) -> Program:
+    # LiuBei as the authors' public code runs it (docs/SERVERS.md,
+    # byzjax/servers/_garfield.py): one fixed server per worker, Multi-Krum of
+    # all servers every T iterations, servers' median every T iterations,
+    # filters computed and recorded, never acted on.
+    kit = make_server_kit(spec, data, model)
+    n, f = spec.num_workers, spec.num_byzantine
+    n_ps, f_ps = spec.num_servers, spec.num_byzantine_servers
+    n_honest = spec.num_honest
+    c_ps = kit.num_correct_servers
+    period = spec.scatter_period
+
+    def init_workers(params, k_tx):
+        k_start = jax.random.fold_in(k_tx, 17)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, stack_copies(params, n))
+        return LiuBeiWorkers(
+            model=stack_copies(params, n), age=jnp.ones((n,), jnp.int32),
+            local=stack_copies(params, n),
+            history=jnp.zeros((n, servers.GARFIELD_HISTORY), jnp.float32),
+            count=jnp.zeros((n,), jnp.int32),
+            start=jax.random.randint(k_start, (n,), 0, n_ps, jnp.int32),
+            grad=zeros)
+
+    def round_step(state: ServerSimState, hp, diagnostics=True):
+        worker_tx, attack_tx, robust_tx, server_tx = stages_for(
+            spec, hp, jax.random.key(0))
+        key, k_drop, x, y = kit.batch(state.key)
+        drop_keys = jax.random.split(k_drop, n)
+        k_a1, k_a2 = jax.random.split(jax.random.fold_in(k_drop, 1))
+        w = state.workers
+        t = state.round
+        p0 = row(state.params, 0)
+        out = kit.served(state.params, k_a1)  # [n_ps]
+        used, reads = servers.garfield_pulled_models(
+            out, p0, w.start, t, period=period, num_byzantine_servers=f_ps)
+
+        def worker_grad(a):
+            p, xb, yb, kb = a
+            return kit.grad(p, xb, yb, kb, hp["weight_decay"])
+
+        grads, losses = map_workers(worker_grad, (used, x, y, drop_keys),
+                                    strategy=kit.grad_strategy)
+        lr_t = kit.learning_rate(hp, t)
+        # The filters, from the second iteration on (the code: past_grad
+        # non-empty). Nothing below reads their verdicts but the metrics.
+        filtered = t > 0
+        norms = jax.vmap(servers.tree_norm)
+        num = norms(jax.tree_util.tree_map(jnp.subtract, grads, w.grad))
+        den = norms(jax.tree_util.tree_map(jnp.subtract, used, w.model))
+        k = num / den  # IEEE, as NumPy: x/0 = inf, 0/0 = nan
+        new_h, new_c = jax.vmap(servers.garfield_record)(w.history, w.count, k)
+        history = jnp.where(filtered, new_h, w.history)
+        count = jnp.where(filtered, new_c, w.count)
+        threshold = jax.vmap(functools.partial(
+            servers.garfield_lipschitz_threshold, num_servers=n_ps,
+            num_byzantine_servers=f_ps))(new_h, new_c)
+        lips_bad = k > threshold
+        h = slice(0, n_honest)
+        lips_rate = jnp.where(filtered, lips_bad[h].mean(), jnp.float32(_NAN))
+        if f > 0:
+            bound = servers.garfield_models_bound(
+                lr_t, norms(grads), num_workers=n, num_byzantine=f,
+                period=period, step=t)
+            dist = norms(jax.tree_util.tree_map(jnp.subtract, used, w.local))
+            models_bad = dist > bound
+            models_rate = jnp.where(filtered, models_bad[h].mean(),
+                                    jnp.float32(_NAN))
+        else:  # the code computes no bound without Byzantine workers
+            models_bad = jnp.zeros((n,), bool)
+            models_rate = jnp.float32(_NAN)
+        either = jnp.where(filtered, (lips_bad | models_bad)[h].mean(),
+                           jnp.float32(_NAN))
+
+        ws, ats, rs, ss = state.opt_state
+        sent, ws = worker_tx.update(grads, ws, p0)
+        attacked, ats = attack_tx.update(sent, ats, p0)
+        new, aggs, rs, ss = kit.server_steps(stack_copies(attacked, c_ps), rs, ss,
+                                             state.params, robust_tx, server_tx)
+        _, server_gather = servers.garfield_gathers(t, period=period)
+        med = servers.upper_median(kit.served(new, k_a2), num_byzantine=f_ps)
+        new = jax.tree_util.tree_map(
+            lambda a, m: jnp.where(server_gather, jnp.broadcast_to(m, a.shape), a),
+            new, med)
+        local = jax.tree_util.tree_map(lambda m, u: m - lr_t * u, used, sent)
+        workers = LiuBeiWorkers(used, w.age, local, history, count, w.start, grads)
+        diag = kit.diagnostics(diagnostics, sent, row(aggs, 0))
+        extra = {
+            "server_spread": spread(new),
+            "rejected_fraction": either,
+            "pulls_per_iteration": reads.astype(jnp.float32),
+            "fallback_fraction": jnp.float32(0.0),
+            "models_filter_rejected": models_rate,
+            "lipschitz_filter_rejected": lips_rate,
         }
         return kit.finish(state, new, (ws, ats, rs, ss), key, losses, diag, extra,
                           workers)

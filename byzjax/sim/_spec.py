@@ -105,6 +105,7 @@ class RunSpec:
     worker_quorum: int
     server_attack: str
     scatter_period: int
+    liubei_filters: Literal["derived", "garfield"]
     delay_distribution: str
     num_slow_servers: int
     num_slow_workers: int

@@ -371,7 +371,8 @@ _OPTIMIZER_FIELDS = ("beta", "dampening", "nesterov", "momentum_init",
 _SERVER_FIELDS = {
     "server_quorum": ("guanyu",), "worker_quorum": ("guanyu",),
     "server_attack": ("guanyu", "liubei", "byzantine_single"),
-    "scatter_period": ("liubei",), "delay_distribution": ("guanyu",),
+    "scatter_period": ("liubei",), "liubei_filters": ("liubei",),
+    "delay_distribution": ("guanyu",),
     "num_slow_servers": ("guanyu",), "num_slow_workers": ("guanyu",),
     "slow_factor": ("guanyu",),
 }
@@ -575,7 +576,17 @@ def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
         raise ConfigError(f"liubei's models filter bounds a server step by "
                           f"lr * clip_norm: use optimizer {' or '.join(ok)}, got "
                           f"{config.optimizer!r}", field="optimizer")
-    if not config.clip_norm > 0:
+    if config.liubei_filters == "garfield":
+        # The code's workers take Multi-Krum (m = n_ps - f_ps - 2) of every
+        # server's output every T iterations.
+        if n_ps < 2 * f_ps + 3:
+            raise ConfigError(f"liubei_filters='garfield' takes Multi-Krum of the "
+                              f"servers' models (n >= 2f+3): needs num_servers >= "
+                              f"{2 * f_ps + 3}, got num_servers={n_ps}",
+                              field="num_servers")
+    elif not config.clip_norm > 0:
         raise ConfigError("liubei's models filter needs the workers' vectors "
-                          "bounded: set clip_norm > 0", field="clip_norm")
+                          "bounded: set clip_norm > 0 (or liubei_filters="
+                          "'garfield', whose bound reads the gradient's norm)",
+                          field="clip_norm")
     _check_rule_on_quorum(config, n_wr, f_wr)
