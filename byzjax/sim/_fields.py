@@ -169,7 +169,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        check=_at_least(0), must="an integer >= 0 (0: the whole test set)",
        none_when=lambda v: v == 0),
     # ---- model
-    _F("model", "mlp", "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet",
+    _F("model", "mlp", "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet; "
+       "ByzFL's fc_mnist, cnn_mnist, logreg_mnist, cnn_cifar, resnet18 ... "
+       "resnet152",
        flag="model"),
     # ---- workers
     _F("num_workers", 15, "number of workers n, honest and Byzantine together",
