@@ -63,7 +63,7 @@ TRAIN_CASES = [
     (["--set", "dirichlet_alpha=-1"], "dirichlet_alpha must be a number > 0"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; known: cifar10"),
     (["--dataset", "mnsit"], "unknown dataset 'mnsit' (did you mean 'mnist'?)"),
-    (["--model", "resnet"], "unknown model 'resnet' (did you mean 'wide_resnet'?)"),
+    (["--model", "wide_resnt"], "unknown model 'wide_resnt' (did you mean 'wide_resnet'?)"),
     (["--set", "beta=abc"], "beta must be a number, got 'abc'"),
     (["--set", "num_workers=seven"], "num_workers must be an integer, got 'seven'"),
     (["--set", "num_workers=7.5"], "num_workers must be an integer, got 7.5"),

@@ -59,6 +59,8 @@ class RunSpec:
     split: str
     dirichlet_alpha: float
     similarity_gamma: float
+    label_sort_order: Literal["shuffled", "index"]
+    split_among: Literal["all", "honest"]
     split_seed: int
     server_data_size: int
     eval_size: int | None
@@ -75,8 +77,10 @@ class RunSpec:
     attack_eps: float | None
     optimizer: str
     learning_rate: float
-    lr_schedule: Literal["constant", "step"]
+    lr_schedule: Literal["constant", "step", "multistep"]
     lr_decay_every: int
+    lr_milestones: str
+    lr_decay_factor: float
     beta: float
     dampening: float | None
     nesterov: bool
@@ -89,6 +93,7 @@ class RunSpec:
     eps: float
     mra_safeguard: Literal["clamp"] | None
     weight_decay: float
+    weight_decay_point: Literal["loss", "server"]
     clip_norm: float | None
     batch_size: int
     shard: Literal["none", "runs", "workers"]
