@@ -138,3 +138,16 @@ def test_byzfl_fields_bad_values_are_refused(overrides, message):
     with pytest.raises(sim.ConfigError, match=message.replace("(", r"\(")
                        .replace(")", r"\)").replace("]", r"\]")):
         sim.resolve(H.tiny_config(**overrides))
+
+
+def test_train_fraction_holds_out_byzfls_validation_set():
+    images, labels = np.zeros((50, 4, 4, 1), np.uint8), np.zeros(50, np.int32)
+    pair = (data.Dataset(images, labels, 10, "synthetic"),
+            data.Dataset(images[:10], labels[:10], 10, "synthetic"))
+    config = H.tiny_config(split="iid", train_fraction=0.8)
+    sd = _run.load_sim_data(sim.resolve(config), dataset=pair)
+    counts = np.asarray(sd.worker_counts)
+    assert counts.sum() == 40  # int(0.8 * 50), as ByzFL's random_split
+    held = data.hold_out(50, 10, seed=config.split_seed)
+    used = np.asarray(sd.worker_indices)[np.asarray(sd.worker_indices) >= 0]
+    assert not set(used.tolist()) & set(held.tolist())

@@ -166,6 +166,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "(each its own shard), or honest (ByzFL: the honest workers only; each "
        "Byzantine worker copies an honest shard, read only by label flip)",
        choices=("all", "honest"), run_id="unless_default"),
+    _F("train_fraction", 1.0, "fraction of the training set the workers divide "
+       "(ByzFL's size_train_set: the rest, drawn with split_seed, is its "
+       "validation set, which byzjax holds out and does not evaluate)",
+       check=_finite(0.0, 1.0, lo_open=True), must="in (0, 1]",
+       run_id="unless_default"),
     _F("split_seed", 0, "seed of the division of the training set over workers",
        **_INT0),
     _F("server_data_size", 0, "training examples held out as the server's own "

@@ -61,6 +61,7 @@ class RunSpec:
     similarity_gamma: float
     label_sort_order: Literal["shuffled", "index"]
     split_among: Literal["all", "honest"]
+    train_fraction: float
     split_seed: int
     server_data_size: int
     eval_size: int | None

@@ -220,6 +220,10 @@ def _check_cross_fields(config) -> None:
     if config.lr_schedule == "step" and config.lr_decay_every < 1:
         raise ConfigError(f"lr_decay_every must be an integer >= 1, got "
                           f"{config.lr_decay_every!r}", field="lr_decay_every")
+    if config.train_fraction < 1.0 and config.server_data_size and (
+            aggregators.AGGREGATORS.entry(config.aggregator).needs_reference):
+        raise ConfigError("train_fraction < 1 and server_data_size > 0 together "
+                          "are not supported; set one", field="train_fraction")
     if config.weight_decay_point == "server" and (
             config.server_protocol != "single"):
         raise ConfigError(
