@@ -6,8 +6,9 @@ pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
 Python ints; float hyper-parameters may be traced (vmappable).
 
 Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``, ``arc``, and
-``chain``: several in order, as ByzFL composes them) keep a leading worker axis. Random rules (the aggregator ``dnc``, the pre-aggregator
-``bucketing``) also take a PRNG ``key=`` (registry ``entry.needs_key``).
+``chain``: several in order, as ByzFL composes them) keep a leading worker
+axis. Random rules (the aggregator ``dnc``, the pre-aggregator ``bucketing``)
+also take a PRNG ``key=`` (registry ``entry.needs_key``).
 
 Look rules up by name::
 

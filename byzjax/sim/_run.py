@@ -79,8 +79,8 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
                               "together are not supported; set one",
                               field="train_fraction")
         kept = int(spec.train_fraction * len(labels))
-        held_out = bdata.hold_out(len(labels), len(labels) - kept,
-                                     seed=spec.split_seed)
+        held_out: np.ndarray | None = bdata.hold_out(
+            len(labels), len(labels) - kept, seed=spec.split_seed)
     else:
         held_out = server
     num_honest = (spec.num_workers - spec.num_attackers
