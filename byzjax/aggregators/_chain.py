@@ -96,11 +96,12 @@ def pre_aggregation_chain(updates: PyTree, *, num_byzantine: int,
     list of pre-aggregators).
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
+      >>> steps = [["static_clipping", {"max_norm": 1.0}], ["nnm", {}]]
+      >>> chain = jax.jit(lambda x: pre_aggregation_chain(x, num_byzantine=0,
+      ...                                                 steps=steps))
       >>> x = {"w": jnp.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])}
-      >>> out = pre_aggregation_chain(x, num_byzantine=0,
-      ...     steps=[["static_clipping", {"max_norm": 1.0}], ["nnm", {}]])
-      >>> out["w"].round(3).tolist()  # clipped, then each row: mean of all 3
+      >>> chain(x)["w"].round(3).tolist()  # clipped, then each row: mean of all 3
       [[0.3, 0.4], [0.3, 0.4], [0.3, 0.4]]
     """
     for name, kw in chain_steps(steps):
