@@ -1,4 +1,5 @@
-"""Command line: ``byzjax train``, ``sweep``, ``report`` and ``launch``.
+"""Command line: ``byzjax train``, ``sweep``, ``report``, ``launch`` and
+``byzfl-convert``.
 
 Examples::
 
@@ -9,6 +10,8 @@ Examples::
     byzjax report results/table_4_1
     byzjax sweep experiments/table_4_1.py --shard 0/4   # part 0 of 4 (job array)
     byzjax launch --num-processes 2 -- sweep experiments/table_4_1.py
+    byzjax sweep --byzfl config.json       # a ByzFL benchmark (docs/BYZFL.md)
+    byzjax byzfl-convert config.json -o byzfl_sweep.py
 
 A bad option or config fails before any data is loaded, with one line saying
 what to change; ``--debug`` (or ``BYZJAX_DEBUG=1``) shows the traceback instead.
@@ -153,9 +156,49 @@ def _fmt(x) -> str:
     return "nan" if x is None else f"{x:.4f}"
 
 
+def _byzfl_sweep_file(config_path: str, out: str, *, name: str):
+    """Converts the ByzFL configuration ``config_path`` and writes the sweep
+    file ``out``; returns the :class:`byzjax.byzfl.Conversion`."""
+    from byzjax import byzfl
+
+    config = byzfl.read_config(config_path)
+    conversion = byzfl.convert(config, name=name)
+    byzfl.write_sweep(conversion, out, config=config, source=config_path)
+    return conversion
+
+
+def _byzfl_convert(args) -> int:
+    from byzjax import sim
+
+    conversion = _byzfl_sweep_file(args.config, args.output, name=args.name)
+    try:  # every group as byzjax resolves it (rules' (n, f), ...), before any data
+        sim.validate_sweep(sim.load_sweep(args.output))
+    except sim.ConfigError as e:
+        raise sim.file_error(args.output, e) from None
+    runs = conversion.num_settings * len(conversion.sweep.seeds)
+    print(f"wrote {args.output}: {conversion.num_settings} ByzFL settings x "
+          f"{len(conversion.sweep.seeds)} seeds = {runs} runs; run it with "
+          f"byzjax sweep {args.output}")
+    return 0
+
+
 def _sweep(args) -> int:
     from byzjax import report, sim
 
+    if args.byzfl:  # a ByzFL config.json: its sweep file is written beside the results
+        from byzjax import byzfl
+
+        config = byzfl.read_config(args.sweep)
+        name = os.path.splitext(os.path.basename(args.sweep))[0]
+        conversion = byzfl.convert(config, name="byzfl_" + name)
+        args.outdir = args.outdir or conversion.results_directory
+        sim.check_outdir(args.outdir)
+        with open(os.path.join(args.outdir, "byzfl_config.json"), "w") as fh:
+            json.dump(config, fh, indent=4)
+        args.sweep = byzfl.write_sweep(
+            conversion, os.path.join(args.outdir, "byzfl_sweep.py"),
+            config=config, source=args.sweep)
+        print(f"wrote {args.sweep} ({conversion.num_settings} ByzFL settings)")
     sweep = sim.load_sweep(args.sweep)
     overridden = set()
     for key, value in args.set or []:
@@ -428,7 +471,13 @@ def _parser() -> argparse.ArgumentParser:
                        "share the work.")
     s.add_argument("sweep", metavar="SWEEP_FILE",
                    help="Python file with get_sweep() (e.g. "
-                        "experiments/table_4_1.py)")
+                        "experiments/table_4_1.py), or with --byzfl a ByzFL "
+                        "benchmark config.json")
+    s.add_argument("--byzfl", action="store_true",
+                   help="SWEEP_FILE is a ByzFL 0.0.11 benchmark config.json: run "
+                        "the byzjax sweep it implies, written to "
+                        "OUTDIR/byzfl_sweep.py (docs/BYZFL.md; default --outdir: "
+                        "its results_directory)")
     s.add_argument("--outdir", metavar="DIR",
                    help="results folder (default: results/<sweep name>)")
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
@@ -449,6 +498,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_log_arguments(s)
     s.set_defaults(func=_sweep)
     _add_distributed_arguments(s)
+
+    c = sub.add_parser("byzfl-convert", help="a ByzFL config.json as a byzjax "
+                       "sweep file", parents=[common],
+                       description="Write the byzjax sweep file that runs the "
+                       "experiments of a ByzFL 0.0.11 benchmark config.json "
+                       "(docs/BYZFL.md). Fields byzjax cannot honour are refused "
+                       "in one line naming the field.")
+    c.add_argument("config", metavar="CONFIG_JSON",
+                   help="ByzFL benchmark configuration (config.json)")
+    c.add_argument("-o", "--output", default="byzfl_sweep.py", metavar="FILE",
+                   help="sweep file to write (default: byzfl_sweep.py)")
+    c.add_argument("--name", default="byzfl",
+                   help="the sweep's name, its default results folder "
+                        "results/<name> (default: byzfl)")
+    c.set_defaults(func=_byzfl_convert)
 
     r = sub.add_parser("report", help="tables and figures of a results folder",
                        parents=[common],

@@ -917,11 +917,13 @@ def cross_entropy_grad(model):
 def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
     """The parameters ``[d]`` after ``rounds`` rounds of ``config``, step by step.
 
-    One worker at a time: gradients plus weight decay, per-worker clipping,
+    One worker at a time: gradients plus weight decay (or weight decay added to
+    the aggregate, ``weight_decay_point="server"``), per-worker clipping,
     worker momentum from ``momentum_init`` (bias-corrected if
     ``momentum_bias_correction``), ALIE (``eps`` 1.5, standard deviation with
     ``alie_ddof``) or label flip on the last ``num_byzantine`` rows, clipping
-    and ALIE at their ``clip_point`` / ``attack_point``, trimmed mean, SGD.
+    and ALIE at their ``clip_point`` / ``attack_point``, trimmed mean, SGD
+    (constant or ``multistep`` learning rate).
     Only the RESAM / trimmed mean pipeline, unsharded; batches from the
     simulator's own sampler and key.
     """
@@ -956,6 +958,7 @@ def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
                       - 1.5 * rows[:n_h].std(0, ddof=alie_ddof))
         return rows
 
+    server_decay = config.weight_decay_point == "server"
     for t in range(1, rounds + 1):
         run_key, k_batch, _ = jax.random.split(run_key, 3)
         idx = np.asarray(sample_batch_indices(k_batch, data.worker_indices,
@@ -968,7 +971,7 @@ def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
             if config.attack == "label_flip" and i >= n_h:
                 y = CLASSES - 1 - y
             g = flat_params(grad(unflat(theta), jnp.asarray(x), jnp.asarray(y)))
-            grads[i] = g + hp["weight_decay"] * theta
+            grads[i] = g + (hp["weight_decay"] * theta if not server_decay else 0)
         if config.clip_point == "gradient":
             grads = clip(grads)
         if config.attack_point == "gradient":
@@ -980,5 +983,11 @@ def reference_rounds(config, data, model, key, rounds, *, alie_ddof=1):
         if config.attack_point == "sent":
             sent = attack(sent)
         trimmed = np.sort(sent, axis=0)[f:n - f].mean(0)
-        theta = theta - hp["learning_rate"] * trimmed
+        if server_decay:  # PyTorch SGD's weight_decay, at the server (ByzFL)
+            trimmed = trimmed + hp["weight_decay"] * theta
+        lr = hp["learning_rate"]
+        if config.lr_schedule == "multistep":  # MultiStepLR: step t - 1 from 0
+            lr *= config.lr_decay_factor ** sum(
+                t - 1 >= int(m) for m in config.lr_milestones.split(",") if m)
+        theta = theta - lr * trimmed
     return theta

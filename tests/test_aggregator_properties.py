@@ -70,7 +70,9 @@ SETTINGS = {
                                identical_byzantine=True),
 }
 DEFAULT = dict(kwargs={}, atol=lambda n, f: 1e-5, perm_atol=1e-5)
-PRE_KWARGS = {"bucketing": dict(bucket_size=2), "static_clipping": dict(max_norm=1.0)}
+PRE_KWARGS = {"bucketing": dict(bucket_size=2), "static_clipping": dict(max_norm=1.0),
+              "chain": dict(steps=[["static_clipping", {"max_norm": 1.0}],
+                                   ["nnm", {}]])}
 
 NAMES = aggregators.names()
 PRE_NAMES = aggregators.preaggregator_names()

@@ -141,8 +141,12 @@ PRE_REFERENCES = {
     "nnm": (H.ref_nnm, DISTANCE),
     "static_clipping": (lambda x, f: _clip_rows(x, 1.0), DISTANCE),
     "arc": (H.ref_arc, DISTANCE),
+    # a one-step chain keeps its step's ties (clipping then NNM turns ties into
+    # float32 near-ties: tested on generic rows in tests/test_byzfl_import.py)
+    "chain": (H.ref_nnm, DISTANCE),
 }
-PRE_KWARGS = {"static_clipping": dict(max_norm=1.0)}
+PRE_KWARGS = {"static_clipping": dict(max_norm=1.0),
+              "chain": dict(steps=[["nnm", {}]])}
 
 
 def test_every_registered_rule_has_a_reference():

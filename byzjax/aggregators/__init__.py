@@ -5,9 +5,10 @@ where ``updates`` is a pytree with leaves ``[n, *param_shape]``; it returns a
 pytree with leaves ``[*param_shape]``. ``n`` and ``num_byzantine`` are static
 Python ints; float hyper-parameters may be traced (vmappable).
 
-Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``, ``arc``) keep a
-leading worker axis. Random rules (the aggregator ``dnc``, the pre-aggregator
-``bucketing``) also take a PRNG ``key=`` (registry ``entry.needs_key``).
+Pre-aggregators (``nnm``, ``bucketing``, ``static_clipping``, ``arc``, and
+``chain``: several in order, as ByzFL composes them) keep a leading worker
+axis. Random rules (the aggregator ``dnc``, the pre-aggregator ``bucketing``)
+also take a PRNG ``key=`` (registry ``entry.needs_key``).
 
 Look rules up by name::
 
@@ -19,6 +20,7 @@ from byzjax._types import Aggregator, PreAggregator
 from byzjax.aggregators import (
     _bulyan,
     _centered_clipping,
+    _chain,
     _coordinate,
     _filtering,
     _fltrust,
@@ -34,6 +36,8 @@ from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import bulyan as bulyan
 from byzjax.aggregators._bulyan import bulyan_selection as bulyan_selection
 from byzjax.aggregators._centered_clipping import centered_clipping as centered_clipping
+from byzjax.aggregators._chain import chain_steps as chain_steps
+from byzjax.aggregators._chain import pre_aggregation_chain as pre_aggregation_chain
 from byzjax.aggregators._coordinate import coordinate_median as coordinate_median
 from byzjax.aggregators._coordinate import meamed as meamed
 from byzjax.aggregators._coordinate import mean_around_median as mean_around_median
@@ -90,7 +94,7 @@ __all__ = [
     "preaggregator_names",
     "mean",
 ]
-for _module in (_bulyan, _centered_clipping, _coordinate, _filtering, _fltrust,
+for _module in (_bulyan, _centered_clipping, _chain, _coordinate, _filtering, _fltrust,
                 _geomed, _krum, _mda, _nnm, _preagg, _selection, _spectral):
     __all__ += list(_module.__all__)
 del _module

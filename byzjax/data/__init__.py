@@ -42,6 +42,7 @@ from byzjax.data._splits import split as split
 from byzjax.data._splits import split_dirichlet as split_dirichlet
 from byzjax.data._splits import split_gamma_similarity as split_gamma_similarity
 from byzjax.data._splits import split_homogeneous as split_homogeneous
+from byzjax.data._splits import split_iid as split_iid
 from byzjax.data._splits import split_label_sorted as split_label_sorted
 
 __all__ = list(_dataset.__all__) + list(_splits.__all__) + [

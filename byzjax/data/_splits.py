@@ -28,6 +28,7 @@ __all__ = [
     "WorkerSplit",
     "hold_out",
     "split_homogeneous",
+    "split_iid",
     "split_dirichlet",
     "split_label_sorted",
     "split_gamma_similarity",
@@ -149,6 +150,38 @@ def split_homogeneous(labels, *, num_workers: int, seed: int,
     return _pack(shards, num_workers)
 
 
+def split_iid(labels, *, num_workers: int, seed: int,
+              num_honest: int | None = None) -> WorkerSplit:
+    """ByzFL's ``iid``: shuffle every index, cut into ``k`` near-equal shards.
+
+    All ``N`` samples are used; shard sizes differ by at most one
+    (``numpy.array_split``: the first ``N mod k`` shards get one more). Unlike
+    :func:`split_homogeneous`, class counts per worker are not equalised.
+
+    Args:
+      labels: int ``[N]`` class labels (only their number is read).
+      num_workers: number of workers (static).
+      seed: NumPy seed.
+      num_honest: split among the first ``k`` workers only (module docstring).
+
+    Returns:
+      :class:`WorkerSplit`.
+
+    Example:
+      >>> split_iid(np.zeros(7, int), num_workers=3, seed=0).counts.tolist()
+      [3, 2, 2]
+    """
+    labels, k = _check(labels, num_workers, num_honest)
+    perm = np.random.default_rng(seed).permutation(labels.size)
+    return _pack(np.array_split(perm, k), num_workers)
+
+
+def _check_within_class(within_class: str) -> None:
+    if within_class not in ("shuffled", "index"):
+        raise ValueError(f"within_class must be 'shuffled' or 'index', got "
+                         f"{within_class!r}")
+
+
 def split_dirichlet(labels, *, num_workers: int, alpha: float, seed: int,
                     min_size: int = 1, max_tries: int = 1000,
                     num_honest: int | None = None) -> WorkerSplit:
@@ -216,18 +249,24 @@ def split_dirichlet(labels, *, num_workers: int, alpha: float, seed: int,
 
 
 def split_label_sorted(labels, *, num_workers: int, seed: int,
-                       num_honest: int | None = None) -> WorkerSplit:
-    """Extreme heterogeneity (ByzFL "extreme"): sort by label, deal contiguous shards.
+                       num_honest: int | None = None,
+                       within_class: str = "shuffled") -> WorkerSplit:
+    """Extreme heterogeneity (ByzFL's ``extreme_niid``): sort by label, deal
+    contiguous shards.
 
-    The indices are shuffled (``seed``), stably sorted by label and cut into
-    ``k`` contiguous shards whose sizes differ by at most one
-    (``numpy.array_split``): each worker sees one or two classes.
+    The indices are sorted by label and cut into ``k`` contiguous shards whose
+    sizes differ by at most one (``numpy.array_split``): each worker sees one
+    or two classes. Inside a class the order is shuffled (``seed``), or by
+    dataset index with ``within_class="index"``, as ByzFL sorts its
+    ``(label, index)`` pairs: the same class counts per worker either way,
+    only which examples of a class land on which worker differ.
 
     Args:
       labels: int ``[N]`` class labels.
       num_workers: number of workers (static).
       seed: NumPy seed (which samples of a class land on which worker).
       num_honest: split among the first ``k`` workers only (module docstring).
+      within_class: ``"shuffled"`` (default) or ``"index"`` (ByzFL).
 
     Returns:
       :class:`WorkerSplit`.
@@ -238,20 +277,26 @@ def split_label_sorted(labels, *, num_workers: int, seed: int,
       [[0, 0], [1, 1], [2, 2]]
     """
     labels, k = _check(labels, num_workers, num_honest)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(labels.size)
-    order = perm[np.argsort(labels[perm], kind="stable")]
+    _check_within_class(within_class)
+    if within_class == "index":
+        order = np.argsort(labels, kind="stable")
+    else:
+        perm = np.random.default_rng(seed).permutation(labels.size)
+        order = perm[np.argsort(labels[perm], kind="stable")]
     return _pack(np.array_split(order, k), num_workers)
 
 
 def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
-                           num_honest: int | None = None) -> WorkerSplit:
-    """ByzFL's gamma-similarity: a fraction ``gamma`` dealt i.i.d., the rest sorted.
+                           num_honest: int | None = None,
+                           within_class: str = "shuffled") -> WorkerSplit:
+    """ByzFL's ``gamma_similarity_niid``: a fraction ``gamma`` dealt i.i.d., the
+    rest sorted.
 
     A random ``floor(gamma * N)`` samples are split uniformly at random
     into ``k`` near-equal shards; the others are label-sorted and dealt as
-    :func:`split_label_sorted`; worker ``i`` gets both its parts.
-    ``gamma = 1`` is an i.i.d. split, ``gamma = 0`` the extreme one.
+    :func:`split_label_sorted` (``within_class`` as there; ByzFL: ``"index"``);
+    worker ``i`` gets both its parts. ``gamma = 1`` is an i.i.d. split,
+    ``gamma = 0`` the extreme one.
 
     Args:
       labels: int ``[N]`` class labels.
@@ -259,6 +304,7 @@ def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
       gamma: similarity in ``[0, 1]`` (host-side Python float).
       seed: NumPy seed.
       num_honest: split among the first ``k`` workers only (module docstring).
+      within_class: ``"shuffled"`` (default) or ``"index"`` (ByzFL).
 
     Returns:
       :class:`WorkerSplit`.
@@ -271,6 +317,7 @@ def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
     """
     labels, k = _check(labels, num_workers, num_honest)
     gamma = float(gamma)
+    _check_within_class(within_class)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(
             f"split_gamma_similarity: gamma must be in [0, 1], got {gamma}")
@@ -278,6 +325,8 @@ def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
     perm = rng.permutation(labels.size)
     cut = int(np.floor(gamma * labels.size))
     iid, rest = perm[:cut], perm[cut:]
+    if within_class == "index":
+        rest = np.sort(rest)
     rest = rest[np.argsort(labels[rest], kind="stable")]
     shards = [rng.permutation(np.concatenate([a, b]))
               for a, b in zip(np.array_split(iid, k), np.array_split(rest, k))]
@@ -287,6 +336,7 @@ def split_gamma_similarity(labels, *, num_workers: int, gamma: float, seed: int,
 #: Split name -> function (all take ``labels, *, num_workers, seed, ...``).
 SPLITS: dict[str, Callable[..., WorkerSplit]] = {
     "homogeneous": split_homogeneous,
+    "iid": split_iid,
     "dirichlet": split_dirichlet,
     "label_sorted": split_label_sorted,
     "gamma_similarity": split_gamma_similarity,

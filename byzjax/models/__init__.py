@@ -17,6 +17,11 @@ train=..., rngs=..., mutable=...)``; the simulator vmaps over workers outside.
 | ``mnist_cnn`` | C20(5x5)-R-P-C20(5x5)-R-P-L500-R-L10 | 176,050 |
 | ``cifar_cnn`` | 2x(C64-R-BN)-P-D-2x(C128-R-BN)-P-D-L128-R-D-L10 | 1,310,922 |
 | ``wide_resnet`` | WRN-28-10 | 36,489,290 |
+| ``fc_mnist`` | ByzFL: 784-100-R-10, log-softmax | 79,510 |
+| ``cnn_mnist`` | ByzFL: C20(5x5)-R-P-C50(5x5)-R-P-L500-R-L10, log-softmax | 431,080 |
+| ``logreg_mnist`` | ByzFL: sigmoid(L10) | 7,850 |
+| ``cnn_cifar`` | ByzFL: 3x(C(5x5, pad 2)-R-P)-L512-R-L256-R-L10 | 2,324,630 |
+| ``resnet18`` ... ``resnet152`` | ByzFL's CIFAR ResNets | 11,173,962 (18) |
 
 BatchNorm and dropout under per-worker vectorisation (documented in
 :mod:`byzjax.models._cnn`): each worker normalises with its own batch statistics
@@ -25,6 +30,7 @@ workers; each worker has its own dropout key, split from the round key.
 """
 
 from byzjax.models import _registry
+from byzjax.models._byzfl import CnnCifar, CnnMnist, FcMnist, LogRegMnist, ResNet
 from byzjax.models._cnn import CifarCNN, MnistCNN
 from byzjax.models._mlp import MLP
 from byzjax.models._registry import MODELS as MODELS
@@ -39,4 +45,6 @@ from byzjax.models._registry import param_count as param_count
 from byzjax.models._registry import uses_dropout as uses_dropout
 from byzjax.models._wrn import WideResNet
 
-__all__ = list(_registry.__all__) + ["MLP", "MnistCNN", "CifarCNN", "WideResNet"]
+__all__ = list(_registry.__all__) + ["MLP", "MnistCNN", "CifarCNN", "WideResNet",
+                                     "FcMnist", "CnnMnist", "LogRegMnist",
+                                     "CnnCifar", "ResNet"]

@@ -12,6 +12,14 @@ import numpy as np
 
 from byzjax._registry import normalize_name
 from byzjax.data import info as data_info
+from byzjax.models._byzfl import (
+    RESNET_LAYOUTS,
+    CnnCifar,
+    CnnMnist,
+    FcMnist,
+    LogRegMnist,
+    ResNet,
+)
 from byzjax.models._cnn import CifarCNN, MnistCNN
 from byzjax.models._mlp import MLP
 from byzjax.models._wrn import WideResNet
@@ -44,6 +52,11 @@ class ModelInfo:
       num_params: the sources' parameter count on that input with 10 classes
         (as the papers state them; BatchNorm running averages not counted).
       source: where the architecture comes from.
+      output: what the model returns: ``"logits"``, ``"log_softmax"``
+        (log-probabilities) or ``"sigmoid"`` (ByzFL's ``logreg_mnist``). The
+        simulator's loss is the softmax cross-entropy of the output in every
+        case (PyTorch's ``CrossEntropyLoss``), which is also PyTorch's
+        ``NLLLoss`` of a ``"log_softmax"`` output.
     """
 
     name: str
@@ -53,12 +66,26 @@ class ModelInfo:
     input_shape: tuple[int, int, int]
     num_params: int
     source: str
+    output: str = "logits"
 
 
 def _cifar_cnn(num_classes: int, **kwargs) -> CifarCNN:
     # ByzantineMomentum's CIFAR-100 variant widens the dense layer to 256.
     kwargs.setdefault("hidden", 256 if num_classes == 100 else 128)
     return CifarCNN(num_classes=num_classes, **kwargs)
+
+
+#: Parameter counts of ByzFL's ResNets on CIFAR-10 (PyTorch's, with BatchNorm
+#: scale and bias, without running averages).
+_RESNET_COUNTS = {"resnet18": 11_173_962, "resnet34": 21_282_122,
+                  "resnet50": 23_520_842, "resnet101": 42_512_970,
+                  "resnet152": 58_156_618}
+
+
+def _resnet(name: str) -> Callable[..., nn.Module]:
+    block, num_blocks = RESNET_LAYOUTS[name]
+    return lambda num_classes, **kw: ResNet(block=block, num_blocks=num_blocks,
+                                            num_classes=num_classes, **kw)
 
 
 #: Every registered model.
@@ -77,11 +104,28 @@ MODELS: dict[str, ModelInfo] = {
                   lambda num_classes, **kw: WideResNet(num_classes=num_classes, **kw),
                   True, True, (32, 32, 3), 36_489_290,
                   "El Mhamdi et al. 2021 (WRN-28-10)"),
+        ModelInfo("fc_mnist", lambda num_classes, **kw: FcMnist(
+            num_classes=num_classes, **kw), False, False, (28, 28, 1), 79_510,
+            "ByzFL 0.0.11 (fc_mnist)", "log_softmax"),
+        ModelInfo("cnn_mnist", lambda num_classes, **kw: CnnMnist(
+            num_classes=num_classes, **kw), False, False, (28, 28, 1), 431_080,
+            "ByzFL 0.0.11 (cnn_mnist); ByzantineMomentum's simples-conv",
+            "log_softmax"),
+        ModelInfo("logreg_mnist", lambda num_classes, **kw: LogRegMnist(
+            num_classes=num_classes, **kw), False, False, (28, 28, 1), 7_850,
+            "ByzFL 0.0.11 (logreg_mnist)", "sigmoid"),
+        ModelInfo("cnn_cifar", lambda num_classes, **kw: CnnCifar(
+            num_classes=num_classes, **kw), False, False, (32, 32, 3), 2_324_630,
+            "ByzFL 0.0.11 (cnn_cifar)"),
+        *(ModelInfo(name, _resnet(name), True, False, (32, 32, 3), count,
+                    f"ByzFL 0.0.11 (ResNet{name[6:]}); He et al. 2016")
+          for name, count in _RESNET_COUNTS.items()),
     )
 }
 
 _ALIASES = {"wrn": "wide_resnet", "wrn_28_10": "wide_resnet", "cnn": "mnist_cnn",
-            "empire_cnn": "cifar_cnn"}
+            "empire_cnn": "cifar_cnn",
+            "simples_conv": "cnn_mnist"}
 
 
 def _canonical(name: str) -> str:
@@ -96,8 +140,10 @@ def names() -> tuple[str, ...]:
     """Registered model names.
 
     Example:
-      >>> names()
-      ('cifar_cnn', 'mlp', 'mnist_cnn', 'wide_resnet')
+      >>> names()  # doctest: +NORMALIZE_WHITESPACE
+      ('cifar_cnn', 'cnn_cifar', 'cnn_mnist', 'fc_mnist', 'logreg_mnist', 'mlp',
+       'mnist_cnn', 'resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50',
+       'wide_resnet')
     """
     return tuple(sorted(MODELS))
 

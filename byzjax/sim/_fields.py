@@ -28,7 +28,7 @@ from byzjax.sim._errors import ConfigError
 
 __all__ = ["Field", "FIELDS", "get_config", "float_hparams", "result_neutral",
            "id_defaults", "kwargs_fields", "register_field", "unregister_field",
-           "SPLIT_FIELDS", "check_field_ranges", "coerce_field",
+           "SPLIT_FIELDS", "check_field_ranges", "parse_milestones", "coerce_field",
            "parse_grad_strategy", "GRAD_STRATEGIES"]
 
 RunId = Literal["always", "never", "unless_default"]
@@ -159,6 +159,18 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     _F("similarity_gamma", 0.5, "fraction of each worker's data drawn uniformly "
        "in the gamma_similarity split (1: homogeneous, 0: sorted)",
        check=_finite(0.0, 1.0), must="in [0, 1]", run_id="unless_default"),
+    _F("label_sort_order", "shuffled", "order inside a class of the label-sorted "
+       "splits (label_sorted, gamma_similarity): shuffled, or index (ByzFL: by "
+       "dataset index)", choices=("shuffled", "index"), run_id="unless_default"),
+    _F("split_among", "all", "workers the training set is divided among: all "
+       "(each its own shard), or honest (ByzFL: the honest workers only; each "
+       "Byzantine worker copies an honest shard, read only by label flip)",
+       choices=("all", "honest"), run_id="unless_default"),
+    _F("train_fraction", 1.0, "fraction of the training set the workers divide "
+       "(ByzFL's size_train_set: the rest, drawn with split_seed, is its "
+       "validation set, which byzjax holds out and does not evaluate)",
+       check=_finite(0.0, 1.0, lo_open=True), must="in (0, 1]",
+       run_id="unless_default"),
     _F("split_seed", 0, "seed of the division of the training set over workers",
        **_INT0),
     _F("server_data_size", 0, "training examples held out as the server's own "
@@ -169,7 +181,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        check=_at_least(0), must="an integer >= 0 (0: the whole test set)",
        none_when=lambda v: v == 0),
     # ---- model
-    _F("model", "mlp", "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet",
+    _F("model", "mlp", "model name: mlp, mnist_cnn, cifar_cnn, wide_resnet; "
+       "ByzFL's fc_mnist, cnn_mnist, logreg_mnist, cnn_cifar, resnet18 ... "
+       "resnet152",
        flag="model"),
     # ---- workers
     _F("num_workers", 15, "number of workers n, honest and Byzantine together",
@@ -201,9 +215,19 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     _F("learning_rate", 0.75, "learning rate, step size per round (> 0)",
        check=_finite(0.0, lo_open=True), must="a finite number > 0", traced=True,
        flag="lr"),
-    _F("lr_schedule", "constant", "constant, or step: lr / (1 + round // "
-       "lr_decay_every)", choices=("constant", "step")),
+    _F("lr_schedule", "constant", "constant; step: lr / (1 + round // "
+       "lr_decay_every); or multistep: lr * lr_decay_factor ** (number of "
+       "lr_milestones <= round) (PyTorch's MultiStepLR, ByzFL)",
+       choices=("constant", "step", "multistep")),
     _F("lr_decay_every", 50, "rounds per step of the step schedule"),
+    _F("lr_milestones", "", "rounds at which the multistep schedule multiplies "
+       "the learning rate by lr_decay_factor, comma-separated increasing "
+       "integers ('100,200')", check=lambda v: parse_milestones(v) is not None,
+       must="comma-separated increasing integers >= 1, like '100,200'",
+       run_id="unless_default"),
+    _F("lr_decay_factor", 0.1, "factor of the multistep schedule at each "
+       "milestone (PyTorch's gamma)", check=_finite(0.0, 1.0, lo_open=True),
+       must="in (0, 1]", run_id="unless_default"),
     _F("beta", 0.99, "momentum coefficient in [0, 1), no unit (worker momentum "
        "for resam, server momentum for server_momentum)", traced=True,
        flag="beta", **_UNIT),
@@ -233,6 +257,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "clamp", choices=("", "clamp"), none_when=lambda v: v == ""),
     _F("weight_decay", 1e-4, "L2 regularisation coefficient",
        check=_finite(0.0), must="a number >= 0", traced=True),
+    _F("weight_decay_point", "loss", "where weight decay acts: loss (an L2 term "
+       "of every worker's loss, so in what workers send) or server (ByzFL, "
+       "PyTorch SGD's weight_decay: added to the aggregate, weight_decay * "
+       "params, before the server's step)", choices=("loss", "server"),
+       run_id="unless_default"),
     _F("clip_norm", 2.0, "per-worker gradient clipping, maximum L2 norm; 0: off",
        check=_finite(0.0), must="a clipping radius >= 0 (0: no clipping)",
        traced=True, none_when=lambda v: v <= 0),
@@ -387,7 +416,9 @@ def __getattr__(name: str):
 #: Config fields that feed a split's keywords (``byzjax.data.SPLITS``):
 #: split -> {keyword: field}.
 SPLIT_FIELDS = {"dirichlet": {"alpha": "dirichlet_alpha"},
-                "gamma_similarity": {"gamma": "similarity_gamma"}}
+                "label_sorted": {"within_class": "label_sort_order"},
+                "gamma_similarity": {"gamma": "similarity_gamma",
+                                     "within_class": "label_sort_order"}}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -406,6 +437,22 @@ def get_config() -> ml_collections.ConfigDict:
     for f in FIELDS.values():
         c[f.name] = ml_collections.ConfigDict() if f.kind == "dict" else f.default
     return c
+
+
+def parse_milestones(text: str) -> tuple[int, ...] | None:
+    """The rounds of ``lr_milestones`` (``"100,200"``), or None if malformed.
+
+    Example:
+      >>> parse_milestones("100, 200"), parse_milestones(""), parse_milestones("5,2")
+      ((100, 200), (), None)
+    """
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        return None
+    rounds = tuple(int(p) for p in parts)
+    if any(r < 1 for r in rounds) or list(rounds) != sorted(set(rounds)):
+        return None
+    return rounds
 
 
 def coerce_field(key: str, value: Any, default: Any = None) -> Any:

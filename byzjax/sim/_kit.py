@@ -21,7 +21,7 @@ import optax
 
 from byzjax import attacks, optim
 from byzjax import data as bdata
-from byzjax.sim._fields import parse_grad_strategy
+from byzjax.sim._fields import parse_grad_strategy, parse_milestones
 from byzjax.sim._spec import RunSpec
 from byzjax.sim._validate import attack_strength
 
@@ -266,7 +266,10 @@ def program_of(init, run_chunk, round_step, evaluate, num_evals: int) -> Program
 def learning_rate_schedule(spec: RunSpec, hp):
     """The server's learning rate: ``hp["learning_rate"]``, or with
     ``lr_schedule="step"`` the schedule ``t -> lr / (1 + floor(t /
-    lr_decay_every))`` of the server step ``t``.
+    lr_decay_every))`` of the server step ``t`` (counted from 0), or with
+    ``"multistep"`` ``t -> lr * lr_decay_factor ** #{m in lr_milestones: m <= t}``
+    (PyTorch's ``MultiStepLR`` stepped once per round after the optimiser's
+    step, as ByzFL does: round ``t = m`` is the first at the decayed rate).
 
     Example:
       >>> from byzjax import sim
@@ -274,7 +277,16 @@ def learning_rate_schedule(spec: RunSpec, hp):
       >>> c.lr_schedule, c.lr_decay_every = "step", 10
       >>> float(learning_rate_schedule(sim.resolve(c), {"learning_rate": 0.5})(25))
       0.1666666716337204
+      >>> c = sim.get_config()
+      >>> c.lr_schedule, c.lr_milestones, c.lr_decay_factor = "multistep", "2,4", 0.5
+      >>> [float(learning_rate_schedule(sim.resolve(c), {"learning_rate": 1.0})(t))
+      ...  for t in range(6)]
+      [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     """
+    milestones = parse_milestones(spec.lr_milestones)
+    if spec.lr_schedule == "multistep" and milestones:
+        rounds, factor = jnp.asarray(milestones), spec.lr_decay_factor
+        return lambda t: hp["learning_rate"] * factor ** jnp.sum(t >= rounds)
     if spec.lr_schedule == "step":
         every = float(spec.lr_decay_every)
         return lambda t: hp["learning_rate"] / (1.0 + jnp.floor(t / every))

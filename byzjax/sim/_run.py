@@ -72,8 +72,22 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
                 "examples); use fewer", field="server_data_size")
         server = bdata.hold_out(len(labels), spec.server_data_size,
                                 seed=spec.split_seed)
+    if spec.train_fraction < 1.0:
+        # ByzFL's validation set (random_split): held out, never evaluated
+        if server is not None:
+            raise ConfigError("train_fraction < 1 and server_data_size > 0 "
+                              "together are not supported; set one",
+                              field="train_fraction")
+        kept = int(spec.train_fraction * len(labels))
+        held_out: np.ndarray | None = bdata.hold_out(
+            len(labels), len(labels) - kept, seed=spec.split_seed)
+    else:
+        held_out = server
+    num_honest = (spec.num_workers - spec.num_attackers
+                  if spec.split_among == "honest" else None)
     split = bdata.split(spec.split, labels, num_workers=spec.num_workers,
-                       seed=spec.split_seed, exclude=server, **split_options(spec))
+                       seed=spec.split_seed, exclude=held_out,
+                       num_honest=num_honest, **split_options(spec))
     smallest = int(np.min(split.counts))
     if spec.batch_size > smallest:
         warnings.warn(
@@ -120,10 +134,12 @@ def data_key(spec: RunSpec) -> tuple:
     """
     return (spec.dataset, spec.data_source, spec.split,
             tuple(sorted(split_options(spec).items())), spec.split_seed,
-            spec.num_workers, spec.server_data_size)
+            spec.num_workers, spec.server_data_size, spec.train_fraction,
+            spec.num_workers - spec.num_attackers
+            if spec.split_among == "honest" else None)
 
 
-def split_options(spec: RunSpec) -> dict[str, float]:
+def split_options(spec: RunSpec) -> dict[str, Any]:
     """The keywords of ``spec.split`` that come from config fields.
 
     Example:

@@ -161,6 +161,9 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
         worker_tx, attack_tx, robust_tx, server_tx = stages_for(
             spec, hp, jax.random.key(0))
         key, k_batch, k_drop = jax.random.split(state.key, 3)
+        # weight decay: an L2 term of the workers' loss, or at the server
+        server_decay = spec.weight_decay_point == "server"
+        loss_decay = 0.0 if server_decay else hp["weight_decay"]
         idx = sample_batches(k_batch)[:n_grads]  # [n_grads, b]
         x = normalize(data.train_images[idx], data)  # [n_grads, b, H, W, C]
         y = data.train_labels[idx]  # [n_grads, b]
@@ -168,8 +171,7 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
             y = flip_byzantine_labels(y, num_honest=n_honest, num_classes=num_classes)
         drop_keys = jax.random.split(k_drop, n)[:n_grads]
         grads, (losses, new_stats) = map_workers(
-            lambda xs: grad_fn(state.params, state.batch_stats, *xs,
-                               hp["weight_decay"]),
+            lambda xs: grad_fn(state.params, state.batch_stats, *xs, loss_decay),
             (x, y, drop_keys), strategy=grad_strategy)
         if n_grads < n:  # zero rows for the Byzantine workers (attack writes them)
             grads = jax.tree_util.tree_map(
@@ -186,12 +188,16 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
             server_kw["reference"], _ = grad_fn(
                 state.params, state.batch_stats,
                 normalize(data.train_images[sidx], data), data.train_labels[sidx],
-                k_srv_drop, hp["weight_decay"])
+                k_srv_drop, loss_decay)
         ws, ats, rs, ss = state.opt_state
         sent, ws = worker_tx.update(grads, ws, state.params)
         attacked, ats = attack_tx.update(sent, ats, state.params)
         aggregate, rs = robust_tx.update(attacked, rs, state.params, **server_kw)
-        step, ss = server_tx.update(aggregate, ss, state.params)
+        decayed = aggregate
+        if server_decay:  # PyTorch SGD's weight_decay (ByzFL): on the aggregate
+            decayed = jax.tree_util.tree_map(
+                lambda a, p: a + hp["weight_decay"] * p, aggregate, state.params)
+        step, ss = server_tx.update(decayed, ss, state.params)
         params = optax.apply_updates(state.params, step)
         if has_bn:  # the honest workers' mean batch statistics
             batch_stats = jax.tree_util.tree_map(lambda s: s[:n_honest].mean(0),

@@ -59,6 +59,9 @@ class RunSpec:
     split: str
     dirichlet_alpha: float
     similarity_gamma: float
+    label_sort_order: Literal["shuffled", "index"]
+    split_among: Literal["all", "honest"]
+    train_fraction: float
     split_seed: int
     server_data_size: int
     eval_size: int | None
@@ -75,8 +78,10 @@ class RunSpec:
     attack_eps: float | None
     optimizer: str
     learning_rate: float
-    lr_schedule: Literal["constant", "step"]
+    lr_schedule: Literal["constant", "step", "multistep"]
     lr_decay_every: int
+    lr_milestones: str
+    lr_decay_factor: float
     beta: float
     dampening: float | None
     nesterov: bool
@@ -89,6 +94,7 @@ class RunSpec:
     eps: float
     mra_safeguard: Literal["clamp"] | None
     weight_decay: float
+    weight_decay_point: Literal["loss", "server"]
     clip_norm: float | None
     batch_size: int
     shard: Literal["none", "runs", "workers"]

@@ -220,6 +220,16 @@ def _check_cross_fields(config) -> None:
     if config.lr_schedule == "step" and config.lr_decay_every < 1:
         raise ConfigError(f"lr_decay_every must be an integer >= 1, got "
                           f"{config.lr_decay_every!r}", field="lr_decay_every")
+    if config.train_fraction < 1.0 and config.server_data_size and (
+            aggregators.AGGREGATORS.entry(config.aggregator).needs_reference):
+        raise ConfigError("train_fraction < 1 and server_data_size > 0 together "
+                          "are not supported; set one", field="train_fraction")
+    if config.weight_decay_point == "server" and (
+            config.server_protocol != "single"):
+        raise ConfigError(
+            "weight_decay_point 'server' is implemented for server_protocol "
+            f"'single' only, got {config.server_protocol!r}; use 'loss'",
+            field="weight_decay_point")
     if optim.optimizer_entry(config.optimizer).moments and (
             config.clip_point != "gradient"):
         raise ConfigError(f"clip_point must be 'gradient' for "
@@ -400,13 +410,20 @@ def ignored_fields(config) -> tuple[str, ...]:
         optim.optimizer_entry(config.optimizer).config_fields.values())
     if not config.preaggregator:
         unused.add("preaggregator_kwargs")
-    for split, fields in SPLIT_FIELDS.items():
-        if data.SPLITS.get(config.split) is not data.SPLITS.get(split):
-            unused.update(fields.values())
+    read = {field for split, fields in SPLIT_FIELDS.items()
+            if data.SPLITS.get(config.split) is data.SPLITS.get(split)
+            for field in fields.values()}
+    unused.update({field for fields in SPLIT_FIELDS.values()
+                   for field in fields.values()} - read)
     if config.lr_schedule != "step":
         unused.add("lr_decay_every")
+    if config.lr_schedule != "multistep":
+        unused.update(("lr_milestones", "lr_decay_factor"))
+    if config.weight_decay == 0:
+        unused.add("weight_decay_point")
     if num_attackers(config) == 0:
-        unused.update(("attack_eps", "attack_kwargs", "attack_point"))
+        unused.update(("attack_eps", "attack_kwargs", "attack_point",
+                       "split_among"))
     elif attack_strength(config.attack) is None:
         unused.add("attack_eps")
     if config.clip_norm <= 0:
