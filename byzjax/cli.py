@@ -526,7 +526,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --view byzfl: comma-separated config fields whose "
                         "values are separate panels, never tuned over; "
                         "+FIELD adds to the default (default: dataset, model, "
-                        "split, dirichlet_alpha, similarity_gamma)")
+                        "split, dirichlet_alpha, similarity_gamma, num_attackers)")
     r.set_defaults(func=_report)
     _add_launch_parser(sub)
     return parser

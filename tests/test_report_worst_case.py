@@ -183,7 +183,8 @@ def test_fixed_fields_make_panels_and_bad_ones_are_one_line(grid, tmp_path, caps
 
 def test_cli_view_writes_the_table_and_csv(grid, capsys):
     path, _ = grid
-    assert cli.main(["report", path, "--view", "byzfl", "--no-plot"]) == 0
+    assert cli.main(["report", path, "--view", "byzfl", "--no-plot",
+                     "--fixed", "+optimizer"]) == 0
     out = capsys.readouterr().out
     assert "Worst case over attacks (ByzFL's evaluation)" in out
     assert "table_byzfl.md" in out and "byzfl.csv" in out

@@ -66,14 +66,16 @@ from byzjax.sim import ConfigError
 #: The fields naming a rule: rows of the view.
 RULE_FIELDS = ("aggregator", "preaggregator")
 #: The fields describing the adversary: the worst case is taken over them.
-ATTACK_FIELDS = ("attack", "attack_kwargs", "attack_eps", "attack_point",
-                 "num_attackers")
+ATTACK_FIELDS = ("attack", "attack_kwargs", "attack_eps", "attack_point")
 #: Seeds pooled into one mean (ByzFL's training and data-distribution seeds).
 SEED_FIELDS = ("seed", "split_seed")
 #: The columns: Byzantine workers, with the worker count beside it.
 F_FIELDS = ("num_byzantine", "num_workers")
-#: Default panels: one per dataset, model and data distribution.
-PANEL_FIELDS = ("dataset", "model", "split", "dirichlet_alpha", "similarity_gamma")
+#: Default panels: one per dataset, model, data distribution and number of
+#: workers that attack when it is not ``f`` (ByzFL's heatmaps per declared
+#: ``tolerated_f``).
+PANEL_FIELDS = ("dataset", "model", "split", "dirichlet_alpha", "similarity_gamma",
+                "num_attackers")
 #: ``metric`` values: ByzFL's (largest value of the seed-mean curve) or the
 #: mean over seeds of a record's own number.
 METRICS = ("byzfl", "final_accuracy", "max_accuracy")
