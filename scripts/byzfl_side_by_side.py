@@ -44,6 +44,10 @@ Usage (byzjax's interpreter; ByzFL's is called for step 2)::
     # only read (and print) a finished ByzFL results folder
     python scripts/byzfl_side_by_side.py --read /tmp/byzfl_short/results
 
+    # byzjax's report view (byzjax report --view byzfl) against ByzFL's own
+    # find_best_hyperparameters and test_heatmap, on synthetic results
+    python scripts/byzfl_side_by_side.py --check-view /tmp/byzfl_check
+
 ``scripts/byzfl_sample_short.json`` is ByzFL's README sample configuration
 ("Setting Up Your Experiments", ``byzfl/benchmark/README.md``), shortened;
 what was cut, exactly:
@@ -318,6 +322,150 @@ def print_tables(read: dict) -> None:
               f"{r['worst_accuracy']:.4f} |")
 
 
+# ------------------------------------------- check of byzjax's report view
+#: ByzFL's names -> byzjax's, for the records of the check.
+_NAMES = {"TrMean": "trimmed_mean", "GeometricMedian": "geometric_median",
+          "SignFlipping": "sign_flip", "Optimal_ALittleIsEnough": "alie",
+          "LabelFlipping": "label_flip"}
+
+
+def synthetic_results(root: str, *, seed: int = 1) -> dict:
+    """A ByzFL results folder with random validation and test curves (no
+    training): 2 f x 2 distributions x 2 aggregators x 3 attacks x 2
+    learning rates x 2 momenta, 2 training x 2 distribution seeds, 3
+    evaluations. Returns its top ``config.json``."""
+    import itertools
+
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    lrs, moms, wds, fs, gammas = [0.1, 0.5], [0.9, 0.0], [0.0001], [1, 2], [1.0, 0.0]
+    aggs = [{"name": "TrMean", "parameters": {}},
+            {"name": "GeometricMedian", "parameters": {"nu": 0.1, "T": 3}}]
+    pre = [{"name": "Clipping", "parameters": {}}, {"name": "NNM", "parameters": {}}]
+    atts = [{"name": a, "parameters": {}} for a in
+            ("SignFlipping", "Optimal_ALittleIsEnough", "LabelFlipping")]
+    dist = {"name": "gamma_similarity_niid", "distribution_parameter": gammas}
+    top = {"benchmark_config": {
+        "training_seed": 0, "nb_training_seeds": 2, "nb_honest_clients": 10,
+        "f": fs, "data_distribution_seed": 0, "nb_data_distribution_seeds": 2,
+        "data_distribution": [dist], "set_honest_clients_as_clients": False,
+        "nb_steps": 100, "size_train_set": 0.8},
+        "model": {"name": "cnn_mnist", "dataset_name": "mnist", "learning_rate": lrs},
+        "honest_clients": {"momentum": moms, "weight_decay": wds, "batch_size": 25},
+        "aggregator": aggs, "pre_aggregators": pre, "attack": atts,
+        "evaluation_and_results": {"evaluation_delta": 50}}
+    with open(os.path.join(root, "config.json"), "w") as fh:
+        json.dump(top, fh)
+    rng = np.random.default_rng(seed)
+    for f, g, agg, att, lr, mom, wd in itertools.product(fs, gammas, aggs, atts,
+                                                         lrs, moms, wds):
+        folder = os.path.join(root, (
+            f"mnist_cnn_mnist_n_{10 + f}_f_{f}_d_{f}_gamma_similarity_niid_{g}_"
+            f"{agg['name']}_Clipping_NNM_{att['name']}_lr_{lr}_mom_{mom}_wd_{wd}"))
+        os.makedirs(folder)
+        with open(os.path.join(folder, "config.json"), "w") as fh:
+            json.dump({"benchmark_config": {
+                "nb_workers": 10 + f, "f": f, "tolerated_f": f, "nb_steps": 100,
+                "data_distribution": {"name": dist["name"],
+                                      "distribution_parameter": g}},
+                "model": {"name": "cnn_mnist", "dataset_name": "mnist",
+                          "learning_rate": lr},
+                "honest_clients": {"momentum": mom, "weight_decay": wd},
+                "aggregator": agg, "pre_aggregators": pre, "attack": att}, fh)
+        for tr, dd in itertools.product(range(2), range(2)):
+            for kind in ("val", "test"):
+                np.savetxt(os.path.join(
+                    folder, f"{kind}_accuracy_tr_seed_{tr}_dd_seed_{dd}.txt"),
+                    [np.round(rng.uniform(0.05, 0.95, 3), 4)], fmt="%.4f",
+                    delimiter=",")
+    return top
+
+
+def _child_evaluate(root: str) -> None:
+    """Runs in ByzFL's interpreter: its ``find_best_hyperparameters``, then
+    its ``test_heatmap`` with the seaborn call intercepted (the numbers it
+    would draw, one table per aggregator in the config's order)."""
+    import importlib
+
+    ev = importlib.import_module("byzfl.benchmark.evaluate_results")
+    ev.find_best_hyperparameters(root)
+    tables = []
+    ev.sns.heatmap = lambda t, **kw: tables.append(
+        {"table": np.asarray(t).tolist(), "f": list(kw["xticklabels"]),
+         "distribution_parameter": list(kw["yticklabels"])})
+    ev.test_heatmap(root, os.path.join(root, "..", "byzfl_plots"))
+    print("BYZFL_HEATMAPS " + json.dumps(tables), flush=True)
+
+
+def check_view(workdir: str, *, python: str) -> int:
+    """byzjax's report view (``byzjax report --view byzfl``) against ByzFL's
+    own evaluation of the same synthetic results; returns the number of
+    cells that differ."""
+    from byzjax import report
+    from byzjax.sim import _store
+
+    root = os.path.join(os.path.abspath(workdir), "results")
+    top = synthetic_results(root)
+    proc = subprocess.run([python, os.path.abspath(__file__), "--child-evaluate",
+                           root], env=dict(os.environ, MPLBACKEND="Agg"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("BYZFL_HEATMAPS ")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit("ByzFL's evaluation failed:\n" + proc.stdout[-3000:])
+    heatmaps = json.loads(line[-1].split(" ", 1)[1])
+    # The same runs as byzjax records: ByzFL's training and distribution
+    # seeds as seed and split_seed, its momentum as beta.
+    runs_dir = os.path.join(os.path.abspath(workdir), "byzjax", "runs")
+    shutil.rmtree(os.path.dirname(runs_dir), ignore_errors=True)
+    os.makedirs(runs_dir)
+    i = 0
+    for cell in read_results(root)["cells"]:
+        for tr, dd in cell["seeds"]:
+            curves = {k: _curve(os.path.join(
+                root, cell["folder"], f"{k}_tr_seed_{tr}_dd_seed_{dd}.txt")).tolist()
+                for k in ("val_accuracy", "test_accuracy")}
+            cfg = {"dataset": "mnist", "split": "gamma_similarity",
+                   "similarity_gamma": cell["distribution_parameter"],
+                   "split_seed": dd, "aggregator": _NAMES[cell["aggregator"]],
+                   "preaggregator": "nnm", "attack": _NAMES[cell["attack"]],
+                   "num_byzantine": cell["f"], "num_workers": cell["n"],
+                   "learning_rate": cell["learning_rate"],
+                   "beta": cell["momentum"], "weight_decay": cell["weight_decay"],
+                   "optimizer": "resam"}
+            rec = {"run_id": f"r{i:05d}", "seed": tr, "config": cfg, "hparams": {
+                k: cfg[k] for k in ("learning_rate", "beta", "weight_decay")},
+                "metrics": dict(curves, round=[0, 50, 100]),
+                "final_accuracy": curves["test_accuracy"][-1],
+                "max_accuracy": max(curves["test_accuracy"]), "diverged": False,
+                "diverged_round": -1}
+            _store.write_record(os.path.join(runs_dir, rec["run_id"] + ".json"), rec)
+            i += 1
+    cells = report.worst_case_cells(report.load_runs(os.path.dirname(runs_dir)))
+    chosen_dir = os.path.join(root, "best_hyperparameters", "hyperparameters")
+    bad = total = 0
+    for agg, hm in zip(top["aggregator"], heatmaps):
+        ys = hm["distribution_parameter"]  # ByzFL draws them reversed
+        for y, row in zip(ys, hm["table"]):
+            for f, value in zip(hm["f"], row):
+                c, = [c for c in cells if c["aggregator"] == _NAMES[agg["name"]]
+                      and int(c["num_byzantine"]) == int(f)
+                      and float(c["panel"]["similarity_gamma"]) == float(y)]
+                lr, mom, _ = np.loadtxt(os.path.join(chosen_dir, (
+                    f"mnist_cnn_mnist_n_{10 + int(f)}_f_{f}_d_{f}_"
+                    f"gamma_similarity_niid_{y}_Clipping_NNM_{agg['name']}.txt")))
+                same = (math.isclose(c["worst"], value, abs_tol=1e-9)
+                        and c["setting"] == {"learning_rate": lr, "beta": mom})
+                total += 1
+                bad += not same
+                print(f"{agg['name']:16} f={f} gamma={y}: ByzFL {value:.4f} at lr "
+                      f"{lr:g}, momentum {mom:g}; byzjax view {c['worst']:.4f} at "
+                      f"{c['label']} (chosen on {c['selected_on']}) "
+                      f"{'same' if same else 'DIFFERENT'}")
+    print(f"{total - bad} of {total} cells agree")
+    return bad
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", help="ByzFL's config.json to run")
@@ -333,12 +481,22 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write timings and cells here")
     p.add_argument("--read", metavar="RESULTS", default=None,
                    help="only read a ByzFL results folder and print its tables")
+    p.add_argument("--check-view", metavar="DIR", default=None,
+                   help="check byzjax's report view (--view byzfl) against "
+                        "ByzFL's own evaluation of synthetic results in DIR")
     p.add_argument("--child", metavar="WORKDIR", default=None,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--child-evaluate", metavar="RESULTS", default=None,
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         _child(args.child, args.threads)
         return 0
+    if args.child_evaluate:
+        _child_evaluate(args.child_evaluate)
+        return 0
+    if args.check_view:
+        return 1 if check_view(args.check_view, python=args.byzfl_python) else 0
     if args.read:
         read = read_results(args.read)
         print_tables(read)
