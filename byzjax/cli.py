@@ -520,8 +520,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="byzfl: also write ByzFL's evaluation, each rule's best "
                         "setting against its worst attack per f and data "
                         "distribution: RESULTS/table_byzfl.md, byzfl.csv, "
-                        "byzfl_heatmaps.png and a section of the --html page "
-                        "(default: none)")
+                        "byzfl_heatmaps.png and a section of the --html page; "
+                        "accuracy as ByzFL takes it, the largest value of the "
+                        "seed-mean test curve, whatever --metric (default: none)")
     r.add_argument("--fixed", metavar="FIELDS", default=None,
                    help="with --view byzfl: comma-separated config fields whose "
                         "values are separate panels, never tuned over; "
