@@ -61,6 +61,7 @@ from byzjax.report._cells import (
     short_name,
     show_value,
 )
+from byzjax.report._figures import CMAP, _pyplot, _text_color, _wrap
 from byzjax.sim import ConfigError
 
 #: The fields naming a rule: rows of the view.
@@ -474,8 +475,6 @@ def plot_worst_case_heatmaps(cells: Sequence[dict], path: str, *, dpi: int = 110
     """One heatmap per panel: rule (rows, the best rule last) x ``f``
     (columns), each cell its worst-case accuracy and worst attack (ByzFL's
     ``test_heatmap`` and ``aggregated_test_heatmap`` in one figure)."""
-    from byzjax.report._figures import CMAP, _pyplot, _text_color, _wrap
-
     plt = _pyplot()
     panels = _layout(cells)
     cmap = plt.get_cmap(CMAP).with_extremes(bad="#ececec")
