@@ -35,6 +35,16 @@ choice is made on the curve ``select_on`` (default: ``val_accuracy`` when
 every run of the cell records one, else ``test_accuracy``), and every output
 says which. Runs are averaged only over the seeds of one configuration
 (:func:`byzjax.report.config_fields`, the seed fields left out).
+
+Two small differences remain. ByzFL's curves begin with the initial model
+(step 0), byzjax's after the first ``eval_every`` rounds, so the largest
+value differs only where no evaluation beats the initial model. ByzFL breaks
+ties between settings by its loop order (learning rate, momentum, weight
+decay as listed); here the settings are sorted by their differing fields'
+names and values. On ByzFL's own results (``scripts/byzfl_side_by_side.py
+--check-view``: synthetic validation and test curves, 2 aggregators x 3
+attacks x 2 f x 2 distributions x 4 settings x 4 seeds) the view gives
+ByzFL's chosen settings and ``test_heatmap`` numbers in every cell.
 """
 
 from __future__ import annotations
