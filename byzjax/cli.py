@@ -254,8 +254,10 @@ def _report(args) -> int:
         return 0
     if args.html:
         report.require_jinja2()  # a missing Jinja2 fails before any work
+    fixed = _fixed_fields(args)
     paths = report.write_report(args.outdir, metric=args.metric or "final_accuracy",
-                                figures=not args.no_plot)
+                                figures=not args.no_plot, view=args.view,
+                                fixed=fixed)
     if args.csv:
         paths.update(report.write_tidy(args.outdir))
     if args.html:
@@ -263,10 +265,30 @@ def _report(args) -> int:
         paths["html"] = report.write_html(
             args.outdir, out=args.html_dir, sweep=args.sweep,
             metric=args.metric or "final_accuracy",
-            dpi=72 if small else 90, palette=64 if small else None)
+            dpi=72 if small else 90, palette=64 if small else None,
+            view=args.view, fixed=fixed)
     print(open(paths["best"]).read())
+    if args.view == "byzfl":
+        print(open(paths["byzfl"]).read())
     print("wrote " + ", ".join(paths.values()))
     return 0
+
+
+def _fixed_fields(args) -> tuple[str, ...]:
+    """``--fixed`` as field names (``--fixed`` without ``--view`` refused)."""
+    from byzjax import report
+
+    if args.fixed is None:
+        return report.PANEL_FIELDS
+    if args.view is None:
+        raise _CliError("--fixed applies to --view byzfl; add --view byzfl")
+    fields = tuple(f.strip() for f in args.fixed.split(",") if f.strip())
+    extra = [f for f in fields if f.startswith("+")]
+    fields = tuple(f.lstrip("+") for f in fields)
+    if extra:  # "+optimizer": the default panels and these
+        fields = report.PANEL_FIELDS + fields
+    report.check_fixed(fields)
+    return fields
 
 
 def _user_errors():
@@ -558,6 +580,18 @@ def _parser() -> argparse.ArgumentParser:
                         "attack, num_byzantine, nesterov and server_momentum / "
                         "resam) to FILE instead of the tables (metric default: "
                         "max_accuracy)")
+    r.add_argument("--view", choices=["byzfl"], default=None,
+                   help="byzfl: also write ByzFL's evaluation, each rule's best "
+                        "setting against its worst attack per f and data "
+                        "distribution: RESULTS/table_byzfl.md, byzfl.csv, "
+                        "byzfl_heatmaps.png and a section of the --html page; "
+                        "accuracy as ByzFL takes it, the largest value of the "
+                        "seed-mean test curve, whatever --metric (default: none)")
+    r.add_argument("--fixed", metavar="FIELDS", default=None,
+                   help="with --view byzfl: comma-separated config fields whose "
+                        "values are separate panels, never tuned over; "
+                        "+FIELD adds to the default (default: dataset, model, "
+                        "split, dirichlet_alpha, similarity_gamma, num_attackers)")
     r.set_defaults(func=_report)
     _add_launch_parser(sub)
     return parser

@@ -27,6 +27,12 @@ pyarrow is installed): one row per (run, evaluation), every config field a
 column (:func:`tidy_rows`, :func:`write_tidy`); :func:`load` returns the same
 table as a ``pandas.DataFrame``.
 
+With ``--view byzfl`` it also writes ``table_byzfl.md`` and
+``byzfl_heatmaps.png`` (and ``byzfl.csv`` with ``--csv``, a section of the
+page with ``--html``): ByzFL's evaluation, each rule's hyper-parameters
+chosen against its worst attack, per number of Byzantine workers and data
+distribution (:func:`worst_case_cells`).
+
 The names in figures and pages are the ones readers know
 (:func:`display_name`: ``alie`` is "A Little Is Enough", ``resam``
 "momentum at the workers (RESAM)").
@@ -44,7 +50,8 @@ The package has one module per concern: ``_cells`` (loading, configurations,
 seed statistics, code versions, names and order), ``_tables`` (markdown),
 ``_figures`` (matplotlib), ``_tidy`` (CSV / Parquet / pandas), ``_html``
 (the Jinja2 page), ``_json`` (``--json`` cells), ``_momentum`` (El Mhamdi et
-al., 2021) and ``_write`` (``write_report``); every public name is here.
+al., 2021), ``_worst_case`` (ByzFL's evaluation) and ``_write``
+(``write_report``); every public name is here.
 """
 
 from __future__ import annotations
@@ -100,6 +107,19 @@ from byzjax.report._tables import full_table as full_table
 from byzjax.report._tidy import load as load
 from byzjax.report._tidy import tidy_rows as tidy_rows
 from byzjax.report._tidy import write_tidy as write_tidy
+from byzjax.report._worst_case import ATTACK_FIELDS as ATTACK_FIELDS
+from byzjax.report._worst_case import PANEL_FIELDS as PANEL_FIELDS
+from byzjax.report._worst_case import RULE_FIELDS as RULE_FIELDS
+from byzjax.report._worst_case import SEED_FIELDS as SEED_FIELDS
+from byzjax.report._worst_case import check_fixed as check_fixed
+from byzjax.report._worst_case import (
+    plot_worst_case_heatmaps as plot_worst_case_heatmaps,
+)
+from byzjax.report._worst_case import worst_case_cells as worst_case_cells
+from byzjax.report._worst_case import worst_case_rows as worst_case_rows
+from byzjax.report._worst_case import worst_case_table as worst_case_table
+from byzjax.report._worst_case import write_worst_case as write_worst_case
+from byzjax.report._worst_case import write_worst_case_csv as write_worst_case_csv
 from byzjax.report._write import write_report as write_report
 
 __all__ = [
@@ -157,6 +177,17 @@ __all__ = [
     "momentum_boxes",
     "momentum_gains",
     "plot_momentum_boxes",
+    "RULE_FIELDS",
+    "ATTACK_FIELDS",
+    "SEED_FIELDS",
+    "PANEL_FIELDS",
+    "check_fixed",
+    "worst_case_cells",
+    "worst_case_table",
+    "worst_case_rows",
+    "write_worst_case_csv",
+    "plot_worst_case_heatmaps",
+    "write_worst_case",
     "write_report",
 ]
 

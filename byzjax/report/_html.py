@@ -41,6 +41,13 @@ from byzjax.report._figures import (
 )
 from byzjax.report._json import sweep_info
 from byzjax.report._tables import best_cells, conflict_note
+from byzjax.report._worst_case import (
+    PANEL_FIELDS,
+    definition_text,
+    html_panels,
+    plot_worst_case_heatmaps,
+    worst_case_cells,
+)
 from byzjax.sim import ConfigError
 
 
@@ -119,7 +126,8 @@ def _save_png(fig_fn, path, *, palette: int | None, dpi: int, **kw) -> int:
 
 def write_html(outdir: str, *, out: str | None = None, sweep=None,
                metric: str = "final_accuracy", dpi: int = 80,
-               palette: int | None = None, page_size: int = 50) -> str:
+               palette: int | None = None, page_size: int = 50,
+               view: str | None = None, fixed=PANEL_FIELDS) -> str:
     """Writes a static web page of the results of ``outdir``; returns the path
     of its ``index.html``.
 
@@ -143,6 +151,10 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
       palette: if given, images are reduced to this many colours (smaller
         files for a report kept in a repository).
       page_size: rows per page of the full table.
+      view: ``"byzfl"`` adds ByzFL's evaluation (each rule's worst case over
+        attacks at its best setting, :func:`byzjax.report.worst_case_cells`)
+        as a section with its heatmaps.
+      fixed: with ``view="byzfl"``, the fields whose values are panels.
 
     Raises:
       ConfigError: no records, or Jinja2 is not installed.
@@ -263,6 +275,15 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
                           "best": best_text, "metrics": [METRIC_NAMES.get(m, m)
                                                          for m in drawn]})
 
+    byzfl = None
+    if view == "byzfl":
+        wc = worst_case_cells(runs, fixed=fixed)
+        width = _save_png(lambda path, dpi: plot_worst_case_heatmaps(
+            wc, path, dpi=dpi), os.path.join(img, "byzfl_heatmaps.png"),
+            palette=palette, dpi=dpi)
+        byzfl = {"panels": html_panels(wc), "definition": definition_text(wc),
+                 "figure": {"src": "img/byzfl_heatmaps.png", "width": width}}
+
     cfg_rows, grid_rows = _config_rows(runs, info)
     total_wall = sum(p["wall_s"] for p in progs if np.isfinite(p["wall_s"]))
     page = env.get_template("report.html.j2").render(
@@ -280,7 +301,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         filters={ax: [{"id": v, "name": display_name(ax, v)} for v in _order(
             {k[i] for k in stats}, ax)] for i, ax in enumerate(AXES)},
         figures=figures, cell_figs=cell_figs, config_rows=cfg_rows,
-        grid_rows=grid_rows, varying=_varying(runs),
+        grid_rows=grid_rows, varying=_varying(runs), byzfl=byzfl,
         abbreviations=", ".join(
             f"{SHORT[g]} = {display_name('aggregator', g)}" for g in _order(
                 {k[2] for k in stats} | {p[1] for p in pub.values() if p[1]},
