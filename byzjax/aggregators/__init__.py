@@ -55,6 +55,7 @@ from byzjax.aggregators._mda import (
 from byzjax.aggregators._mda import minimum_diameter_subset as minimum_diameter_subset
 from byzjax.aggregators._mean import mean
 from byzjax.aggregators._nnm import monna as monna
+from byzjax.aggregators._nnm import monna_weights as monna_weights
 from byzjax.aggregators._nnm import nearest_neighbour_mixing as nearest_neighbour_mixing
 from byzjax.aggregators._nnm import (
     nearest_neighbour_weights as nearest_neighbour_weights,

@@ -18,7 +18,9 @@ exactly the rows the rule does, ties included.
   ``variant="byzantine_momentum"``, each ranked row's weight in the mean of
   the shrinking Multi-Krum means;
 * ``"nnm"`` (a pre-aggregator): the ``[n, n]`` mixing matrix, row ``i`` the
-  weights of output row ``i``.
+  weights of output row ``i``;
+* ``"monna"``: ``1/(n - f)`` on the pivot's ``n - f`` nearest rows
+  (:func:`monna_weights`).
 
 The rules without a selection (coordinate-wise rules, the geometric median,
 centered clipping, ...) are not in :data:`SELECTION_RULES`.
@@ -36,7 +38,7 @@ from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import bulyan_selection
 from byzjax.aggregators._krum import first_argmin, krum_scores
 from byzjax.aggregators._mda import minimum_diameter_subset
-from byzjax.aggregators._nnm import nearest_neighbour_weights
+from byzjax.aggregators._nnm import monna_weights, nearest_neighbour_weights
 
 __all__ = ["selection_weights", "has_selection", "SELECTION_RULES"]
 
@@ -108,6 +110,7 @@ SELECTION_RULES: dict[str, Callable[..., jax.Array]] = {
     "mda": _mda,
     "bulyan": _bulyan,
     "nnm": _nnm,
+    "monna": monna_weights,
 }
 
 

@@ -17,7 +17,8 @@ scan(run_chunk, init(...))`` (:class:`~byzjax.sim.Program`).
 
 :func:`make_program` resolves a config once and picks the program: one
 correct server (:mod:`byzjax.sim._single`), GuanYu or one Byzantine server
-(:mod:`byzjax.sim._guanyu`), LiuBei (:mod:`byzjax.sim._liubei`).
+(:mod:`byzjax.sim._guanyu`), LiuBei (:mod:`byzjax.sim._liubei`), or no server:
+peer-to-peer learning over a ``topology`` (:mod:`byzjax.sim._p2p`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from byzjax.sim._errors import ConfigError
 from byzjax.sim._guanyu import make_guanyu_program
 from byzjax.sim._kit import Program, SimData, stages_for
 from byzjax.sim._liubei import make_liubei_program
+from byzjax.sim._p2p import make_p2p_program
 from byzjax.sim._single import make_single_program
 from byzjax.sim._spec import RunSpec, resolve
 
@@ -71,6 +73,13 @@ def make_program(config: RunSpec, data: SimData, model, *,
         state, metrics = jax.jit(program.train)(jax.random.key(0), hp)
     """
     spec = resolve(config)
+    if spec.peer_to_peer:  # no server (docs/PEER_TO_PEER.md)
+        if worker_sharding is not None:
+            raise ConfigError("shard='workers' is not supported with a topology "
+                              "(peer-to-peer); use shard='runs' or 'none'",
+                              field="shard")
+        return make_p2p_program(spec, data, model,
+                                byzantine_gradients=byzantine_gradients)
     if not spec.replicated_servers:
         return make_single_program(spec, data, model,
                                    worker_sharding=worker_sharding,

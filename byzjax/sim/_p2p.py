@@ -1,0 +1,363 @@
+"""The peer-to-peer program: every honest node holds its own model (no server).
+
+One round, all nodes in one traced function (``docs/PEER_TO_PEER.md``):
+
+1. every node computes its gradient at its own parameters on its own batch
+   (the round kit's sampling, loss and ``grad_strategy``, as at a server);
+2. the run's worker stage (clipping, momentum: RESAM at the node; D-SGD has
+   none) over the node axis, then the run's server stage -- the local step
+   ``theta_i - lr m_i`` -- applied by every node to its own parameters
+   (``vmap``);
+3. exchange (``gossip_steps`` times): every node sends its vector (its
+   model, as in Farhadkhani et al.'s ``peerToPeer.py``), the Byzantine
+   nodes craft theirs with the run's attack stage -- once from every honest
+   vector, or per receiver from what that receiver hears
+   (``attack_per_receiver``) -- and every honest node aggregates what it
+   hears, itself included, with the run's robust stage (pre-aggregation and
+   aggregation), ``vmap`` ped over the receivers of each
+   :class:`~byzjax.topology.ReceiverGroup` (receivers hearing the same
+   numbers of honest and Byzantine nodes: no padding reaches a rule). The
+   aggregate is the node's new model.
+
+The stages are the ones :func:`byzjax.optim.stages` builds for a parameter
+server (:func:`~byzjax.sim._kit.stages_for`), built for ``n`` rows (worker,
+server and a shared attack) and for each receiver's view (robust and a
+per-receiver attack); each receiver keeps its own robust state (centered
+clipping's center, a random rule's key) and, per receiver, its own attack
+state.
+
+Byzantine nodes hold no model. An attack that reads their own vectors
+(``label_flip``, ``none``, the ``*_own`` attacks) has them follow the
+protocol from the honest nodes' mean model: a gradient there on their own
+(flipped) batch, their own momentum, the local step. Their rows are the last
+``b`` of every stack, as at a server.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from byzjax import attacks, topology
+from byzjax._tree import pairwise_sq_distances
+from byzjax.sim._diagnostics import (
+    DIAGNOSTICS,
+    EXPLAIN,
+    byzantine_selection,
+    explain_metrics,
+    first_moments,
+    honest_variance_to_norm,
+    pipeline_selection_weights,
+)
+from byzjax.sim._kit import (
+    Program,
+    SimData,
+    SimState,
+    flip_byzantine_labels,
+    has_convolutions,
+    init_variables,
+    labels_num_classes,
+    make_evaluate,
+    make_loss_fn,
+    map_workers,
+    nanmean,
+    normalize,
+    program_of,
+    resolve_grad_strategy,
+    sample_batch_indices,
+    stages_for,
+    tree_all_finite,
+)
+from byzjax.sim._spec import RunSpec
+
+__all__ = ["make_p2p_program", "P2P_METRICS", "consensus_distance",
+           "receiver_groups_of"]
+
+#: The per-chunk metrics of a peer-to-peer run beside ``test_accuracy`` (the
+#: honest nodes' mean) and ``test_loss`` (their mean).
+P2P_METRICS = ("test_accuracy_min", "test_accuracy_max", "consensus_distance")
+
+
+def _rows(tree, idx):
+    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
+def _cat(a, b, axis=0):
+    return jax.tree_util.tree_map(
+        lambda x, y: jnp.concatenate([x, y.astype(x.dtype)], axis=axis), a, b)
+
+
+def _broadcast(tree, n):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
+
+
+def consensus_distance(params) -> jax.Array:
+    """``sqrt((1/h) sum_i ||theta_i - theta_bar||^2)`` over all leaves.
+
+    The honest nodes' root-mean-square distance from their mean model
+    (Koloskova et al. 2020's consensus distance, square-rooted: in the
+    parameters' unit).
+
+    Args:
+      params: pytree with leaves ``[h, *param_shape]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> consensus_distance({"w": jnp.array([[0.0, 0.0], [2.0, 0.0]])})
+      Array(1., dtype=float32)
+    """
+    total = 0.0
+    for x in jax.tree_util.tree_leaves(params):
+        x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+        total = total + jnp.mean(jnp.sum((x - x.mean(0)) ** 2, axis=1))
+    return jnp.sqrt(total)
+
+
+def receiver_groups_of(spec: RunSpec) -> tuple[topology.ReceiverGroup, ...]:
+    """The run's :class:`~byzjax.topology.ReceiverGroup` s (host, static).
+
+    Example:
+      >>> from byzjax import sim
+      >>> c = sim.get_config()
+      >>> c.topology, c.num_workers, c.num_byzantine = "ring", 6, 1
+      >>> [g.num_inputs for g in receiver_groups_of(sim.resolve(c))]
+      [3, 3]
+    """
+    return topology.topology_groups(
+        spec.topology or "complete", num_nodes=spec.num_workers,
+        num_byzantine_nodes=spec.num_attackers, degree=spec.topology_degree,
+        probability=spec.topology_probability, seed=spec.topology_seed)
+
+
+def make_p2p_program(spec: RunSpec, data: SimData, model, *,
+                     byzantine_gradients: bool | None = None) -> Program:
+    """The :class:`~byzjax.sim.Program` of peer-to-peer learning (``topology``).
+
+    Args:
+      spec: a :class:`~byzjax.sim.RunSpec` with a ``topology``.
+      data: :class:`~byzjax.sim.SimData`; node ``i`` samples worker ``i``'s
+        shard.
+      model: a Flax linen module (as for a parameter server).
+      byzantine_gradients: compute the Byzantine nodes' gradients. ``None``
+        (default): only when the attack reads their own vectors.
+
+    Returns:
+      A :class:`~byzjax.sim.Program` whose :class:`~byzjax.sim.SimState`
+      holds every honest node's parameters (leaves ``[h, *param_shape]``),
+      BatchNorm statistics (per node) and optimiser states. ``run_chunk``'s
+      metrics: ``test_accuracy`` / ``test_loss`` (the honest nodes' mean),
+      :data:`P2P_METRICS`, the round diagnostics and the per-chunk ones.
+
+    Example (tiny synthetic data; ``tests/test_p2p.py`` runs it)::
+
+        program = make_p2p_program(spec, data, model)
+        state, metrics = jax.jit(program.train)(jax.random.key(0), spec.hparams)
+    """
+    n, b = spec.num_workers, spec.num_attackers
+    h = n - b
+    groups = receiver_groups_of(spec)
+    redraw = spec.topology == "random_subset"
+    others = topology.random_subset_others(n, b)
+    per_receiver = bool(spec.attack_per_receiver) and b > 0
+    b_eval = spec.eval_every
+    label_flip = spec.attack == "label_flip" and b > 0
+    num_classes = data.num_classes or labels_num_classes(data)
+    eval_size = spec.eval_size or int(data.test_labels.shape[0])
+    sample_shape = tuple(data.train_images.shape[1:])
+    variables = jax.eval_shape(lambda k: init_variables(model, k, sample_shape),
+                               jax.random.key(0))
+    has_bn = "batch_stats" in variables
+    if byzantine_gradients is None:
+        entry = attacks.entry(spec.attack) if b else None
+        byzantine_gradients = bool(entry and (entry.data_level or entry.needs_own))
+    n_grads = n if byzantine_gradients else h
+    grad_fn = jax.grad(make_loss_fn(model, has_bn=has_bn), has_aux=True)
+    grad_strategy = resolve_grad_strategy(
+        spec.grad_strategy, num_workers=n_grads, backend=jax.default_backend(),
+        convolutional=has_convolutions(variables["params"]))
+    weights_fn = pipeline_selection_weights(
+        aggregator=spec.aggregator, num_byzantine=int(spec.num_byzantine),
+        aggregator_kwargs=dict(spec.aggregator_kwargs),
+        preaggregator=spec.preaggregator or None,
+        preaggregator_kwargs=dict(spec.preaggregator_kwargs))
+
+    def view_stages(hp, key, g):
+        kb = int(g.byzantine.shape[1])
+        return stages_for(spec, hp, key, num_workers=g.num_inputs,
+                          num_attackers=kb if per_receiver else 0)
+
+    def receiver_keys(key, g):
+        return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.asarray(
+            g.receivers))
+
+    # ------------------------------------------------------------ state
+    def init(key, hp):
+        k_model, k_tx, k_run = jax.random.split(key, 3)
+        v = init_variables(model, k_model, sample_shape)
+        params = v["params"]
+        full = stages_for(spec, hp, k_tx)
+        ws = full.worker.init(params)
+        ss = _broadcast(full.server.init(params), n)
+        rs, ats = [], []
+        for gi, g in enumerate(groups):
+            keys = receiver_keys(jax.random.fold_in(k_tx, gi + 1), g)
+            rs.append(jax.vmap(lambda k, g=g: view_stages(hp, k, g).robust.init(
+                params))(keys))
+            if per_receiver:
+                ats.append(jax.vmap(lambda k, g=g: view_stages(
+                    hp, k, g).attack.init(params))(keys))
+        at = tuple(ats) if per_receiver else full.attack.init(params)
+        return SimState(_broadcast(params, h),
+                        _broadcast(v.get("batch_stats", {}), h),
+                        (ws, at, tuple(rs), ss), k_run,
+                        jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+
+    # ------------------------------------------------------------ one round
+    def exchange(vectors, at, rs, hp, full_attack, k_view, mean_params,
+                 receiver_params):
+        """One exchange: honest rows of ``vectors`` aggregated per receiver."""
+        honest, byz_own = _rows(vectors, slice(0, h)), _rows(vectors, slice(h, n))
+        byz = byz_own
+        if b and not per_receiver:
+            attacked, at = full_attack.update(vectors, at, mean_params)
+            byz = _rows(attacked, slice(h, n))
+        new_honest = honest
+        new_rs, new_at, seen = [], [], []
+        for gi, g in enumerate(groups):
+            tx = view_stages(hp, jax.random.key(0), g)
+            if redraw:
+                hon_ids = topology.random_subset_views(
+                    k_view, num_honest=h, num_others=others)
+            else:
+                hon_ids = jnp.asarray(g.honest)
+            view = _rows(honest, hon_ids)  # [g, 1 + k_h, ...]
+            if g.byzantine.shape[1]:
+                byz_ids = jnp.asarray(g.byzantine)
+                view = _cat(view, _rows(byz_own if per_receiver else byz, byz_ids),
+                            axis=1)
+            mine = _rows(receiver_params, jnp.asarray(g.receivers))
+            if per_receiver and g.byzantine.shape[1]:
+                view, at_g = jax.vmap(tx.attack.update)(view, at[gi], mine)
+                new_at.append(at_g)
+            elif per_receiver:
+                new_at.append(at[gi])
+            agg, rs_g = jax.vmap(tx.robust.update)(view, rs[gi], mine)
+            new_rs.append(rs_g)
+            new_honest = jax.tree_util.tree_map(
+                lambda x, a, g=g: x.at[jnp.asarray(g.receivers)].set(
+                    a.astype(x.dtype)), new_honest, agg)
+            seen.append((view, agg, int(g.honest.shape[1])))
+        at = tuple(new_at) if per_receiver else at
+        return _cat(new_honest, byz_own), at, tuple(new_rs), seen
+
+    def round_diag(honest, seen):
+        dists, coss = [], []
+        for view, agg, kh in seen:
+            hbar = jax.tree_util.tree_map(lambda v, kh=kh: v[:, :kh].mean(1), view)
+            la = [x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(agg)]
+            lh = [x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(hbar)]
+            d2 = sum(jnp.sum((a - c) ** 2, 1) for a, c in zip(la, lh))
+            dot = sum(jnp.sum(a * c, 1) for a, c in zip(la, lh))
+            na = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in la))
+            nh = jnp.sqrt(sum(jnp.sum(c * c, 1) for c in lh))
+            dists.append(jnp.sqrt(d2))
+            coss.append(jnp.clip(dot / jnp.maximum(na * nh, 1e-12), -1.0, 1.0))
+        dist = jnp.concatenate(dists).mean()
+        spread = jnp.sqrt(jnp.max(pairwise_sq_distances(honest)))
+        return {"agg_dist": dist, "honest_spread": spread,
+                "resilience": dist / jnp.maximum(spread, 1e-12),
+                "cosine": jnp.concatenate(coss).mean()}
+
+    def explain_fn(sent, views):
+        out = {"var_norm_ratio": honest_variance_to_norm(
+            _rows(first_moments(sent), slice(0, h)))}
+        if weights_fn is None or not b:
+            out["byz_selected"] = out["byz_weight"] = jnp.float32(jnp.nan)
+        else:
+            sel, wt = [], []
+            for view, g in zip(views, groups):
+                kh = int(g.honest.shape[1])
+                w = jax.vmap(weights_fn)(view)
+                s, t = jax.vmap(lambda r, kh=kh: byzantine_selection(r, kh))(w)
+                sel.append(s)
+                wt.append(t)
+            # (receivers hearing no Byzantine node: NaN, left out)
+            out["byz_selected"] = jnp.nanmean(jnp.concatenate(sel))
+            out["byz_weight"] = jnp.nanmean(jnp.concatenate(wt))
+        return {k: out[k] for k in EXPLAIN}
+
+    def round_step(state: SimState, hp, diagnostics=True, explain=False):
+        full = stages_for(spec, hp, jax.random.key(0))
+        key, k_batch, k_drop = jax.random.split(state.key, 3)
+        k_view = jax.random.fold_in(k_batch, n + 1)
+        idx = sample_batch_indices(k_batch, data.worker_indices,
+                                   data.worker_counts, spec.batch_size)[:n_grads]
+        x = normalize(data.train_images[idx], data)
+        y = data.train_labels[idx]
+        if label_flip:
+            y = flip_byzantine_labels(y, num_honest=h, num_classes=num_classes)
+        drop_keys = jax.random.split(k_drop, n)[:n_grads]
+        mean_params = jax.tree_util.tree_map(lambda p: p.mean(0), state.params)
+        mean_stats = jax.tree_util.tree_map(lambda p: p.mean(0), state.batch_stats)
+        # Byzantine nodes (when computed) follow the protocol from the mean.
+        node_params = _cat(state.params, _broadcast(mean_params, n - h))
+        node_stats = _cat(state.batch_stats, _broadcast(mean_stats, n - h))
+        grads, (losses, new_stats) = map_workers(
+            lambda xs: grad_fn(*xs, hp["weight_decay"]),
+            (_rows(node_params, slice(0, n_grads)),
+             _rows(node_stats, slice(0, n_grads)), x, y, drop_keys),
+            strategy=grad_strategy)
+        if n_grads < n:
+            grads = _cat(grads, jax.tree_util.tree_map(
+                lambda g: jnp.zeros((n - n_grads,) + g.shape[1:], g.dtype), grads))
+        ws, at, rs, ss = state.opt_state
+        sent, ws = full.worker.update(grads, ws, mean_params)
+        steps, ss = jax.vmap(full.server.update)(sent, ss, node_params)
+        vectors = optax.apply_updates(node_params, steps)  # the local steps
+        seen: list = []
+        for s in range(spec.gossip_steps):
+            honest_sent = _rows(vectors, slice(0, h))
+            vectors, at, rs, seen = exchange(
+                vectors, at, rs, hp, full.attack, jax.random.fold_in(k_view, s),
+                mean_params, state.params)
+        params = _rows(vectors, slice(0, h))
+        batch_stats = (_rows(new_stats, slice(0, h)) if has_bn
+                       else state.batch_stats)
+        train_loss = losses[:h].mean()
+        finite = jnp.isfinite(train_loss) & tree_all_finite(params)
+        t = state.round + 1
+        diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
+                             state.diverged_round)
+        nan_diag = dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan))
+        if diagnostics is True:
+            diag = round_diag(honest_sent, seen)
+        elif diagnostics is False:
+            diag = nan_diag
+        else:
+            diag = jax.lax.cond(diagnostics, lambda: round_diag(honest_sent, seen),
+                                lambda: nan_diag)
+        metrics = {"train_loss": train_loss, **diag,
+                   **explain_metrics(explain, explain_fn, sent,
+                                     [view for view, _, _ in seen])}
+        return SimState(params, batch_stats, (ws, at, rs, ss), key, t,
+                        diverged), metrics
+
+    # ------------------------------------------------------------ evaluation
+    evaluate = make_evaluate(model, data, eval_size=eval_size, has_bn=has_bn)
+
+    def run_chunk(state, hp):
+        state, rm = jax.lax.scan(
+            lambda s, i: round_step(s, hp, explain=i == b_eval - 1), state,
+            jnp.arange(b_eval))
+        acc, loss = jax.vmap(evaluate)(state.params, state.batch_stats)
+        metrics = {k: nanmean(v) for k, v in rm.items()}
+        metrics.update(test_accuracy=acc.mean(), test_loss=loss.mean(),
+                       test_accuracy_min=acc.min(), test_accuracy_max=acc.max(),
+                       consensus_distance=consensus_distance(state.params),
+                       round=state.round, diverged_round=state.diverged_round)
+        return state, metrics
+
+    return program_of(init, run_chunk, round_step, evaluate, spec.num_evals)
+
