@@ -108,7 +108,7 @@ def consensus_distance(params) -> jax.Array:
       >>> consensus_distance({"w": jnp.array([[0.0, 0.0], [2.0, 0.0]])})
       Array(1., dtype=float32)
     """
-    total = 0.0
+    total: float | jax.Array = 0.0
     for x in jax.tree_util.tree_leaves(params):
         x = x.reshape(x.shape[0], -1).astype(jnp.float32)
         total = total + jnp.mean(jnp.sum((x - x.mean(0)) ** 2, axis=1))
