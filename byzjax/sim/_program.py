@@ -146,15 +146,15 @@ def check_pipeline(config) -> None:
         return x
 
     # The server's stages on n rows; peer-to-peer, also each receiver's view.
-    shapes = {(spec.num_workers, None)}
+    shapes: set[tuple[int, int | None]] = {(spec.num_workers, None)}
     if spec.peer_to_peer:
         per = spec.attack_per_receiver
         shapes |= {(g.num_inputs, int(g.byzantine.shape[1]) if per else 0)
                    for g in receiver_groups_of(spec)}
     try:
         for m, attacked in sorted(shapes, key=str):
-            rows = {} if attacked is None else {"num_workers": m,
-                                                "num_attackers": attacked}
+            rows: dict[str, int] = ({} if attacked is None else {
+                "num_workers": m, "num_attackers": attacked})
             jax.eval_shape(functools.partial(one_round, **rows),
                            {"w": jnp.zeros((m, 1), jnp.float32)})
     except ConfigError:
