@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from byzjax import attacks, topology
 from byzjax._tree import pairwise_sq_distances
 from byzjax.sim._diagnostics import (
-    DIAGNOSTICS,
-    EXPLAIN,
     byzantine_selection,
     explain_metrics,
     first_moments,
@@ -215,78 +214,102 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
                         jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
     # ------------------------------------------------------------ one round
+    # node i's row in the groups' aggregates concatenated in group order
+    node_order = np.argsort(np.concatenate([g.receivers for g in groups]))
+    nan = jnp.float32(jnp.nan)
+
+    def receiver_stats(view, agg, kh, kb, diag_on, explain):
+        """One receiver's round diagnostics (distance and cosine of its
+        aggregate to the mean of the honest rows it heard) and, when
+        ``explain``, the Byzantine share its rule selected."""
+        def dist_cos():
+            hbar = jax.tree_util.tree_map(lambda v: v[:kh].mean(0), view)
+            la = [x.ravel() for x in jax.tree_util.tree_leaves(agg)]
+            lh = [x.ravel() for x in jax.tree_util.tree_leaves(hbar)]
+            d2 = sum(jnp.sum((a - c) ** 2) for a, c in zip(la, lh))
+            dot = sum(jnp.sum(a * c) for a, c in zip(la, lh))
+            na = jnp.sqrt(sum(jnp.sum(a * a) for a in la))
+            nc = jnp.sqrt(sum(jnp.sum(c * c) for c in lh))
+            return (jnp.sqrt(d2).astype(jnp.float32),
+                    jnp.clip(dot / jnp.maximum(na * nc, 1e-12), -1, 1
+                             ).astype(jnp.float32))
+
+        if diag_on is False:
+            dc = (nan, nan)
+        elif diag_on is True:
+            dc = dist_cos()
+        else:
+            dc = jax.lax.cond(diag_on, dist_cos, lambda: (nan, nan))
+        if weights_fn is None or not kb or explain is False:
+            sel = (nan, nan)
+        else:
+            def selection():
+                w = weights_fn(first_moments(view))
+                return tuple(jnp.asarray(v, jnp.float32)
+                             for v in byzantine_selection(w, kh))
+            sel = (selection() if explain is True
+                   else jax.lax.cond(explain, selection, lambda: (nan, nan)))
+        return dc + sel
+
     def exchange(vectors, at, rs, hp, full_attack, k_view, mean_params,
-                 receiver_params):
-        """One exchange: honest rows of ``vectors`` aggregated per receiver."""
+                 receiver_params, diag_on, explain):
+        """One exchange: every honest node aggregates what it hears.
+
+        Receiver by receiver in a compiled ``lax.map`` (no Python loop over
+        nodes), each gathering its own view inside the loop: measured on
+        XLA:CPU (21 receivers of 21 rows of 79,510), materialising all views
+        at once for a ``vmap`` cost 88 ms CPU against 33 ms (trimmed mean), and
+        ``vmap`` turns a rule's data-dependent branches (``lax.cond``: the
+        overflow rescue of the comparing rules, MoNNA's fallback) into both
+        branches (MoNNA: 567 vs 97 ms).
+        """
         honest, byz_own = _rows(vectors, slice(0, h)), _rows(vectors, slice(h, n))
         byz = byz_own
         if b and not per_receiver:
             attacked, at = full_attack.update(vectors, at, mean_params)
             byz = _rows(attacked, slice(h, n))
-        new_honest = honest
-        new_rs, new_at, seen = [], [], []
+        sources = byz_own if per_receiver else byz
+        new_rs, new_at, stats, aggs = [], [], [], []
         for gi, g in enumerate(groups):
             tx = view_stages(hp, jax.random.key(0), g)
+            kh, kb = int(g.honest.shape[1]), int(g.byzantine.shape[1])
             if redraw:
                 hon_ids = topology.random_subset_views(
                     k_view, num_honest=h, num_others=others)
             else:
                 hon_ids = jnp.asarray(g.honest)
-            view = _rows(honest, hon_ids)  # [g, 1 + k_h, ...]
-            if g.byzantine.shape[1]:
-                byz_ids = jnp.asarray(g.byzantine)
-                view = _cat(view, _rows(byz_own if per_receiver else byz, byz_ids),
-                            axis=1)
-            mine = _rows(receiver_params, jnp.asarray(g.receivers))
-            if per_receiver and g.byzantine.shape[1]:
-                view, at_g = jax.vmap(tx.attack.update)(view, at[gi], mine)
-                new_at.append(at_g)
-            elif per_receiver:
-                new_at.append(at[gi])
-            agg, rs_g = jax.vmap(tx.robust.update)(view, rs[gi], mine)
+            attack_here = per_receiver and kb > 0
+
+            def one(xs, tx=tx, kh=kh, kb=kb, attack_here=attack_here):
+                ids, byz_ids, at_g, rs_g, mine = xs
+                view = _rows(honest, ids)  # [1 + k_h, ...]: itself first
+                if kb:
+                    view = _cat(view, _rows(sources, byz_ids))
+                if attack_here:
+                    view, at_g = tx.attack.update(view, at_g, mine)
+                agg, rs_g = tx.robust.update(view, rs_g, mine)
+                return agg, at_g, rs_g, receiver_stats(view, agg, kh, kb,
+                                                       diag_on, explain)
+
+            xs = (hon_ids, jnp.asarray(g.byzantine),
+                  at[gi] if per_receiver else None, rs[gi],
+                  _rows(receiver_params, jnp.asarray(g.receivers)))
+            agg, at_g, rs_g, st = jax.lax.map(one, xs)
+            aggs.append(agg)
             new_rs.append(rs_g)
-            new_honest = jax.tree_util.tree_map(
-                lambda x, a, g=g: x.at[jnp.asarray(g.receivers)].set(
-                    a.astype(x.dtype)), new_honest, agg)
-            seen.append((view, agg, int(g.honest.shape[1])))
+            stats.append(st)
+            if per_receiver:
+                new_at.append(at_g)
+        # The groups' aggregates in node order: one static gather (XLA:CPU's
+        # scatter is far slower); one group of every node is already in order.
+        new_honest = aggs[0] if len(aggs) == 1 else _rows(
+            jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *aggs),
+            jnp.asarray(node_order))
+        new_honest = jax.tree_util.tree_map(lambda a, x: a.astype(x.dtype),
+                                            new_honest, honest)
+        stats = [jnp.concatenate([st[k] for st in stats]) for k in range(4)]
         at = tuple(new_at) if per_receiver else at
-        return _cat(new_honest, byz_own), at, tuple(new_rs), seen
-
-    def round_diag(honest, seen):
-        dists, coss = [], []
-        for view, agg, kh in seen:
-            hbar = jax.tree_util.tree_map(lambda v, kh=kh: v[:, :kh].mean(1), view)
-            la = [x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(agg)]
-            lh = [x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(hbar)]
-            d2 = sum(jnp.sum((a - c) ** 2, 1) for a, c in zip(la, lh))
-            dot = sum(jnp.sum(a * c, 1) for a, c in zip(la, lh))
-            na = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in la))
-            nh = jnp.sqrt(sum(jnp.sum(c * c, 1) for c in lh))
-            dists.append(jnp.sqrt(d2))
-            coss.append(jnp.clip(dot / jnp.maximum(na * nh, 1e-12), -1.0, 1.0))
-        dist = jnp.concatenate(dists).mean()
-        spread = jnp.sqrt(jnp.max(pairwise_sq_distances(honest)))
-        return {"agg_dist": dist, "honest_spread": spread,
-                "resilience": dist / jnp.maximum(spread, 1e-12),
-                "cosine": jnp.concatenate(coss).mean()}
-
-    def explain_fn(sent, views):
-        out = {"var_norm_ratio": honest_variance_to_norm(
-            _rows(first_moments(sent), slice(0, h)))}
-        if weights_fn is None or not b:
-            out["byz_selected"] = out["byz_weight"] = jnp.float32(jnp.nan)
-        else:
-            sel, wt = [], []
-            for view, g in zip(views, groups):
-                kh = int(g.honest.shape[1])
-                w = jax.vmap(weights_fn)(view)
-                s, t = jax.vmap(lambda r, kh=kh: byzantine_selection(r, kh))(w)
-                sel.append(s)
-                wt.append(t)
-            # (receivers hearing no Byzantine node: NaN, left out)
-            out["byz_selected"] = jnp.nanmean(jnp.concatenate(sel))
-            out["byz_weight"] = jnp.nanmean(jnp.concatenate(wt))
-        return {k: out[k] for k in EXPLAIN}
+        return _cat(new_honest, byz_own), at, tuple(new_rs), stats
 
     def round_step(state: SimState, hp, diagnostics=True, explain=False):
         full = stages_for(spec, hp, jax.random.key(0))
@@ -316,12 +339,14 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         sent, ws = full.worker.update(grads, ws, mean_params)
         steps, ss = jax.vmap(full.server.update)(sent, ss, node_params)
         vectors = optax.apply_updates(node_params, steps)  # the local steps
-        seen: list = []
+        stats: list = []
         for s in range(spec.gossip_steps):
+            last = s == spec.gossip_steps - 1  # diagnostics of the last one
             honest_sent = _rows(vectors, slice(0, h))
-            vectors, at, rs, seen = exchange(
+            vectors, at, rs, stats = exchange(
                 vectors, at, rs, hp, full.attack, jax.random.fold_in(k_view, s),
-                mean_params, state.params)
+                mean_params, state.params, diagnostics if last else False,
+                explain if last else False)
         params = _rows(vectors, slice(0, h))
         batch_stats = (_rows(new_stats, slice(0, h)) if has_bn
                        else state.batch_stats)
@@ -330,17 +355,31 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         t = state.round + 1
         diverged = jnp.where((state.diverged_round < 0) & ~finite, t,
                              state.diverged_round)
-        nan_diag = dict.fromkeys(DIAGNOSTICS, jnp.float32(jnp.nan))
+        dist, cos, sel, wt = stats
+
+        def spread():
+            return jnp.sqrt(jnp.max(pairwise_sq_distances(honest_sent)))
+
         if diagnostics is True:
-            diag = round_diag(honest_sent, seen)
+            hs = spread()
         elif diagnostics is False:
-            diag = nan_diag
+            hs = nan
         else:
-            diag = jax.lax.cond(diagnostics, lambda: round_diag(honest_sent, seen),
-                                lambda: nan_diag)
+            hs = jax.lax.cond(diagnostics, spread, lambda: nan)
+        agg_dist = dist.mean()
+        diag = {"agg_dist": agg_dist, "honest_spread": hs,
+                "resilience": agg_dist / jnp.maximum(hs, 1e-12),
+                "cosine": cos.mean()}
+
+        def ratio(sent, _):
+            return {"var_norm_ratio": honest_variance_to_norm(
+                _rows(first_moments(sent), slice(0, h)))}
+
+        # (receivers hearing no Byzantine node are NaN: left out)
+        chosen = {"byz_selected": jnp.nanmean(sel), "byz_weight": jnp.nanmean(wt)}
         metrics = {"train_loss": train_loss, **diag,
-                   **explain_metrics(explain, explain_fn, sent,
-                                     [view for view, _, _ in seen])}
+                   **explain_metrics(explain, lambda s, a: {**ratio(s, a),
+                                                            **chosen}, sent, None)}
         return SimState(params, batch_stats, (ws, at, rs, ss), key, t,
                         diverged), metrics
 
