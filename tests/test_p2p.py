@@ -247,3 +247,27 @@ def test_graphs_are_symmetric_and_seeded():
         assert (adj == topology.graph(name, num_nodes=12, seed=3, **kw)).all()
     assert topology.graph("torus", num_nodes=12).sum(1).tolist() == [4] * 12
     assert CLASSES  # (the synthetic data's classes; keeps the import used)
+
+
+def test_monna_pivots():
+    """MoNNA around a row (its fast path: distances to the pivot only) is
+    NNM's row, also with non-finite rows and pivot; around another rule's
+    output it is the mean of the n - f rows nearest to that output."""
+    from byzjax import aggregators
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 5)).astype(np.float32)
+    x[5] = np.inf
+    x[6, 2] = np.nan
+    for rows in (x[:5], x):  # all finite; two non-finite rows (one a pivot)
+        nnm = np.asarray(aggregators.nearest_neighbour_mixing(
+            {"w": jnp.asarray(rows)}, num_byzantine=2)["w"])
+        for pivot in range(len(rows)):
+            got = aggregators.monna({"w": jnp.asarray(rows)}, num_byzantine=2,
+                                    pivot=pivot)["w"]
+            np.testing.assert_allclose(got, nnm[pivot], rtol=1e-5, atol=1e-6)
+    med = np.median(x[:5], axis=0)
+    near = np.argsort(((x[:5] - med) ** 2).sum(1), kind="stable")[:3]
+    got = aggregators.monna({"w": jnp.asarray(x[:5])}, num_byzantine=2,
+                            pivot_aggregator="median")["w"]
+    np.testing.assert_allclose(got, x[:5][near].mean(0), rtol=1e-5, atol=1e-6)

@@ -268,7 +268,8 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         if b and not per_receiver:
             attacked, at = full_attack.update(vectors, at, mean_params)
             byz = _rows(attacked, slice(h, n))
-        sources = byz_own if per_receiver else byz
+        # every vector a receiver may hear, in one array (one gather each)
+        pool = _cat(honest, byz_own if per_receiver else byz)
         new_rs, new_at, stats, aggs = [], [], [], []
         for gi, g in enumerate(groups):
             tx = view_stages(hp, jax.random.key(0), g)
@@ -281,18 +282,18 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
             attack_here = per_receiver and kb > 0
 
             def one(xs, tx=tx, kh=kh, kb=kb, attack_here=attack_here):
-                ids, byz_ids, at_g, rs_g, mine = xs
-                view = _rows(honest, ids)  # [1 + k_h, ...]: itself first
-                if kb:
-                    view = _cat(view, _rows(sources, byz_ids))
+                ids, at_g, rs_g, mine = xs
+                # [1 + k_h + k_b, ...]: itself, honest neighbours, Byzantine
+                view = _rows(pool, ids)
                 if attack_here:
                     view, at_g = tx.attack.update(view, at_g, mine)
                 agg, rs_g = tx.robust.update(view, rs_g, mine)
                 return agg, at_g, rs_g, receiver_stats(view, agg, kh, kb,
                                                        diag_on, explain)
 
-            xs = (hon_ids, jnp.asarray(g.byzantine),
-                  at[gi] if per_receiver else None, rs[gi],
+            ids = jnp.concatenate([hon_ids, h + jnp.asarray(g.byzantine,
+                                                            jnp.int32)], axis=1)
+            xs = (ids, at[gi] if per_receiver else None, rs[gi],
                   _rows(receiver_params, jnp.asarray(g.receivers)))
             agg, at_g, rs_g, st = jax.lax.map(one, xs)
             aggs.append(agg)
