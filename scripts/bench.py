@@ -302,8 +302,6 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
     from byzjax import models, sim
 
     config = sim.get_config()
-    for k, v in fields.items():
-        config[k] = v
     config.num_workers, config.num_byzantine, config.batch_size = n, f, b
     config.aggregator = aggregator
     config.attack = "alie"
@@ -311,6 +309,8 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
     config.num_rounds = rounds
     config.eval_every = rounds
     config.grad_strategy = grad_strategy
+    for k, v in fields.items():
+        config[k] = v
     server = None
     if aggregators.entry(aggregator).needs_reference:  # FLTrust's 100 root examples
         config.server_data_size = 100
