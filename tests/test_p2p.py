@@ -148,6 +148,20 @@ def test_one_round_matches_numpy_loop(topo, rule, data, grad):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_gossip_steps_repeat_the_exchange(data, grad):
+    config = _config(topology="ring", gossip_steps=2)
+    program = sim.make_program(config, data, TinyMLP())
+    hp = traced_hparams(config)
+    state = _spread_state(program.init(jax.random.key(3), hp), seed=3)
+    new = jax.jit(program.round_step)(state, hp)[0]
+    got = np.stack([flat_params(_node(new.params, i)) for i in range(N - 1)])
+    vectors, _ = _local_vectors(config, data, state, grad)
+    views = _ring_views(N - 1, N)
+    once = _reference(vectors, views, 1, _trimmed_mean)
+    np.testing.assert_allclose(got, _reference(once, views, 1, _trimmed_mean),
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def same_example(data):
     """Every node's shard is training example 0: a node's gradient depends on
@@ -226,6 +240,7 @@ def test_complete_graph_without_attack_is_the_parameter_server(data):
     (dict(topology="complete", aggregator="monna",
           aggregator_kwargs={"pivot": 2}), "aggregator_kwargs", "own vector"),
     (dict(topology="complete", optimizer="mra"), "optimizer", "moment pairs"),
+    (dict(topology="complete", shard="workers"), "shard", "not supported"),
 ])
 def test_bad_topologies_fail_in_one_line_before_data(fields, field, text):
     config = _config(**fields)

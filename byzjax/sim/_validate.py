@@ -636,6 +636,9 @@ def check_topology(config) -> None:
         raise ConfigError("topology (peer-to-peer learning) has no parameter "
                           "server: keep server_protocol='single' and "
                           "num_byzantine_servers=0", field="topology")
+    if config.shard == "workers":
+        raise ConfigError("topology: shard='workers' is not supported peer-to-peer; "
+                          "use shard='runs' or 'none'", field="shard")
     if optim.optimizer_entry(config.optimizer).moments:
         raise ConfigError(f"topology: optimizer {config.optimizer!r} sends moment "
                           "pairs; peer-to-peer nodes send one vector: use dsgd, "
