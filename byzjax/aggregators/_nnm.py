@@ -55,14 +55,18 @@ from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._krum import first_argmin, krum_scores
 
 __all__ = ["nearest_neighbour_mixing", "nearest_neighbour_weights", "monna",
-           "monna_weights"]
+           "monna_weights", "monna_weights_from_distances"]
 
 
 def _mixing(updates: PyTree, num_byzantine: int):
-    n = num_rows(updates)
-    m = n - num_byzantine
     d2, finite = pairwise_sq_distances(updates, with_finite=True,
                                       rescale=True)
+    return _mixing_from_distances(d2, finite, num_byzantine)
+
+
+def _mixing_from_distances(d2: jax.Array, finite: jax.Array, num_byzantine: int):
+    n = d2.shape[0]
+    m = n - num_byzantine
     eye = jnp.eye(n, dtype=bool)
     # Self first (key -1), then by distance, then by index (stable sort).
     order = jnp.argsort(jnp.where(eye, -1.0, d2), axis=1, stable=True)
@@ -259,6 +263,28 @@ def monna_weights(updates: PyTree, *, num_byzantine: int, pivot: int = 0,
                    jnp.inf)
     order = jnp.argsort(d2, stable=True)
     return jnp.zeros((n,), jnp.float32).at[order[:m]].set(1.0 / m)
+
+
+def monna_weights_from_distances(sq_dist: jax.Array, finite: jax.Array, *,
+                                 num_byzantine: int, pivot: int = 0) -> jax.Array:
+    """:func:`monna_weights` around row ``pivot`` from the rows' distances.
+
+    The same neighbourhood as :func:`monna` with a row pivot on the full
+    matrix (ties, a non-finite pivot's fallback), read off ``sq_dist``
+    (``float[n, n]``, :func:`~byzjax._tree.pairwise_sq_distances` with
+    ``rescale=True``) and ``finite`` (``bool[n]``). The peer-to-peer round
+    uses it with one matrix of every vector sent, each receiver's view a
+    sub-matrix (``docs/PEER_TO_PEER.md``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> d2 = jnp.array([[0.0, 1.0, 25.0], [1.0, 0.0, 16.0], [25.0, 16.0, 0.0]])
+      >>> monna_weights_from_distances(d2, jnp.ones(3, bool), num_byzantine=1,
+      ...                              pivot=2)
+      Array([0. , 0.5, 0.5], dtype=float32)
+    """
+    near, _, m = _mixing_from_distances(sq_dist, finite, num_byzantine)
+    return near[pivot].astype(jnp.float32) / m
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from byzjax import attacks, topology
-from byzjax._tree import pairwise_sq_distances
+from byzjax import aggregators, attacks, topology
+from byzjax._tree import pairwise_sq_distances, weighted_rows
 from byzjax.sim._diagnostics import (
     byzantine_selection,
     explain_metrics,
@@ -251,6 +251,80 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
                    else jax.lax.cond(explain, selection, lambda: (nan, nan)))
         return dc + sel
 
+    agg_kwargs = dict(spec.aggregator_kwargs)
+    f_declared = int(spec.num_byzantine)
+    # A rule whose output is a weighted mean of rows chosen by their distances
+    # (aggregators.DISTANCE_WEIGHTS: MoNNA around the receiver's own vector),
+    # no pre-aggregation, one vector per Byzantine node: every receiver's
+    # weights from one distance matrix of the vectors sent, all aggregates one
+    # [h, P] @ [P, d] matmul; no view is gathered.
+    by_distances = (spec.preaggregator is None and not per_receiver
+                    and jax.eval_shape(lambda: aggregators.distance_weights(
+                        spec.aggregator, jnp.zeros((3, 3)), jnp.ones(3, bool),
+                        num_byzantine=0, **agg_kwargs)) is not None)
+
+    def exchange_by_distances(pool, k_view, diag_on, explain):
+        d2, finite = pairwise_sq_distances(pool, with_finite=True, rescale=True)
+        size = int(d2.shape[0])
+        ws, hs, sel, wt = [], [], [], []
+        for g in groups:
+            kh, kb = int(g.honest.shape[1]), int(g.byzantine.shape[1])
+            hon_ids = (topology.random_subset_views(
+                k_view, num_honest=h, num_others=others) if redraw
+                else jnp.asarray(g.honest))
+            ids = jnp.concatenate([hon_ids, h + jnp.asarray(g.byzantine,
+                                                            jnp.int32)], axis=1)
+
+            def weights(row):
+                out = aggregators.distance_weights(
+                    spec.aggregator, d2[row][:, row], finite[row],
+                    num_byzantine=f_declared, **agg_kwargs)
+                assert out is not None
+                return out
+
+            w = jax.vmap(weights)(ids)  # [g, m]
+            onehot = jax.nn.one_hot(ids, size, dtype=w.dtype)  # [g, m, P]
+            ws.append(jnp.einsum("gm,gmp->gp", w, onehot))
+            hs.append(onehot[:, :kh].mean(1))
+            if weights_fn is None or not kb or explain is False:
+                nans = jnp.full((w.shape[0],), jnp.nan, jnp.float32)
+                sel.append(nans)
+                wt.append(nans)
+            else:
+                s_, t_ = jax.vmap(lambda r, kh=kh: byzantine_selection(r, kh))(w)
+                sel.append(s_)
+                wt.append(t_)
+        order = jnp.asarray(node_order)
+        W = jnp.concatenate(ws)[order]  # [h, P], node order
+        H = jnp.concatenate(hs)[order]
+        touched = jnp.any((W > 0) & ~finite[None, :], axis=1)
+        new_honest = weighted_rows(pool, W, keep=finite, nan_rows=touched)
+        new_honest = jax.tree_util.tree_map(lambda a, x: a.astype(x.dtype),
+                                            new_honest, honest_of(pool))
+        stats = [jnp.full((h,), jnp.nan, jnp.float32)] * 2
+        if diag_on is not False:
+            def dist_cos():
+                hbar = weighted_rows(pool, H, clean=False)
+                la = [x.reshape(h, -1) for x in jax.tree_util.tree_leaves(
+                    new_honest)]
+                lh = [x.reshape(h, -1) for x in jax.tree_util.tree_leaves(hbar)]
+                d = sum(jnp.sum((a - c) ** 2, 1) for a, c in zip(la, lh))
+                dot = sum(jnp.sum(a * c, 1) for a, c in zip(la, lh))
+                na = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in la))
+                nc = jnp.sqrt(sum(jnp.sum(c * c, 1) for c in lh))
+                return [jnp.sqrt(d).astype(jnp.float32),
+                        jnp.clip(dot / jnp.maximum(na * nc, 1e-12), -1, 1
+                                 ).astype(jnp.float32)]
+
+            stats = (dist_cos() if diag_on is True else jax.lax.cond(
+                diag_on, dist_cos, lambda: stats))
+        sel_all = jnp.concatenate(sel)[order]
+        wt_all = jnp.concatenate(wt)[order]
+        return new_honest, stats + [sel_all, wt_all]
+
+    def honest_of(pool):
+        return _rows(pool, slice(0, h))
+
     def exchange(vectors, at, rs, hp, full_attack, k_view, mean_params,
                  receiver_params, diag_on, explain):
         """One exchange: every honest node aggregates what it hears.
@@ -270,6 +344,10 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
             byz = _rows(attacked, slice(h, n))
         # every vector a receiver may hear, in one array (one gather each)
         pool = _cat(honest, byz_own if per_receiver else byz)
+        if by_distances:
+            new_honest, stats = exchange_by_distances(pool, k_view, diag_on,
+                                                      explain)
+            return _cat(new_honest, byz_own), at, rs, stats
         new_rs, new_at, stats, aggs = [], [], [], []
         for gi, g in enumerate(groups):
             tx = view_stages(hp, jax.random.key(0), g)
