@@ -23,7 +23,12 @@ Sections:
   6. models: one simulated round of the MLP, the MNIST CNN and the CIFAR CNN
      (n = 15; per-worker gradients as ``grad_strategy="auto"`` picks and with
      ``vmap``) against one plain gradient of the same n*b images and a
-     per-worker PyTorch loop of the same architecture (with torch).
+     per-worker PyTorch loop of the same architecture (with torch);
+  7. peer-to-peer: one round of all 26 nodes (MLP, f = 5, b = 25, RESAM,
+     ALIE, the random-subset rule of Farhadkhani et al.'s code) with trimmed
+     mean and MoNNA, against the parameter-server round of the same n and
+     rule, and (with torch) ``scripts/p2p_torch_baseline.py``, a PyTorch port
+     of their ``peerToPeer.py`` step.
 
 Timings: ``jax.block_until_ready``, medians of repetitions after warm-up,
 rule and reference alternated. Timing on shared 2-core machines is noisy:
@@ -287,11 +292,13 @@ def section2(args, results):
 
 
 def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
-                   grad_strategy="auto", diagnostics=True, byzantine_gradients=None):
+                   grad_strategy="auto", diagnostics=True, byzantine_gradients=None,
+                   **fields):
     """A jitted ``rounds``-round program of the simulator on synthetic data
     (``diagnostics=False``: without the round diagnostics;
     ``byzantine_gradients=True``: the f Byzantine workers' gradients computed
-    too, although ALIE replaces their rows)."""
+    too, although ALIE replaces their rows; ``fields``: other config fields,
+    e.g. ``topology="random_subset"``)."""
     from byzjax import models, sim
 
     config = sim.get_config()
@@ -302,6 +309,8 @@ def _round_program(aggregator, n=15, f=5, b=25, rounds=50, model="mlp",
     config.num_rounds = rounds
     config.eval_every = rounds
     config.grad_strategy = grad_strategy
+    for k, v in fields.items():
+        config[k] = v
     server = None
     if aggregators.entry(aggregator).needs_reference:  # FLTrust's 100 root examples
         config.server_data_size = 100
@@ -644,6 +653,63 @@ def section6(args, results):
         sys.stdout.flush()
 
 
+# ---------------------------------------------------------- 7. peer-to-peer
+def _p2p_torch_step(aggregator):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "p2p_torch_baseline.py")
+    spec = importlib.util.spec_from_file_location("p2p_torch_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_step(aggregator)
+
+
+def section7(args, results):
+    n, f, rounds = 26, 5, 10
+    print(f"\n## 7. Peer-to-peer round (MLP 79,510, n={n}, f={f}, b=25, RESAM, "
+          "ALIE, random-subset rule) vs the parameter-server round of the same "
+          "n and rule (ms per round)\n")
+    print("| aggregator | peer-to-peer (ms) | parameter server (ms) | ratio |")
+    print("|---|---|---|---|")
+    p2p_runs = {}
+    for name in ("trimmed_mean", "monna"):
+        runs = []
+        for fields in ({"topology": "random_subset"}, {}):
+            program, hp, many = _round_program(name, n=n, f=f, rounds=rounds,
+                                               **fields)
+            state = jax.jit(program.init)(jax.random.key(0), hp)
+            run = jax.jit(many)
+            runs.append(lambda run=run, state=state, hp=hp: run(state, hp))
+        t_p2p, t_ps = time_alternating(runs, max(5, args.reps))
+        p2p_runs[name] = (runs[0], t_p2p / rounds)
+        results[("s7", name)] = t_p2p / rounds
+        print(f"| {name} | {t_p2p / rounds * 1e3:.1f} | {t_ps / rounds * 1e3:.1f} "
+              f"| {t_p2p / t_ps:.2f}x |")
+        sys.stdout.flush()
+    try:
+        import torch
+    except Exception as e:
+        print(f"\nPyTorch port of peerToPeer.py: skipped ({type(e).__name__}: "
+              f"{e}); run scripts/p2p_torch_baseline.py with torch")
+        return
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"\nPyTorch port of peerToPeer.py's step (scripts/p2p_torch_baseline.py;"
+          f" torch {torch.__version__}, {torch.get_num_threads()} threads), "
+          "timed alternately with byzjax's round (wall and process CPU):\n")
+    print("| aggregator | torch step (ms) | byzjax round (ms) | speed-up | "
+          "CPU speed-up |")
+    print("|---|---|---|---|---|")
+    for name, torch_name in (("trimmed_mean", "trmean"), ("monna", "cva")):
+        step = _p2p_torch_step(torch_name)
+        ours = p2p_runs[name][0]
+        wall, cpu = _time_wall_cpu([ours, step], max(3, args.reps // 2))
+        print(f"| {name} | {wall[1] * 1e3:.1f} | {wall[0] / rounds * 1e3:.1f} | "
+              f"{wall[1] / (wall[0] / rounds):.1f}x | "
+              f"{cpu[1] / (cpu[0] / rounds):.1f}x |")
+        sys.stdout.flush()
+
+
 def _thp_mode():
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
@@ -676,8 +742,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller grid and reps")
-    p.add_argument("--sections", default="1,2,3,4,5,6",
-                   help="comma-separated section numbers (6 = models)")
+    p.add_argument("--sections", default="1,2,3,4,5,6,7",
+                   help="comma-separated section numbers (6 = models, 7 = "
+                        "peer-to-peer)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--dims", dest="dims_arg", default=None,
                    help="comma-separated parameter counts for sections 1-2 "
@@ -730,7 +797,7 @@ def main(argv=None):
           f"transparent huge pages: {_thp_mode()}")
     results: dict = {}
     for s, fn in ((1, section1), (2, section2), (3, section3), (4, section4),
-                  (5, section5), (6, section6)):
+                  (5, section5), (6, section6), (7, section7)):
         if s in sections:
             fn(args, results)
     return 0

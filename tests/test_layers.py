@@ -24,7 +24,7 @@ SIM_LAYERS = [
     {"_spec"},
     {"_store", "_checkpoint"},
     {"_kit", "_diagnostics"},
-    {"_single", "_server_kit"},
+    {"_single", "_server_kit", "_p2p"},
     {"_guanyu", "_liubei"},
     {"_program"},
     {"_records"},

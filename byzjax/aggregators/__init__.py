@@ -59,6 +59,10 @@ from byzjax.aggregators._mda import (
 from byzjax.aggregators._mda import minimum_diameter_subset as minimum_diameter_subset
 from byzjax.aggregators._mean import mean
 from byzjax.aggregators._nnm import monna as monna
+from byzjax.aggregators._nnm import monna_weights as monna_weights
+from byzjax.aggregators._nnm import (
+    monna_weights_from_distances as monna_weights_from_distances,
+)
 from byzjax.aggregators._nnm import nearest_neighbour_mixing as nearest_neighbour_mixing
 from byzjax.aggregators._nnm import (
     nearest_neighbour_weights as nearest_neighbour_weights,
@@ -69,7 +73,9 @@ from byzjax.aggregators._preagg import (
 from byzjax.aggregators._preagg import arc_num_clipped as arc_num_clipped
 from byzjax.aggregators._preagg import bucketing as bucketing
 from byzjax.aggregators._preagg import static_clipping as static_clipping
+from byzjax.aggregators._selection import DISTANCE_WEIGHTS as DISTANCE_WEIGHTS
 from byzjax.aggregators._selection import SELECTION_RULES as SELECTION_RULES
+from byzjax.aggregators._selection import distance_weights as distance_weights
 from byzjax.aggregators._selection import has_selection as has_selection
 from byzjax.aggregators._selection import selection_weights as selection_weights
 from byzjax.aggregators._spectral import SMEA_MAX_SUBSETS as SMEA_MAX_SUBSETS

@@ -18,7 +18,9 @@ exactly the rows the rule does, ties included.
   ``variant="byzantine_momentum"``, each ranked row's weight in the mean of
   the shrinking Multi-Krum means;
 * ``"nnm"`` (a pre-aggregator): the ``[n, n]`` mixing matrix, row ``i`` the
-  weights of output row ``i``.
+  weights of output row ``i``;
+* ``"monna"``: ``1/(n - f)`` on the pivot's ``n - f`` nearest rows
+  (:func:`monna_weights`).
 
 The rules without a selection (coordinate-wise rules, the geometric median,
 centered clipping, ...) are not in :data:`SELECTION_RULES`.
@@ -36,9 +38,14 @@ from byzjax.aggregators._base import AGGREGATORS, PREAGGREGATORS
 from byzjax.aggregators._bulyan import bulyan_selection
 from byzjax.aggregators._krum import first_argmin, krum_scores
 from byzjax.aggregators._mda import minimum_diameter_subset
-from byzjax.aggregators._nnm import nearest_neighbour_weights
+from byzjax.aggregators._nnm import (
+    monna_weights,
+    monna_weights_from_distances,
+    nearest_neighbour_weights,
+)
 
-__all__ = ["selection_weights", "has_selection", "SELECTION_RULES"]
+__all__ = ["selection_weights", "has_selection", "SELECTION_RULES",
+           "DISTANCE_WEIGHTS", "distance_weights"]
 
 
 def _num_rows(updates: PyTree) -> int:
@@ -108,6 +115,7 @@ SELECTION_RULES: dict[str, Callable[..., jax.Array]] = {
     "mda": _mda,
     "bulyan": _bulyan,
     "nnm": _nnm,
+    "monna": monna_weights,
 }
 
 
@@ -161,3 +169,42 @@ def selection_weights(name: str, updates: PyTree, *, num_byzantine: int,
             f"weights: {', '.join(sorted(SELECTION_RULES))}")
     return SELECTION_RULES[_canonical(name)](updates, num_byzantine=num_byzantine,
                                              **kwargs)
+
+
+def _monna_from_distances(sq_dist, finite, *, num_byzantine, pivot=0,
+                          pivot_aggregator=None):
+    if pivot_aggregator is not None:
+        return None
+    return monna_weights_from_distances(sq_dist, finite,
+                                        num_byzantine=num_byzantine, pivot=pivot)
+
+
+#: Rules whose output is ``sum_i w_i x_i`` with weights ``w`` read off the
+#: rows' squared distances alone: name -> ``fn(sq_dist [n, n], finite [n], *,
+#: num_byzantine, **rule_kwargs) -> float[n]`` (or None when these keywords
+#: need the rows themselves). A caller holding the distances of a larger set
+#: of rows (the peer-to-peer round: every vector sent) aggregates any subset
+#: without gathering it.
+DISTANCE_WEIGHTS: dict[str, Callable[..., jax.Array | None]] = {
+    "monna": _monna_from_distances,
+}
+
+
+def distance_weights(name: str, sq_dist: jax.Array, finite: jax.Array, *,
+                     num_byzantine: int, **kwargs: Any) -> jax.Array | None:
+    """The rule's output weights from the rows' distances, or None.
+
+    None when the rule is not in :data:`DISTANCE_WEIGHTS` or its keywords
+    need the rows (MoNNA's ``pivot_aggregator``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> d2 = jnp.array([[0.0, 1.0, 9.0], [1.0, 0.0, 4.0], [9.0, 4.0, 0.0]])
+      >>> distance_weights("monna", d2, jnp.ones(3, bool), num_byzantine=1)
+      Array([0.5, 0.5, 0. ], dtype=float32)
+      >>> distance_weights("trimmed_mean", d2, jnp.ones(3, bool), num_byzantine=1)
+    """
+    fn = DISTANCE_WEIGHTS.get(_canonical(name)) if isinstance(name, str) else None
+    if fn is None:
+        return None
+    return fn(sq_dist, finite, num_byzantine=num_byzantine, **kwargs)

@@ -195,7 +195,10 @@ def adaptive(
       return_eps: static; if True also return the chosen ``eps`` (a scalar).
       key: PRNG key, only used by a random pre-aggregator or aggregator.
       batch_size: static; ``None`` (default) evaluates all candidates in one
-        vmap batch, an int ``b`` evaluates ``b`` at a time.
+        vmap batch, an int ``b`` evaluates ``b`` at a time (``1``: a plain
+        ``lax.map``, so a rule's ``lax.cond`` -- MoNNA's fast path, the
+        comparing rules' overflow rescue -- runs one branch, where a vmap
+        runs both).
       **base_kwargs: passed to the base attack (e.g. ``ddof=0`` for ALIE).
 
     Returns:
@@ -256,6 +259,8 @@ def adaptive(
 
     if batch_size is None:
         damages = jax.vmap(damage)(candidates)
+    elif int(batch_size) == 1:  # a plain loop: the rule's lax.conds stay branches
+        damages = jax.lax.map(damage, candidates)
     else:
         damages = jax.lax.map(damage, candidates, batch_size=int(batch_size))
     eps = candidates[jnp.argmax(damages)]

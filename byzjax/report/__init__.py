@@ -104,6 +104,7 @@ from byzjax.report._tables import AGGREGATOR_FIELDS as AGGREGATOR_FIELDS
 from byzjax.report._tables import best_cells as best_cells
 from byzjax.report._tables import best_table as best_table
 from byzjax.report._tables import full_table as full_table
+from byzjax.report._tables import node_spread_lines as node_spread_lines
 from byzjax.report._tidy import load as load
 from byzjax.report._tidy import tidy_rows as tidy_rows
 from byzjax.report._tidy import write_tidy as write_tidy
@@ -154,6 +155,7 @@ __all__ = [
     "best_cells",
     "best_table",
     "full_table",
+    "node_spread_lines",
     "CMAP",
     "LINE_COLORS",
     "plot_heatmaps",

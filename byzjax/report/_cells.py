@@ -108,11 +108,15 @@ METRIC_NAMES = {
     "honest_spread": "spread of honest vectors",
     "resilience": "resilience ratio \u03bb",
     "cosine": "cos(aggregate, honest mean)",
+    "test_accuracy_min": "test accuracy, worst honest node",
+    "test_accuracy_max": "test accuracy, best honest node",
+    "consensus_distance": "consensus distance (RMS \u2016\u03b8\u1d62 \u2212 "
+                          "\u03b8\u0304\u2016)",
 }
 
 #: Metric curves shown per cell, in this order, when a record has them.
 CURVE_METRICS = ("test_accuracy", "test_loss", "train_loss", "resilience",
-                 "agg_dist", "cosine", "honest_spread")
+                 "agg_dist", "cosine", "honest_spread", "consensus_distance")
 
 AXES = ("optimizer", "attack", "aggregator")
 

@@ -268,6 +268,8 @@ def plot_cell_curves(rs: list[dict], path: str, *, title: str = "",
                     warnings.simplefilter("ignore", RuntimeWarning)
                     lo, hi = np.nanmin(y, 0), np.nanmax(y, 0)
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
+            if name == "test_accuracy":  # peer-to-peer: the nodes' spread
+                _node_spread(ax, line_runs, x, st)
         if name in ("test_loss", "train_loss", "agg_dist", "honest_spread"):
             _log_if_wide(ax)
         if name == "test_accuracy":
@@ -286,6 +288,20 @@ def plot_cell_curves(rs: list[dict], path: str, *, title: str = "",
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return names
+
+
+def _node_spread(ax, runs, x, style) -> None:
+    """Peer-to-peer runs (records with ``test_accuracy_min`` / ``_max``): the
+    worst and best honest node's accuracy (mean over seeds), dotted."""
+    _, lo = _curve(runs, "test_accuracy_min")
+    _, hi = _curve(runs, "test_accuracy_max")
+    if not (np.isfinite(lo).any() and np.isfinite(hi).any()):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmean(lo, 0), np.nanmean(hi, 0)
+    for y in (lo, hi):
+        ax.plot(x, y, lw=0.8, ls=":", color=style["color"])
 
 
 def _log_if_wide(ax) -> None:

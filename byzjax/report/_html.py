@@ -40,7 +40,7 @@ from byzjax.report._figures import (
     plot_times,
 )
 from byzjax.report._json import sweep_info
-from byzjax.report._tables import best_cells, conflict_note
+from byzjax.report._tables import best_cells, conflict_note, node_spread_lines
 from byzjax.report._worst_case import (
     PANEL_FIELDS,
     definition_text,
@@ -298,6 +298,7 @@ def write_html(outdir: str, *, out: str | None = None, sweep=None,
         pub_metric=pub_metric, pub_metric_differs=bool(pub_metric) and
         pub_metric != metric,
         full_rows=full_rows, page_size=page_size,
+        node_spread="\n".join(node_spread_lines(runs)).strip(),
         filters={ax: [{"id": v, "name": display_name(ax, v)} for v in _order(
             {k[i] for k in stats}, ax)] for i, ax in enumerate(AXES)},
         figures=figures, cell_figs=cell_figs, config_rows=cfg_rows,

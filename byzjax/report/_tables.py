@@ -168,4 +168,51 @@ def full_table(runs, *, metric="final_accuracy") -> str:
             if len(versions) > 1:
                 notes.append(f"{k[0]} / {k[1]} / {agg}: "
                              + code_warning(versions))
-    return "\n".join(lines + _notes(notes) + [""] + code_lines(runs))
+    return "\n".join(lines + _notes(notes) + node_spread_lines(runs) + [""]
+                     + code_lines(runs))
+
+
+def node_spread_lines(runs) -> list[str]:
+    """Peer-to-peer runs: each configuration's honest nodes at the end.
+
+    One markdown table (after a blank line) of the final test accuracy of the
+    worst, average and best honest node and the final consensus distance,
+    each a mean over seeds; empty when no record has per-node metrics
+    (``docs/PEER_TO_PEER.md``).
+
+    Example:
+      >>> runs = [{"config": {"optimizer": "resam", "attack": "alie",
+      ...          "aggregator": "monna", "topology": "ring"}, "seed": s,
+      ...          "metrics": {"test_accuracy": [0.8], "test_accuracy_min": [0.7],
+      ...                      "test_accuracy_max": [0.9],
+      ...                      "consensus_distance": [0.1]}} for s in (0, 1)]
+      >>> print(node_spread_lines(runs)[-1])
+      | resam | alie | MONNA (ring) | 0.7000 | 0.8000 | 0.9000 | 0.1 | 2 |
+    """
+    runs = [r for r in runs
+            if (r.get("metrics") or {}).get("test_accuracy_min")]
+    if not runs:
+        return []
+    stats = cell_stats(runs)
+    lines = ["", "Peer-to-peer: honest nodes' final test accuracy (worst, mean, "
+             "best node) and consensus distance, means over seeds", "",
+             "| optimizer | attack | aggregator | worst node | mean | best node "
+             "| consensus distance | seeds |", "|---|---|---|---|---|---|---|---|"]
+
+    def last(c, name):
+        vals = [float((r.get("metrics") or {}).get(name, [float("nan")])[-1])
+                for r in c["runs"]]
+        return sum(vals) / len(vals)
+
+    for k in _sorted_keys(stats):
+        for c in stats[k]["configs"]:
+            topo = c["runs"][0]["config"].get("topology", "")
+            agg = SHORT.get(k[2], k[2]) + (f" ({topo})" if topo else "")
+            agg = labelled(agg, c["label"])
+            lines.append(
+                f"| {k[0]} | {k[1]} | {agg} | "
+                f"{last(c, 'test_accuracy_min'):.4f} | "
+                f"{last(c, 'test_accuracy'):.4f} | "
+                f"{last(c, 'test_accuracy_max'):.4f} | "
+                f"{last(c, 'consensus_distance'):.3g} | {len(c['runs'])} |")
+    return lines

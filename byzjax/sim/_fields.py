@@ -138,6 +138,11 @@ def _is_grad_strategy(value) -> bool:
 
 
 _F = Field
+
+#: Values of config field ``topology`` (``byzjax.topology.TOPOLOGIES``; no
+#: import here, this layer has no JAX: ``tests/test_p2p.py`` checks they agree).
+TOPOLOGY_CHOICES = ("", "complete", "random_subset", "ring", "torus", "regular",
+                    "erdos_renyi")
 _INT1 = dict(check=_at_least(1), must="an integer >= 1")
 _INT0 = dict(check=_at_least(0), must="an integer >= 0")
 _UNIT = dict(check=_finite(0.0, 1.0, hi_open=True), must="in [0, 1)")
@@ -319,6 +324,23 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        run_id="unless_default", **_INT0),
     _F("slow_factor", 10.0, "delay multiplier of the slow machines (>= 1)",
        check=_finite(1.0), must="a finite number >= 1", run_id="unless_default"),
+    # ---- peer-to-peer learning (docs/PEER_TO_PEER.md)
+    _F("topology", "", "peer-to-peer learning: who hears whom (complete, "
+       "random_subset, ring, torus, regular, erdos_renyi); '' for a parameter "
+       "server", choices=TOPOLOGY_CHOICES, none_when=lambda v: v == "",
+       run_id="unless_default", flag="topology"),
+    _F("topology_degree", 0, "neighbours per node of the ring (even; 0: 2) or of "
+       "the random regular graph (required)", run_id="unless_default", **_INT0),
+    _F("topology_probability", 0.5, "edge probability of the erdos_renyi graph",
+       check=_finite(0.0, 1.0, lo_open=True), must="in (0, 1]",
+       run_id="unless_default"),
+    _F("topology_seed", 0, "seed of the random graphs (regular, erdos_renyi)",
+       run_id="unless_default", **_INT0),
+    _F("gossip_steps", 1, "exchange-and-aggregate rounds per local step "
+       "(peer-to-peer)", run_id="unless_default", **_INT1),
+    _F("attack_per_receiver", False, "peer-to-peer: each Byzantine node crafts a "
+       "vector per receiver from what that receiver hears (True / False)",
+       run_id="unless_default"),
 )}
 
 #: The built-in float hyper-parameters, in the order records list them.

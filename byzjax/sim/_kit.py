@@ -293,7 +293,8 @@ def learning_rate_schedule(spec: RunSpec, hp):
     return hp["learning_rate"]
 
 
-def stages_for(spec: RunSpec, hp, key) -> optim.Stages:
+def stages_for(spec: RunSpec, hp, key, *, num_workers: int | None = None,
+               num_attackers: int | None = None) -> optim.Stages:
     """The run's optimiser as :func:`byzjax.optim.stages` (worker, attack,
     robust, server), with the float hyper-parameters taken from ``hp``.
 
@@ -305,6 +306,9 @@ def stages_for(spec: RunSpec, hp, key) -> optim.Stages:
         keyword (:func:`~byzjax.sim._validate.attack_strength`) when
         ``spec.attack_eps`` is set and the attack has one.
       key: PRNG key seeding the stages' states (attack, pre-aggregation).
+      num_workers, num_attackers: the rows the stages see and how many of
+        them are attacked, when not the run's ``n`` and real ``f``: a
+        peer-to-peer receiver's view (:mod:`byzjax.sim._p2p`).
 
     Returns:
       :class:`byzjax.optim.Stages`.
@@ -328,13 +332,16 @@ def stages_for(spec: RunSpec, hp, key) -> optim.Stages:
         attack_kwargs[strength] = hp["attack_eps"]
     # An adaptive attacker knows the server's pipeline and its declared f.
     return optim.stages(
-        spec.optimizer, num_workers=spec.num_workers,
+        spec.optimizer,
+        num_workers=spec.num_workers if num_workers is None else num_workers,
         num_byzantine=spec.num_byzantine, aggregator=spec.aggregator,
         aggregator_kwargs=dict(spec.aggregator_kwargs),
         preaggregator=spec.preaggregator,
         preaggregator_kwargs=dict(spec.preaggregator_kwargs),
         clip_norm=None if spec.clip_norm is None else hp["clip_norm"],
-        attack=spec.attack, num_attackers=spec.num_attackers,
+        attack=spec.attack,
+        num_attackers=(spec.num_attackers if num_attackers is None
+                       else num_attackers),
         attack_kwargs=attack_kwargs, clip_point=spec.clip_point,
         attack_point=spec.attack_point, key=key,
         learning_rate=learning_rate_schedule(spec, hp), **opt_kwargs)

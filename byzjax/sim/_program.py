@@ -17,11 +17,13 @@ scan(run_chunk, init(...))`` (:class:`~byzjax.sim.Program`).
 
 :func:`make_program` resolves a config once and picks the program: one
 correct server (:mod:`byzjax.sim._single`), GuanYu or one Byzantine server
-(:mod:`byzjax.sim._guanyu`), LiuBei (:mod:`byzjax.sim._liubei`).
+(:mod:`byzjax.sim._guanyu`), LiuBei (:mod:`byzjax.sim._liubei`), or no server:
+peer-to-peer learning over a ``topology`` (:mod:`byzjax.sim._p2p`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -32,6 +34,7 @@ from byzjax.sim._errors import ConfigError
 from byzjax.sim._guanyu import make_guanyu_program
 from byzjax.sim._kit import Program, SimData, stages_for
 from byzjax.sim._liubei import make_liubei_program
+from byzjax.sim._p2p import make_p2p_program, receiver_groups_of
 from byzjax.sim._single import make_single_program
 from byzjax.sim._spec import RunSpec, resolve
 
@@ -71,6 +74,13 @@ def make_program(config: RunSpec, data: SimData, model, *,
         state, metrics = jax.jit(program.train)(jax.random.key(0), hp)
     """
     spec = resolve(config)
+    if spec.peer_to_peer:  # no server (docs/PEER_TO_PEER.md)
+        if worker_sharding is not None:
+            raise ConfigError("shard='workers' is not supported with a topology "
+                              "(peer-to-peer); use shard='runs' or 'none'",
+                              field="shard")
+        return make_p2p_program(spec, data, model,
+                                byzantine_gradients=byzantine_gradients)
     if not spec.replicated_servers:
         return make_single_program(spec, data, model,
                                    worker_sharding=worker_sharding,
@@ -125,9 +135,9 @@ def check_pipeline(config) -> None:
     hp = {k: jnp.float32(v) for k, v in spec.hparams.items()}
     params = {"w": jnp.zeros((1,), jnp.float32)}
 
-    def one_round(grads):
+    def one_round(grads, **rows):
         x = grads
-        stages = stages_for(spec, hp, jax.random.key(0))
+        stages = stages_for(spec, hp, jax.random.key(0), **rows)
         for tx in stages:
             # (the robust stage is a chain: it passes the server's reference
             # on to a rule that reads it, FLTrust, and ignores it otherwise)
@@ -135,9 +145,18 @@ def check_pipeline(config) -> None:
             x, _ = tx.update(x, tx.init(params), params, **extra)
         return x
 
+    # The server's stages on n rows; peer-to-peer, also each receiver's view.
+    shapes: set[tuple[int, int | None]] = {(spec.num_workers, None)}
+    if spec.peer_to_peer:
+        per = spec.attack_per_receiver
+        shapes |= {(g.num_inputs, int(g.byzantine.shape[1]) if per else 0)
+                   for g in receiver_groups_of(spec)}
     try:
-        jax.eval_shape(one_round, {"w": jnp.zeros((spec.num_workers, 1),
-                                                  jnp.float32)})
+        for m, attacked in sorted(shapes, key=str):
+            rows: dict[str, int] = ({} if attacked is None else {
+                "num_workers": m, "num_attackers": attacked})
+            jax.eval_shape(functools.partial(one_round, **rows),
+                           {"w": jnp.zeros((m, 1), jnp.float32)})
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:

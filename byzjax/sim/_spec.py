@@ -116,6 +116,12 @@ class RunSpec:
     num_slow_servers: int
     num_slow_workers: int
     slow_factor: float
+    topology: str | None
+    topology_degree: int
+    topology_probability: float
+    topology_seed: int
+    gossip_steps: int
+    attack_per_receiver: bool
     ignored: tuple[str, ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({}))
@@ -152,6 +158,11 @@ class RunSpec:
     def replicated_servers(self) -> bool:
         """GuanYu, LiuBei, or one Byzantine server: not the plain single server."""
         return self.server_protocol != "single" or self.num_byzantine_servers > 0
+
+    @property
+    def peer_to_peer(self) -> bool:
+        """Peer-to-peer learning (a ``topology``), no parameter server."""
+        return self.topology is not None
 
     def to_config(self) -> ml_collections.ConfigDict:
         """The config this spec was resolved from (ignored fields at defaults)."""

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from byzjax import aggregators, attacks, data, models, optim, servers
+from byzjax import aggregators, attacks, data, models, optim, servers, topology
 from byzjax._registry import unknown_name
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import (
@@ -31,7 +31,7 @@ from byzjax.sim._fields import (
 
 __all__ = ["validate", "override", "check_environment", "num_attackers",
            "hparams_of", "ignored_fields", "attack_strength", "server_quorums",
-           "SERVER_PROTOCOLS"]
+           "SERVER_PROTOCOLS", "check_topology"]
 
 #: Values of config field ``server_protocol``.
 SERVER_PROTOCOLS = FIELDS["server_protocol"].choices
@@ -169,6 +169,7 @@ def validate(config) -> None:
         _check_workers(config)
         _check_server_data(config)
         _check_servers(config)
+        check_topology(config)
     except ConfigError:
         raise
     except ValueError as e:  # a registry's own (n, f) or name check
@@ -432,6 +433,7 @@ def ignored_fields(config) -> tuple[str, ...]:
         unused.add("num_devices")
     if not aggregators.AGGREGATORS.entry(config.aggregator).needs_reference:
         unused.add("server_data_size")
+    unused.update(_unread_topology_fields(config))
     protocol = config.server_protocol
     if protocol == "single" and int(config.num_byzantine_servers):
         protocol = "byzantine_single"
@@ -607,3 +609,112 @@ def _check_liubei(config, n_ps, f_ps, n_wr, f_wr) -> None:
                           "'garfield', whose bound reads the gradient's norm)",
                           field="clip_norm")
     _check_rule_on_quorum(config, n_wr, f_wr)
+
+
+# ------------------------------------------------------------ peer-to-peer
+#: Topology fields, with the topologies that read them.
+_TOPOLOGY_FIELDS = {"topology_degree": ("ring", "regular"),
+                    "topology_probability": ("erdos_renyi",),
+                    "topology_seed": ("regular", "erdos_renyi")}
+
+
+def _unread_topology_fields(config) -> set[str]:
+    if not config.topology:
+        return set(_TOPOLOGY_FIELDS) | {"gossip_steps", "attack_per_receiver"}
+    out = {k for k, readers in _TOPOLOGY_FIELDS.items()
+           if config.topology not in readers}
+    if num_attackers(config) == 0:
+        out.add("attack_per_receiver")
+    return out
+
+
+def check_topology(config) -> None:
+    """Peer-to-peer learning (a ``topology``): every honest node can aggregate.
+
+    The graph is built (host, seeded) and every distinct number of inputs a
+    receiver gets (itself and its neighbours) is checked: at least ``2f + 1``
+    (``f`` declared) so that honest vectors can outnumber Byzantine ones,
+    then the aggregator's own requirement (after pre-aggregation) at that
+    count; with ``attack_per_receiver`` the attack's requirement at each
+    receiver's view. Also: one correct server's fields only, an optimiser
+    whose nodes send one vector (not MRA's moment pairs), no rule needing a
+    server's own update, ``attack_point='sent'``, MoNNA's row pivot 0 (the
+    receiver's own vector).
+
+    Raises:
+      ConfigError: one line naming the field and what to change.
+
+    Example:
+      >>> from byzjax.sim import get_config
+      >>> c = get_config()
+      >>> c.topology, c.aggregator, c.num_workers, c.num_byzantine = (
+      ...     "ring", "krum", 10, 1)
+      >>> try:
+      ...     check_topology(c)
+      ... except ConfigError as e:
+      ...     where, why = str(e).split("; ")[:2]
+      ...     print(where); print(why[:20])
+      topology ring gives honest node 0 3 inputs (itself and 2 neighbours)
+      krum needs n >= 2f+3
+    """
+    name = config.topology
+    if not name:
+        return
+    if config.server_protocol != "single" or int(config.num_byzantine_servers):
+        raise ConfigError("topology (peer-to-peer learning) has no parameter "
+                          "server: keep server_protocol='single' and "
+                          "num_byzantine_servers=0", field="topology")
+    if config.shard == "workers":
+        raise ConfigError("topology: shard='workers' is not supported peer-to-peer; "
+                          "use shard='runs' or 'none'", field="shard")
+    if optim.optimizer_entry(config.optimizer).moments:
+        raise ConfigError(f"topology: optimizer {config.optimizer!r} sends moment "
+                          "pairs; peer-to-peer nodes send one vector: use dsgd, "
+                          "resam, dra or server_momentum", field="optimizer")
+    agg = aggregators.AGGREGATORS.entry(config.aggregator)
+    if agg.needs_reference:
+        raise ConfigError(f"topology: aggregator {agg.name} needs a server's own "
+                          "update; peer-to-peer has no server: use another "
+                          "aggregator", field="aggregator")
+    b = num_attackers(config)
+    if b and config.attack_point != "sent":
+        raise ConfigError("topology: Byzantine nodes send vectors to their "
+                          "neighbours; set attack_point='sent'",
+                          field="attack_point")
+    if agg.name == "monna" and int(config.aggregator_kwargs.get("pivot", 0)):
+        raise ConfigError("topology: MoNNA's pivot is the receiver's own vector "
+                          "(row 0 of its view); remove aggregator_kwargs.pivot",
+                          field="aggregator_kwargs")
+    n, f = int(config.num_workers), int(config.num_byzantine)
+    if n - b < 1:
+        raise ConfigError(f"topology: num_attackers={b} leaves no honest node of "
+                          f"num_workers={n}", field="num_attackers")
+    try:
+        groups = topology.topology_groups(
+            name, num_nodes=n, num_byzantine_nodes=b,
+            degree=int(config.topology_degree),
+            probability=float(config.topology_probability),
+            seed=int(config.topology_seed))
+    except ValueError as e:
+        text = str(e)
+        field = ("topology_degree" if "degree" in text else
+                 "num_workers" if "num_workers" in text else "topology")
+        raise ConfigError(text, field=field) from None
+    for g in groups:
+        m, node = g.num_inputs, int(g.receivers[0])
+        where = (f"topology {name} gives honest node {node} {m} inputs (itself "
+                 f"and {m - 1} neighbours)")
+        if f and m < 2 * f + 1:
+            raise ConfigError(f"{where}; with num_byzantine={f} every node needs "
+                              f"at least 2f + 1 = {2 * f + 1}: use a denser "
+                              "topology or a smaller num_byzantine",
+                              field="topology")
+        try:
+            rows = _rows_after_preaggregation(config, m, f)
+            aggregators.check(config.aggregator, num_workers=rows, num_byzantine=f)
+            kb = int(g.byzantine.shape[1])
+            if config.attack_per_receiver and kb:
+                attacks.ATTACKS.check(config.attack, num_workers=m,
+                                      num_byzantine=kb)
+        except ValueError as e:
+            raise ConfigError(f"{where}; {e}", field="topology") from None
