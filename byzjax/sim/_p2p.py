@@ -469,9 +469,10 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         state, rm = jax.lax.scan(
             lambda s, i: round_step(s, hp, explain=i == b_eval - 1), state,
             jnp.arange(b_eval))
-        acc, loss = jax.vmap(evaluate)(state.params, state.batch_stats)
+        acc, loss, class_acc = jax.vmap(evaluate)(state.params, state.batch_stats)
         metrics = {k: nanmean(v) for k, v in rm.items()}
         metrics.update(test_accuracy=acc.mean(), test_loss=loss.mean(),
+                       test_class_accuracy=class_acc.mean(0),  # over nodes
                        test_accuracy_min=acc.min(), test_accuracy_max=acc.max(),
                        consensus_distance=consensus_distance(state.params),
                        round=state.round, diverged_round=state.diverged_round)
