@@ -47,16 +47,17 @@ def rows(byzfl_cells: list[dict], runs: list[dict]) -> list[dict]:
                 and r["config"]["split"] == split
                 and r["config"]["num_attackers" if r["config"]["num_attackers"] >= 0
                                 else "num_byzantine"] == c["f"]
-                and (param_field is None or abs(
-                    float(r["config"][param_field]) - float(c["distribution_parameter"]))
-                    < 1e-9)]
+                and (param_field is None
+                     or abs(float(r["config"][param_field])
+                            - float(c["distribution_parameter"])) < 1e-9)]
         if not mine:
             continue
         acc, seeds = _byzjax_accuracy(mine)
         spread = max(c["per_seed"]) - min(c["per_seed"])
         diff = acc - c["byzfl_accuracy"]
         out.append({"aggregator": c["aggregator"], "attack": c["attack"], "f": c["f"],
-                    "distribution": f"{c['distribution']} {c['distribution_parameter']}",
+                    "distribution":
+                        f"{c['distribution']} {c['distribution_parameter']}",
                     "byzfl": c["byzfl_accuracy"], "byzfl_seeds": c["per_seed"],
                     "byzjax": acc, "byzjax_seeds": seeds, "difference": diff,
                     "within": abs(diff) <= max(spread, 0.02)})

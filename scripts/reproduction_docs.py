@@ -59,7 +59,8 @@ EXPLANATIONS = {
         _NO_SPLIT.format("0.956 to 0.967") + "static clipping of the received "
         "vectors at 2 gives 0.732, the closest measured; unexplained",
     ("table_4_1", "mra", "alie", "trimmed_mean", "mnist_cnn"):
-        _NO_SPLIT.format("0.962 to 0.973") + "static clipping of the received vectors leaves it at 0.976; unexplained",
+        _NO_SPLIT.format("0.962 to 0.973") + "static clipping of the received "
+        "vectors leaves it at 0.976; unexplained",
     ("table_4_1", "resam", "alie", "trimmed_mean", "mlp"):
         "with the thesis's CNN: row above",
     ("table_4_1", "dra", "alie", "trimmed_mean", "mlp"):

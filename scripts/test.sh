@@ -23,4 +23,4 @@ if [ "$FAST" = 1 ]; then
   exec "$VENV/bin/python" -m pytest -q -n 2 -x --durations=15 \
     -m "not slow and not subprocess and not multidevice and not browser" "$@"
 fi
-exec "$VENV/bin/python" -m pytest -q -n 2 --durations=15 "$@"
+exec "$VENV/bin/python" -m pytest -q -n 2 --dist worksteal --durations=15 "$@"

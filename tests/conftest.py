@@ -21,7 +21,7 @@ if os.environ.get("BYZJAX_TEST_XLA_OPTIMIZE", "") in ("", "0"):
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -28,6 +28,7 @@ HONEST = {"w": jax.ShapeDtypeStruct((N - F, 3), jnp.float32),
           "b": jax.ShapeDtypeStruct((N - F,), jnp.float32)}
 # Hyper-parameters without a default, per function.
 REQUIRED = {"bucketing": dict(bucket_size=2), "static_clipping": dict(max_norm=1.0),
+            "chain": dict(steps=[("static_clipping", {"max_norm": 1.0}), ("nnm", {})]),
             "adaptive_alie": dict(aggregator="trimmed_mean"),
             "adaptive_foe": dict(aggregator="trimmed_mean"),
             "optimized": dict(aggregator="trimmed_mean", num_steps=1)}
