@@ -18,8 +18,9 @@ as in the code), sign flip, label flip. The unattacked reference: 26 honest
 nodes averaging (the code's "DSGD" run).
 
 **Model: the 784-100-10 MLP** (``model="mlp"``, 79,510 parameters), not the
-paper's CNN (``simples-conv``): byzjax's MNIST CNN for this setting is being
-added separately; switch with ``--set base.model=...`` once it is there.
+paper's CNN (``simples-conv``, in the model zoo as ByzFL's ``cnn_mnist``,
+431,080 parameters): 26 CNNs per step are too slow on a 2-core CPU; on a GPU
+switch with ``--set base.model=cnn_mnist``.
 Evaluation: every honest node on the whole test set every 25 steps (the
 code evaluates node 0 every 5 steps); the report shows the mean, worst and
 best node.

@@ -18,6 +18,24 @@ if os.environ.get("BYZJAX_TEST_XLA_OPTIMIZE", "") in ("", "0"):
         os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
                                    ).strip()
 
+# One persistent XLA compilation cache for the whole test session, shared by the
+# pytest-xdist workers and the subprocesses the tests start (they inherit the
+# environment): many tests compile the same small programs (a sweep run again
+# after a kill, a reference run in this process and the same run in a child),
+# and a cached executable is the same machine code, so results do not change.
+# A fresh folder per session (set by the controller before the workers start),
+# removed at exit; BYZJAX_TEST_NO_COMPILATION_CACHE=1 turns it off.
+if (os.environ.get("BYZJAX_TEST_NO_COMPILATION_CACHE", "") in ("", "0")
+        and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="byzjax-test-jit-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 

@@ -36,7 +36,7 @@ CONFIG = textwrap.dedent("""
         c.num_byzantine = 1
         c.attack = "alie"
         c.batch_size = 8
-        c.num_rounds = 60
+        c.num_rounds = 40
         c.eval_every = 2
         c.checkpoint_every = 1
         return c
