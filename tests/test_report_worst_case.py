@@ -200,3 +200,34 @@ def test_html_page_has_the_view_section(tmp_path):
     page = open(report.write_html(str(tmp_path), view="byzfl", dpi=40)).read()
     assert '<section id="byzfl">' in page and "img/byzfl_heatmaps.png" in page
     assert "0.6200" in page and (tmp_path / "report/img/byzfl_heatmaps.png").exists()
+
+
+def test_preaggregator_lists_are_rules_not_tuned_settings(tmp_path):
+    """ByzFL keeps each list of pre-aggregators apart (its heatmaps per
+    list): two chains, and one pre-aggregator with two keyword values, are
+    four rows with four labels, never one row whose best list is chosen."""
+    clip_nnm = {"steps": [["static_clipping", {"max_norm": 2.0}], ["nnm", {}]]}
+    nnm_clip = {"steps": [["nnm", {}], ["static_clipping", {"max_norm": 2.0}]]}
+    rules = [("chain", clip_nnm, 0.3), ("chain", nnm_clip, 0.6),
+             ("static_clipping", {"max_norm": 1.0}, 0.4),
+             ("static_clipping", {"max_norm": 5.0}, 0.5)]
+    (tmp_path / "runs").mkdir()
+    i = 0
+    for pre, kw, level in rules:
+        for attack in ATTACKS:
+            for seed in SEEDS[:2]:
+                cfg = _config(1.0, ("trimmed_mean", pre), 1, attack, 0.1,
+                              preaggregator_kwargs=kw)
+                rec = _record(i, cfg, seed, [level, level + 0.01, level])
+                _store.write_record(str(tmp_path / "runs" / f"r{i:04d}.json"), rec)
+                i += 1
+    cells = report.worst_case_cells(report.load_runs(str(tmp_path)))
+    assert len(cells) == 4
+    labels = {c["rule_label"]: round(c["worst"], 4) for c in cells}
+    assert labels == {
+        "CLIP + NNM + CWTM": 0.31, "NNM + CLIP + CWTM": 0.61,
+        "CLIP [max_norm=1] + CWTM": 0.41, "CLIP [max_norm=5] + CWTM": 0.51}
+    assert all(c["setting"] == {} and c["settings"] == 1 for c in cells)
+    table = report.worst_case_table(report.load_runs(str(tmp_path)))
+    for label in labels:
+        assert f"| {label} |" in table

@@ -10,14 +10,18 @@ results folder:
 
 * a **panel** is one value of the ``fixed`` fields (default
   :data:`PANEL_FIELDS`: dataset, model and data distribution), one heatmap;
-* a **cell** of a panel is a rule (:data:`RULE_FIELDS`: aggregator and
-  pre-aggregator) and a number of Byzantine workers ``f`` (with ``n``:
-  ByzFL adds ``f`` Byzantine workers to a fixed number of honest ones);
+* a **cell** of a panel is a rule (:data:`RULE_FIELDS`: the aggregator, and
+  the pre-aggregator with its keywords, so that ByzFL's lists of
+  pre-aggregators stay apart as in its heatmaps: a ``chain`` is named by its
+  steps, ``CLIP + NNM + CWTM``) and a number of Byzantine workers ``f``
+  (with ``n``: ByzFL adds ``f`` Byzantine workers to a fixed number of
+  honest ones);
 * inside a cell, runs differ only in the attack (:data:`ATTACK_FIELDS`,
   its name with its strength and keywords), the seeds
   (:data:`SEED_FIELDS`, ByzFL's training and data-distribution seeds,
   pooled) and the **setting**: every other field that differs (learning
-  rate, momentum, weight decay, a rule's keywords, the optimiser, ...);
+  rate, momentum, weight decay, the aggregator's keywords, the optimiser,
+  ...);
 * the accuracy of a (setting, attack) is, as in ByzFL, the test-accuracy
   curve averaged over seeds, then its largest value over evaluations
   (``metric="byzfl"``; a diverged evaluation counts as 0, as everywhere
@@ -74,8 +78,9 @@ from byzjax.report._cells import (
 from byzjax.report._figures import CMAP, _pyplot, _text_color, _wrap
 from byzjax.sim import ConfigError
 
-#: The fields naming a rule: rows of the view.
-RULE_FIELDS = ("aggregator", "preaggregator")
+#: The fields naming a rule: rows of the view (ByzFL's aggregator and list
+#: of pre-aggregators; the aggregator's keywords are a tuned setting).
+RULE_FIELDS = ("aggregator", "preaggregator", "preaggregator_kwargs")
 #: The fields describing the adversary: the worst case is taken over them.
 ATTACK_FIELDS = ("attack", "attack_kwargs", "attack_eps", "attack_point")
 #: Seeds pooled into one mean (ByzFL's training and data-distribution seeds).
@@ -277,6 +282,7 @@ def worst_case_cells(runs: Iterable[dict], *, metric: str = "byzfl",
             "candidates": cands, "settings": len(cands),
             "incomplete": sum(not c["complete"] for c in cands),
             "runs": len(cell_runs)})
+    _label_rules(out)
     return sorted(out, key=_cell_order)
 
 
@@ -299,14 +305,68 @@ def _cell_order(c: dict):
             _num(c["num_byzantine"]), _num(c["num_workers"]))
 
 
+def _pre_name(pre: str, kwargs: Any, short: bool) -> str:
+    def one(name):
+        return (short_name(name, "preaggregator") if short
+                else display_name("preaggregator", name))
+    steps = (kwargs or {}).get("steps") if pre == "chain" else None
+    if steps:
+        return " + ".join(one(step[0]) for step in steps)
+    return one(pre)
+
+
 def _rule_name(c: dict, short: bool = True) -> str:
+    """A rule's row label: ``CWTM``, ``NNM + CWTM``, a chain by its steps
+    (``CLIP + NNM + CWTM``), with the pre-aggregator's keywords added
+    where two rules of the view would otherwise share a label
+    (``worst_case_cells`` stores them as ``rule_label``).
+
+    Example:
+      >>> _rule_name({"aggregator": "trimmed_mean", "preaggregator": "chain",
+      ...             "preaggregator_kwargs": {"steps": [
+      ...                 ["static_clipping", {"max_norm": 2.0}], ["nnm", {}]]}})
+      'CLIP + NNM + CWTM'
+    """
+    if short and c.get("rule_label"):
+        return c["rule_label"]
     agg = (short_name(c["aggregator"]) if short
            else display_name("aggregator", c["aggregator"]))
     pre = c["preaggregator"]
     if not pre:
         return agg
-    return (f"{short_name(pre, 'preaggregator')} + {agg}" if short
-            else f"{display_name('preaggregator', pre)} + {agg}")
+    return f"{_pre_name(pre, c.get('preaggregator_kwargs'), short)} + {agg}"
+
+
+def _label_rules(cells: list[dict]) -> None:
+    """Sets each cell's ``rule_label``: its rule's name, and the
+    pre-aggregator's keywords where rules differing only in them would
+    share a name."""
+    kwargs_of: dict[str, set] = defaultdict(set)
+    for c in cells:
+        kwargs_of[_rule_name(c)].add(_key(c.get("preaggregator_kwargs") or {}))
+    for c in cells:
+        name = _rule_name(c)
+        if len(kwargs_of[name]) > 1:
+            agg = short_name(c["aggregator"])
+            pre = name[:-len(f" + {agg}")]
+            name = (f"{pre}{_kwargs_suffix(c.get('preaggregator_kwargs') or {})}"
+                    f" + {agg}")
+        c["rule_label"] = name
+
+
+def _kwargs_suffix(kwargs: dict) -> str:
+    if not kwargs:
+        return ""
+    parts = []
+    for k, v in sorted(kwargs.items()):
+        if k == "steps" and isinstance(v, (list, tuple)):
+            v = ", ".join(f"{st[0]}(" + ", ".join(
+                f"{a}={show_value(b)}" for a, b in sorted((st[1] or {}).items()))
+                + ")" if len(st) > 1 and st[1] else str(st[0]) for st in v)
+        else:
+            v = show_value(v)
+        parts.append(f"{k}={v}")
+    return " [" + "; ".join(parts) + "]"
 
 
 def _panel_label(panel: dict, vary: Sequence[str]) -> str:
@@ -441,7 +501,8 @@ def worst_case_table(runs: Iterable[dict], *, metric: str = "byzfl",
 
 def worst_case_rows(cells: Sequence[dict]) -> list[dict[str, Any]]:
     """Tidy rows: one per (cell, setting, attack), with the panel's fields,
-    the rule, ``f`` and ``n``, the setting's fields, the attack, ``value``
+    the rule (its label, aggregator, pre-aggregator and its keywords), ``f``
+    and ``n``, the setting's fields, the attack, ``value``
     (mean over seeds), ``std``, ``per_seed``, ``round``, ``chosen`` (the
     cell's chosen setting) and ``worst`` (the setting's worst attack)."""
     rows = []
@@ -449,8 +510,10 @@ def worst_case_rows(cells: Sequence[dict]) -> list[dict[str, Any]]:
         for cand in c["candidates"]:
             for a, v in cand["values"].items():
                 row: dict[str, Any] = dict(c["panel"])
-                row.update(aggregator=c["aggregator"],
+                row.update(rule=_rule_name(c), aggregator=c["aggregator"],
                            preaggregator=c["preaggregator"],
+                           preaggregator_kwargs=show_value(
+                               c.get("preaggregator_kwargs") or {}),
                            num_byzantine=c["num_byzantine"],
                            num_workers=c["num_workers"])
                 row.update({k: show_value(x) if isinstance(x, (dict, list)) else x
