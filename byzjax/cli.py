@@ -629,6 +629,18 @@ def main(argv=None) -> int:
             except ValueError as e:
                 raise _CliError(str(e)) from None
         return args.func(args)
+    except KeyboardInterrupt:
+        from byzjax.sim._compile import compiling_ahead
+
+        if debug or not compiling_ahead():
+            raise
+        # A compilation is running in a background thread (sweep
+        # --compile-ahead): the interpreter's exit would abort inside it.
+        # Finished runs are written and locks released by now.
+        print(f"byzjax {args.command}: interrupted; finished runs are kept "
+              "(the same command resumes)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     except _user_errors() as e:
         if debug:
             raise

@@ -46,7 +46,10 @@ from byzjax.sim._records import plain_config
 from byzjax.sim._spec import RunSpec
 
 __all__ = ["DATA_ONLY_FIELDS", "split_width", "program_inputs", "program_key",
-           "CompiledGroup", "ProgramJob", "ProgramCache"]
+           "CompiledGroup", "ProgramJob", "ProgramCache", "compiling_ahead"]
+
+#: The name of the background compilation threads.
+THREAD_NAME = "byzjax-compile-ahead"
 
 #: Config fields read only when the data is split over the workers
 #: (:func:`~byzjax.sim.load_sim_data`), never by a program: groups differing
@@ -193,8 +196,20 @@ class _Ahead:
             finally:
                 self.done.set()
 
-        threading.Thread(target=run, name="byzjax-compile-ahead",
-                         daemon=True).start()
+        threading.Thread(target=run, name=THREAD_NAME, daemon=True).start()
+
+
+def compiling_ahead() -> bool:
+    """Whether a background compilation is running (a daemon thread inside
+    XLA: an interpreter exiting now aborts in it, so ``byzjax sweep`` leaves
+    with ``os._exit`` on Ctrl-C then; finished records are safe either way).
+
+    Example:
+      >>> compiling_ahead()
+      False
+    """
+    return any(t.name == THREAD_NAME and t.is_alive()
+               for t in threading.enumerate())
 
 
 class ProgramCache:
