@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from byzjax import cli, sim
-from byzjax.sim import _errors as _config
 from byzjax.sim import _compile, _run, _schedule
+from byzjax.sim import _errors as _config
 
 
 @pytest.fixture(autouse=True)
