@@ -185,6 +185,9 @@ def _byzfl_convert(args) -> int:
 def _sweep(args) -> int:
     from byzjax import report, sim
 
+    if args.compile_ahead < 0:
+        raise _CliError(f"--compile-ahead must be >= 0, got {args.compile_ahead}")
+
     if args.byzfl:  # a ByzFL config.json: its sweep file is written beside the results
         from byzjax import byzfl
 
@@ -214,7 +217,8 @@ def _sweep(args) -> int:
     sim.check_outdir(outdir)
     logger = _chunk_logger(args, outdir)
     summary = sim.run_sweep(sweep, outdir, progress=not args.quiet,
-                            shard=args.shard, on_chunk=logger)
+                            shard=args.shard, on_chunk=logger,
+                            compile_ahead=args.compile_ahead)
     if logger is not None:
         logger.close()
     if not distributed.is_main_process():  # process 0 reports
@@ -515,6 +519,10 @@ def _parser() -> argparse.ArgumentParser:
                         "write them, as byzjax report does)")
     s.add_argument("--quiet", action="store_true",
                    help="no progress bars (default: bars on stderr)")
+    s.add_argument("--compile-ahead", type=int, default=1, metavar="N",
+                   help="compile the next N programs in a background thread while "
+                        "one compiles or runs (results unchanged; 0: each program "
+                        "when it is reached; default: 1)")
     s.add_argument("--shard", metavar="I/K",
                    help="run only the i-th of k disjoint parts of the sweep "
                         "(independent jobs, e.g. a Slurm array; see "
@@ -621,6 +629,18 @@ def main(argv=None) -> int:
             except ValueError as e:
                 raise _CliError(str(e)) from None
         return args.func(args)
+    except KeyboardInterrupt:
+        from byzjax.sim._compile import compiling_ahead
+
+        if debug or not compiling_ahead():
+            raise
+        # A compilation is running in a background thread (sweep
+        # --compile-ahead): the interpreter's exit would abort inside it.
+        # Finished runs are written and locks released by now.
+        print(f"byzjax {args.command}: interrupted; finished runs are kept "
+              "(the same command resumes)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     except _user_errors() as e:
         if debug:
             raise

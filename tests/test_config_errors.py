@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from byzjax import cli, sim
+from byzjax.sim import _compile, _run, _schedule
 from byzjax.sim import _errors as _config
-from byzjax.sim import _run, _schedule
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +23,7 @@ def no_work(monkeypatch):
     for module in (_run, _schedule):
         monkeypatch.setattr(module, "load_sim_data", forbidden)
     monkeypatch.setattr(_run, "make_program", forbidden)
+    monkeypatch.setattr(_compile, "make_program", forbidden)
     monkeypatch.setattr("byzjax.data.load_train_test", forbidden)
     monkeypatch.delenv("BYZJAX_DEBUG", raising=False)
 

@@ -28,6 +28,7 @@ SIM_LAYERS = [
     {"_guanyu", "_liubei"},
     {"_program"},
     {"_records"},
+    {"_compile"},
     {"_run"},
     {"_files"},
     {"_grid"},

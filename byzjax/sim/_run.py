@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,7 @@ from byzjax import data as bdata
 from byzjax import distributed, models, parallel
 from byzjax.sim import _store
 from byzjax.sim._checkpoint import Checkpoints
+from byzjax.sim._compile import ProgramCache, ProgramJob, program_inputs
 from byzjax.sim._errors import ConfigError
 from byzjax.sim._fields import SPLIT_FIELDS, float_hparams
 from byzjax.sim._kit import SimData, labels_num_classes
@@ -35,7 +36,8 @@ from byzjax.sim._records import (
 )
 from byzjax.sim._spec import RunSpec, resolve, spec_for_points
 
-__all__ = ["load_sim_data", "split_options", "make_model", "run_group",
+__all__ = ["load_sim_data", "DataCache", "split_options", "make_model",
+           "group_spec", "run_group",
            "run_batching", "batched_program", "check_memory", "available_memory"]
 
 
@@ -57,11 +59,47 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
       :class:`SimData` with device arrays.
     """
     spec = resolve(config)
+    return _split_data(spec, _load_dataset(spec, dataset))
+
+
+class _Dataset(NamedTuple):
+    """A dataset on the device with its channel statistics (split-independent)."""
+
+    labels: np.ndarray
+    train_images: Any
+    train_labels: Any
+    test_images: Any
+    test_labels: Any
+    mean: Any
+    std: Any
+    num_classes: int
+
+
+def _load_dataset(spec: RunSpec, dataset=None) -> _Dataset:
+    """What :func:`load_sim_data` reads of ``spec.dataset``, before the split."""
     if dataset is None:
         train, test = bdata.load_train_test(spec.dataset, source=spec.data_source)
     else:
         train, test = dataset
     labels = np.asarray(train.labels)
+    images = np.asarray(train.images)
+    if images.ndim == 3:
+        images = images[..., None]
+    test_images = np.asarray(test.images)
+    if test_images.ndim == 3:
+        test_images = test_images[..., None]
+    mean, std = bdata.channel_stats(images, dtype=np.float32)
+    std = std + np.float32(1e-6)
+    return _Dataset(labels, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
+                    jnp.asarray(test_images),
+                    jnp.asarray(np.asarray(test.labels), jnp.int32),
+                    jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32),
+                    int(train.num_classes))
+
+
+def _split_data(spec: RunSpec, ds: _Dataset) -> SimData:
+    """:func:`load_sim_data` of a loaded dataset: the split over the workers."""
+    labels = ds.labels
     server = None
     if spec.server_data_size:
         # The server's root dataset, given to no worker (FLTrust).
@@ -93,32 +131,48 @@ def load_sim_data(config: RunSpec, *, dataset=None) -> SimData:
         warnings.warn(
             f"batch_size {spec.batch_size} is larger than the smallest worker's "
             f"share of the data ({smallest} examples); batches are drawn with "
-            "replacement, so they repeat examples", UserWarning, stacklevel=2)
-    if (spec.eval_size or 0) > len(test.labels):
+            "replacement, so they repeat examples", UserWarning, stacklevel=3)
+    if (spec.eval_size or 0) > int(ds.test_labels.shape[0]):
         raise ConfigError(f"eval_size {spec.eval_size} is larger than the test set "
-                          f"({len(test.labels)}); use 0 for the whole test set",
-                          field="eval_size")
-    images = np.asarray(train.images)
-    if images.ndim == 3:
-        images = images[..., None]
-    test_images = np.asarray(test.images)
-    if test_images.ndim == 3:
-        test_images = test_images[..., None]
-    mean, std = bdata.channel_stats(images, dtype=np.float32)
-    std = std + np.float32(1e-6)
+                          f"({int(ds.test_labels.shape[0])}); use 0 for the whole "
+                          "test set", field="eval_size")
     return SimData(
-        train_images=jnp.asarray(images),
-        train_labels=jnp.asarray(labels, jnp.int32),
-        test_images=jnp.asarray(test_images),
-        test_labels=jnp.asarray(np.asarray(test.labels), jnp.int32),
+        train_images=ds.train_images,
+        train_labels=ds.train_labels,
+        test_images=ds.test_images,
+        test_labels=ds.test_labels,
         worker_indices=jnp.asarray(split.indices, jnp.int32),
         worker_counts=jnp.asarray(split.counts, jnp.int32),
-        mean=jnp.asarray(mean, jnp.float32),
-        std=jnp.asarray(std, jnp.float32),
-        num_classes=int(train.num_classes),
+        mean=ds.mean,
+        std=ds.std,
+        num_classes=ds.num_classes,
         server_indices=(None if server is None
                         else jnp.asarray(server, jnp.int32)),
     )
+
+
+class DataCache:
+    """:func:`load_sim_data` for the groups of a sweep: each dataset read
+    once (with its channel statistics), the last split kept; groups that
+    differ only in the split (``similarity_gamma``, ...) reread nothing."""
+
+    def __init__(self) -> None:
+        self._dataset: tuple[tuple, _Dataset] | None = None
+        self._split: tuple[tuple, SimData] | None = None
+
+    def get(self, spec: RunSpec) -> SimData:
+        """The :class:`SimData` of ``spec`` (as :func:`load_sim_data`)."""
+        key = data_key(spec)
+        if self._split is not None and self._split[0] == key:
+            return self._split[1]
+        source = (spec.dataset, spec.data_source)
+        if self._dataset is None or self._dataset[0] != source:
+            self._dataset = None  # one dataset in memory at a time
+            self._split = None
+            self._dataset = (source, _load_dataset(spec))
+        data = _split_data(spec, self._dataset[1])
+        self._split = (key, data)
+        return data
 
 
 def data_key(spec: RunSpec) -> tuple:
@@ -158,6 +212,29 @@ def make_model(config: RunSpec, num_classes: int):
     return models.get(resolve(config).model, num_classes=num_classes)
 
 
+def group_spec(config, hparam_points: Iterable[dict[str, float]] | None = None
+               ) -> tuple[RunSpec, list[dict[str, float]]]:
+    """The spec of one :func:`run_group` call and its full float points.
+
+    Each point is ``config``'s float values updated by one of
+    ``hparam_points`` (default: one point, the config's own); the spec is
+    :func:`~byzjax.sim._spec.spec_for_points` of them: the points are
+    checked, and a stage the config leaves off that they turn on
+    (``attack_eps``, ``clip_norm``) is compiled in, so their values reach the
+    program.
+
+    Example:
+      >>> from byzjax.sim import get_config
+      >>> spec, points = group_spec(get_config(), [{"beta": 0.5}])
+      >>> points[0]["beta"], spec.beta
+      (0.5, 0.99)
+    """
+    spec = resolve(config)
+    points = [dict(spec.hparams, **{k: float(v) for k, v in p.items()})
+              for p in (hparam_points or [{}])]
+    return spec_for_points(spec, points), points
+
+
 def run_group(
     config,
     *,
@@ -171,6 +248,7 @@ def run_group(
     mesh=None,
     checkpoint_dir: str | None = None,
     on_chunk: Callable[[int, dict, list[dict]], None] | None = None,
+    programs: ProgramCache | None = None,
 ) -> list[dict[str, Any]]:
     """Runs one static configuration for every (hyper-parameter point, seed).
 
@@ -201,18 +279,17 @@ def run_group(
         metrics (host arrays ``[len(runs)]``) and one dict per run (``run_id``,
         ``seed``, ``hparams``), e.g. a
         :class:`byzjax.metric_writers.ChunkLogger` (process 0 only).
+      programs: a :class:`~byzjax.sim._compile.ProgramCache` holding the
+        compiled programs of earlier groups (a sweep's: groups differing only
+        in the data split share one) and compiling expected ones ahead;
+        default: compiled for this call. Unused with a ``mesh`` or several
+        processes (the data are then constants of the program).
 
     Returns:
       The run records (dicts with the config, seed, hyper-parameters, the
       metric curves, ``final_accuracy``, ``max_accuracy``, ``diverged_round``).
     """
-    spec = resolve(config)
-    points = [dict(spec.hparams, **{k: float(v) for k, v in p.items()})
-              for p in (hparam_points or [{}])]
-    # (checks the points; a stage the base config leaves off that the points
-    # turn on -- attack_eps, clip_norm -- is compiled in, so their values
-    # reach the program)
-    spec = spec_for_points(spec, points)
+    spec, points = group_spec(config, hparam_points)
     check_pipeline(spec)  # a rule's own checks, before any data loads
     if data is None:
         data = load_sim_data(spec)
@@ -222,7 +299,6 @@ def run_group(
     shard, mesh, worker_sharding = parallel.simulation_sharding(
         spec.shard, num_devices=spec.num_devices, num_workers=spec.num_workers,
         mesh=mesh)
-    program = make_program(spec, data, model, worker_sharding=worker_sharding)
 
     runs = [(p, s) for p in points for s in seeds]
     padded = list(runs)
@@ -236,21 +312,42 @@ def run_group(
         keys, hp = parallel.shard_leading((keys, hp), mesh)
 
     t0 = time.perf_counter()
-    init, chunk = batched_program(program, run_batching(spec, shard))
-    state = init(keys, hp)
-    if mesh is not None and shard == "runs":  # keep one sharding: one compile
-        state = parallel.shard_leading(state, mesh)
-    check_memory(chunk.lower(state, hp).compile(), num_runs=len(padded))
+    mode = run_batching(spec, shard)
+    if mesh is None and jax.process_count() == 1:
+        # The data as inputs: one compilation for every split of it
+        # (byzjax.sim._compile), cached across the groups of a sweep.
+        arrays, static = program_inputs(data)
+        compiled = (programs or ProgramCache()).compiled(ProgramJob(
+            spec, static, arrays, model, mode, len(padded)))
+        num_evals = compiled.num_evals
+        state = compiled.init(keys, hp, arrays)
+        chunk_c = compiled.chunk
+
+        def chunk(state, hp):
+            return chunk_c(state, hp, arrays)
+
+        def chunk_shapes(state, hp):  # (checkpoints: shapes only)
+            return compiled.chunk_fn(state, hp, arrays)
+    else:  # the data as constants of a program with sharded runs or workers
+        program = make_program(spec, data, model, worker_sharding=worker_sharding)
+        num_evals = program.num_evals
+        init, chunk_fn = batched_program(program, mode)
+        state = init(keys, hp)
+        if mesh is not None and shard == "runs":  # keep one sharding: one compile
+            state = parallel.shard_leading(state, mesh)
+        chunk_c = chunk_fn.lower(state, hp).compile()
+        chunk, chunk_shapes = chunk_c, chunk_fn
+    check_memory(chunk_c, num_runs=len(padded))
     history = []
     every = spec.checkpoint_every
     ckpt = None
     # Checkpoints are written by one process: not under multi-process JAX,
     # where the state is spread over processes (not supported yet).
     if checkpoint_dir is not None and every > 0 and jax.process_count() == 1 and (
-            program.num_evals > every or os.path.isdir(checkpoint_dir)):
+            num_evals > every or os.path.isdir(checkpoint_dir)):
         # (orbax is only imported when a checkpoint can be saved or read)
-        ckpt = Checkpoints(checkpoint_dir, program.num_evals)
-        state, history = ckpt.restore(state, lambda s: chunk(s, hp))
+        ckpt = Checkpoints(checkpoint_dir, num_evals)
+        state, history = ckpt.restore(state, lambda s: chunk_shapes(s, hp))
         if history:
             print(f"resuming {len(runs)} run(s) at round "
                   f"{len(history) * spec.eval_every} from {ckpt.directory}",
@@ -263,7 +360,7 @@ def run_group(
                    unit="round", leave=False, dynamic_ncols=True,
                    initial=len(history) * spec.eval_every)
     compile_s = None
-    for done in range(len(history) + 1, program.num_evals + 1):
+    for done in range(len(history) + 1, num_evals + 1):
         state, metrics = chunk(state, hp)
         metrics = parallel.fetch(metrics)  # gathers across processes
         if compile_s is None:
@@ -274,7 +371,7 @@ def run_group(
                      {k: np.asarray(v)[:len(runs)] for k, v in metrics.items()},
                      [{"run_id": run_id(config, s, p), "seed": int(s),
                        "hparams": p} for p, s in runs])
-        if ckpt is not None and done % every == 0 and done < program.num_evals:
+        if ckpt is not None and done % every == 0 and done < num_evals:
             ckpt.save(done, state, history)
         if bar is not None:
             bar.update(spec.eval_every)

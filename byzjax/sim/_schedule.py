@@ -21,16 +21,26 @@ import jax
 
 from byzjax import distributed
 from byzjax.sim import _store
+from byzjax.sim._compile import ProgramCache, ProgramJob
 from byzjax.sim._grid import SweepGroup, group_label, validate_sweep
 from byzjax.sim._program import check_pipeline
-from byzjax.sim._run import data_key, load_sim_data, run_group
+from byzjax.sim._run import (
+    DataCache,
+    group_spec,
+    load_sim_data,
+    make_model,
+    run_batching,
+    run_group,
+)
 from byzjax.sim._validate import check_environment
 
 __all__ = ["run_missing", "run_sweep", "save_sweep"]
 
 
 def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = True,
-                desc: str = "", on_chunk=None) -> tuple[bool, list[dict], int]:
+                desc: str = "", on_chunk=None,
+                programs: ProgramCache | None = None
+                ) -> tuple[bool, list[dict], int]:
     """Computes the runs of ``group`` that have no valid record under ``outdir``.
 
     Takes the group's lock first (not under multi-process JAX, where all
@@ -49,6 +59,8 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
       on_chunk: per-chunk callback ``on_chunk(labels, round, metrics, runs)``
         (``labels``: the group's grid values), e.g. a
         :class:`byzjax.metric_writers.ChunkLogger`.
+      programs: compiled programs shared with other groups
+        (:class:`~byzjax.sim._compile.ProgramCache`; default: compiled here).
 
     Returns:
       ``(taken, records, computed)``: whether the lock was taken, the records
@@ -89,26 +101,51 @@ def run_missing(group: SweepGroup, outdir: str, *, data=None, progress: bool = T
             elif isinstance(data, _LazyData):
                 data = data.get()
             ckpt_root = os.path.join(outdir, "checkpoints")
-            # Group the missing runs by point so each call vmaps point x seeds.
-            by_point: dict[tuple, list[int]] = {}
-            for p, s in missing:
-                by_point.setdefault(tuple(sorted(p.items())), []).append(s)
-            if len({tuple(v) for v in by_point.values()}) == 1:
-                calls = [([dict(k) for k in by_point], next(iter(by_point.values())))]
-            else:
-                calls = [([dict(k)], seeds) for k, seeds in by_point.items()]
-            for points, seeds in calls:
+            for points, seeds in _calls(missing):
                 part = SweepGroup(group.spec, points, seeds, group.labels)
                 for rec in run_group(group.spec, seeds=seeds, hparam_points=points,
                                      outdir=runs_dir, data=data, progress=progress,
                                      desc=desc, checkpoint_dir=os.path.join(
                                          ckpt_root, part.group_id()),
                                      on_chunk=None if on_chunk is None else
-                                     functools.partial(on_chunk, group.labels)):
+                                     functools.partial(on_chunk, group.labels),
+                                     programs=programs):
                     done[rec["run_id"]] = rec
             with contextlib.suppress(OSError):
                 os.rmdir(ckpt_root)  # only if no other group left one there
         return True, [done[rid] for _, _, rid in ids], len(missing)
+
+
+def _calls(missing: list[tuple[dict, int]]) -> list[tuple[list[dict], list[int]]]:
+    """The ``run_group`` calls of a group's missing ``(point, seed)`` runs: one
+    call of every point x seeds when the points miss the same seeds, else one
+    call per point."""
+    by_point: dict[tuple, list[int]] = {}
+    for p, s in missing:
+        by_point.setdefault(tuple(sorted(p.items())), []).append(s)
+    if len({tuple(v) for v in by_point.values()}) == 1:
+        return [([dict(k) for k in by_point], next(iter(by_point.values())))]
+    return [([dict(k)], seeds) for k, seeds in by_point.items()]
+
+
+def _expected_job(group: SweepGroup, done, template: ProgramJob) -> ProgramJob | None:
+    """The first program ``group`` will compile when reached, with the data
+    layout of ``template`` (another group's job), or ``None`` when it is
+    known to need other data shapes or no program (a guess: a wrong one only
+    wastes a background compilation; :class:`ProgramCache` matches keys)."""
+    missing = [(p, s) for p, s, rid in group.run_ids() if rid not in done]
+    if not missing:
+        return None
+    points, seeds = _calls(missing)[0]
+    spec, _ = group_spec(group.spec, points)
+    t = template.spec
+    if spec.shard != "none" or any(
+            getattr(spec, f) != getattr(t, f) for f in
+            ("dataset", "data_source", "num_workers", "server_data_size")):
+        return None
+    return ProgramJob(spec, template.static, template.arrays,
+                      make_model(spec, template.static[2]),
+                      run_batching(spec), len(points) * len(seeds))
 
 
 def _restrict(group: SweepGroup, keep: set[str]) -> list[SweepGroup]:
@@ -127,7 +164,7 @@ def _restrict(group: SweepGroup, keep: set[str]) -> list[SweepGroup]:
 def run_sweep(sweep, outdir: str, *, progress: bool = True,
               max_groups: int | None = None, log=print,
               poll_s: float = 2.0, shard: str | None = None,
-              on_chunk=None) -> dict[str, Any]:
+              on_chunk=None, compile_ahead: int = 1) -> dict[str, Any]:
     """Runs every missing run of ``sweep``; returns counts and wall time.
 
     Groups whose runs all have valid records are skipped; in a partially
@@ -139,6 +176,14 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     run list (:func:`byzjax.distributed.sweep_part`), for independent jobs.
     ``on_chunk`` is given to :func:`run_missing` (metric writers). The sweep
     is written to ``outdir/sweep.json`` for the report.
+
+    Groups that differ only in how the data is split (``similarity_gamma``,
+    ``dirichlet_alpha``, ``split_seed``, ...) share one compiled program, and
+    while one group compiles or runs the next ``compile_ahead`` groups are
+    compiled in a background thread (:mod:`byzjax.sim._compile`); neither
+    changes a result. The compiled programs are also kept in
+    ``outdir/.jax_cache`` (JAX's persistent compilation cache), which a rerun
+    in the same folder reads.
 
     The whole sweep is checked first (:func:`validate_sweep`,
     :func:`~byzjax.sim.check_environment` of every group), so a bad group
@@ -153,6 +198,8 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
       poll_s: seconds between looks at groups locked by other processes.
       shard: ``"i/k"``: only the i-th of k parts of the runs.
       on_chunk: per-chunk callback, see :func:`run_missing`.
+      compile_ahead: groups compiled ahead in the background (0: each when
+        it is reached).
 
     Returns:
       ``{"programs", "runs", "wall_time_s", "total_runs"}``: the groups and
@@ -211,7 +258,8 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
         f"{total_runs - n_missing} done, {n_missing} to run")
     if max_groups is not None:
         todo = todo[:max_groups]
-    data_cache: dict[tuple, Any] = {}
+    data_cache = DataCache()
+    cache = ProgramCache(ahead=compile_ahead)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -223,19 +271,21 @@ def run_sweep(sweep, outdir: str, *, progress: bool = True,
     waiting_logged = False
     while pending:
         left = []
-        for g in pending:
+        for i, g in enumerate(pending):
             before = set(_store.load_records(
                 runs_dir, [rid for _, _, rid in g.run_ids()], warn=False))
             if len(before) == len(g.run_ids()):
                 continue  # finished by another process
-            c = g.spec
-            dkey = data_key(c)
-            data = data_cache.get(dkey)
+            if compile_ahead:  # the next groups, compiled while this one runs
+                cache.expect([functools.partial(
+                    _expected_job, n, _store.load_records(
+                        runs_dir, [rid for _, _, rid in n.run_ids()], warn=False))
+                    for n in pending[i + 1:i + 2 + 2 * compile_ahead]])
             label = group_label(g.labels)
             taken, _, computed = run_missing(
-                g, outdir, data=data if data is not None else _LazyData(
-                    c, dkey, data_cache),
-                progress=progress, desc=label, on_chunk=on_chunk)
+                g, outdir, data=_LazyData(g.spec, data_cache),
+                progress=progress, desc=label, on_chunk=on_chunk,
+                programs=cache)
             if not taken:
                 left.append(g)
                 continue
@@ -284,13 +334,10 @@ def save_sweep(sweep, outdir: str) -> bool:
 
 class _LazyData:
     """Loads a group's data on first use (only when the lock was taken and runs
-    are missing), keeping one dataset in memory at a time."""
+    are missing), from the sweep's :class:`~byzjax.sim._run.DataCache`."""
 
-    def __init__(self, config, dkey, cache):
-        self.config, self.dkey, self.cache = config, dkey, cache
+    def __init__(self, spec, cache: DataCache):
+        self.spec, self.cache = spec, cache
 
     def get(self):
-        if self.dkey not in self.cache:
-            self.cache.clear()
-            self.cache[self.dkey] = load_sim_data(self.config)  # a RunSpec
-        return self.cache[self.dkey]
+        return self.cache.get(self.spec)
