@@ -22,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from byzjax import aggregators, attacks, optim
+from byzjax import aggregators, attacks, optim, sim
 from byzjax.attacks._adaptive import tree_distance
 from byzjax.attacks._base import honest_mean
+from byzjax.sim._program import check_pipeline
 from tests.helpers import ref_mean, ref_trimmed
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data",
@@ -145,6 +146,19 @@ def test_line_search_options_are_checked():
             attacks.ATTACKS.check_kwargs("adaptive_alie", bad)
     attacks.ATTACKS.check_kwargs("adaptive_foe", {"search": "line", "evals": 3,
                                                   "start": 0.0, "ratio": 0.9})
+    # In a simulator config: refused before any data, naming attack_kwargs.
+    config = sim.get_config()
+    config.attack = "adaptive_alie"
+    for kwargs, check in [({"search": "line", "ratio": 2.0}, sim.validate),
+                          ({"search": "line", "delta": 0.0}, check_pipeline),
+                          ({"evals": 5}, check_pipeline)]:
+        config.attack_kwargs = kwargs
+        with pytest.raises(sim.ConfigError, match="adaptive_alie") as err:
+            check(config)
+        assert err.value.field == "attack_kwargs"
+    config.attack_kwargs = {"search": "line", "evals": 5}
+    sim.validate(config)
+    check_pipeline(config)
 
 
 def test_line_search_through_attack_kwargs():
