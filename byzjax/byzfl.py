@@ -41,7 +41,7 @@ from typing import Any, Mapping, NamedTuple
 
 import ml_collections
 
-from byzjax import aggregators, models
+from byzjax import aggregators, attacks, models
 from byzjax.sim import ConfigError, get_config
 
 __all__ = ["ByzflWarning", "Conversion", "read_config", "expand", "convert",
@@ -132,14 +132,22 @@ BYZFL_PRE_AGGREGATORS: dict[str, tuple[str, dict[str, str]]] = {
     "ARC": ("arc", {}),
 }
 
-#: ByzFL attack -> (byzjax attack, {parameter: keyword}).
+#: The line search's parameters of ByzFL's Optimal attacks (the benchmark
+#: passes them on from ``attack.parameters``), the same keywords of byzjax's
+#: adaptive attacks with ``search="line"``.
+_LINE_SEARCH = {"evals": "evals", "start": "start", "delta": "delta",
+                "ratio": "ratio"}
+
+#: ByzFL attack -> (byzjax attack, {parameter: keyword}). ByzFL's Optimal
+#: attacks are byzjax's adaptive ones with ``search="line"`` (ByzFL's line
+#: search over its ``tau``, so ByzFL's row).
 BYZFL_ATTACKS: dict[str, tuple[str, dict[str, str]]] = {
     "NoAttack": ("none", {}),
     "SignFlipping": ("sign_flip", {}),
     "InnerProductManipulation": ("inner_product_manipulation", {"tau": "tau"}),
-    "Optimal_InnerProductManipulation": ("adaptive_foe", {}),
+    "Optimal_InnerProductManipulation": ("adaptive_foe", _LINE_SEARCH),
     "ALittleIsEnough": ("a_little_is_enough", {"tau": "tau"}),
-    "Optimal_ALittleIsEnough": ("adaptive_alie", {}),
+    "Optimal_ALittleIsEnough": ("adaptive_alie", _LINE_SEARCH),
     "Mimic": ("mimic", {"epsilon": "index"}),
     "Inf": ("inf", {}),
     "LabelFlipping": ("label_flip", {}),
@@ -169,10 +177,6 @@ _OPTIMAL = {"Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough"}
 
 #: Notes of fields mapped to a definition that differs in a detail.
 _NOTES = {
-    "optimal": "{name}: byzjax's {byzjax} picks the strength among fixed "
-    "candidates (byzjax.attacks.DEFAULT_CANDIDATES) against the server's rule; "
-    "ByzFL runs a 20-evaluation line search (start 0, step 10, ratio 0.8): the "
-    "strengths chosen may differ",
     "label_flip": "LabelFlipping: ByzFL sends the mean of the honest clients' "
     "flipped-label gradients (no momentum); byzjax's Byzantine workers each send "
     "their own flipped-label gradient through worker momentum",
@@ -364,14 +368,32 @@ def _rule(path: str, info: Any, table: Mapping[str, tuple[str, dict]],
         if (name, key) in _REFUSED_PARAMETERS:
             raise _bad(where, f"not supported: {_REFUSED_PARAMETERS[(name, key)]}")
         if name in _OPTIMAL:
-            raise _bad(where, "not supported: byzjax's adaptive attacks choose "
-                       "the strength among fixed candidates, not by ByzFL's line "
-                       "search (evals, start, delta, ratio)")
+            _check_line_search(where, key, value)
         if key not in names:
             raise _bad(where, f"{name} takes no parameter {key!r}"
                        + (f"; it takes {', '.join(names)}" if names else ""))
         kwargs[names[key]] = value
     return name, target, kwargs
+
+
+def _check_line_search(where: str, key: str, value: Any) -> None:
+    """ByzFL's own checks of its Optimal attacks' line-search parameters (it
+    raises on a bad value, so the benchmark would not run)."""
+    if key == "evals":
+        ok, what = (isinstance(value, int) and not isinstance(value, bool)
+                    and value > 0), "a positive integer"
+    elif key == "delta":
+        ok, what = isinstance(value, float) and value != 0, "a non-zero float"
+    elif key == "ratio":
+        ok, what = (isinstance(value, float) and 0.5 < value < 1,
+                    "a float in (0.5, 1) exclusive")
+    elif key == "start":
+        ok, what = isinstance(value, float), "a float"
+    else:
+        return
+    if not ok:
+        raise _bad(where, f"must be {what} (ByzFL refuses it: the benchmark "
+                   f"would not start), got {value!r}")
 
 
 # ----------------------------------------------------------------- mapping
@@ -565,7 +587,11 @@ def _map(s: Mapping) -> _Setting:
         raise _bad("attack.name", f"NoAttack with f = {f}: ByzFL refuses it (its "
                    "Byzantine clients need an attack); set f to 0 or an attack")
     if att_name in _OPTIMAL:
-        notes.append(_NOTES["optimal"].format(name=att_name, byzjax=att))
+        att_kwargs = {"search": "line", **att_kwargs}
+        try:
+            attacks.ATTACKS.check_kwargs(att, att_kwargs)
+        except (TypeError, ValueError) as err:
+            raise _bad("attack.parameters", str(err)) from None
     if att == "label_flip":
         notes.append(_NOTES["label_flip"])
     fields.update(attack=att, attack_kwargs=att_kwargs, attack_point="sent")

@@ -63,10 +63,10 @@ def test_readme_sample_trailing_comma_is_read_with_a_warning():
 
 
 def test_readme_sample_becomes_the_expected_sweep(readme):
-    with pytest.warns(byzfl.ByzflWarning) as caught:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", byzfl.ByzflWarning)  # nothing differs
         conversion = byzfl.convert(readme, name="readme")
-    assert [str(w.message).split(":")[0] for w in caught] == [
-        "Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough"]
+    assert conversion.notes == ()
     sweep = conversion.sweep
     assert conversion.num_settings == 2 * 3 * 4 * 4  # aggregators, attacks, f, gamma
     assert dict(sweep.grid) == {
@@ -84,6 +84,12 @@ def test_readme_sample_becomes_the_expected_sweep(readme):
                                                    "num_iterations": 3,
                                                    "tolerance": 0.0,
                                                    "init": "zeros"}}]
+    # ByzFL's Optimal attacks: byzjax's adaptive ones with ByzFL's line search
+    assert overrides[6:] == [[{"attack": "sign_flip"}, {"attack_kwargs": {}}],
+                             [{"attack": "adaptive_foe"},
+                              {"attack_kwargs": {"search": "line"}}],
+                             [{"attack": "adaptive_alie"},
+                              {"attack_kwargs": {"search": "line"}}]]
     b = sweep.base
     assert (b.model, b.dataset, b.split, b.split_among, b.label_sort_order) == (
         "cnn_mnist", "mnist", "gamma_similarity", "honest", "index")
@@ -168,6 +174,10 @@ def test_sweep_byzfl_writes_the_sweep_beside_the_results(tmp_path, monkeypatch):
      {"attack": "a_little_is_enough", "attack_kwargs": {"tau": 1.0}}),
     ({"attack": {"name": "InnerProductManipulation", "parameters": {"tau": 0.5}}},
      {"attack": "inner_product_manipulation", "attack_kwargs": {"tau": 0.5}}),
+    ({"attack": {"name": "Optimal_ALittleIsEnough", "parameters": {
+        "evals": 5, "start": -1.0, "delta": 2.0, "ratio": 0.9}}},
+     {"attack": "adaptive_alie", "attack_kwargs": {
+         "search": "line", "evals": 5, "start": -1.0, "delta": 2.0, "ratio": 0.9}}),
     ({"attack": {"name": "Mimic", "parameters": {"epsilon": 1}}},
      {"attack": "mimic", "attack_kwargs": {"index": 1}}),
     ({"model": {"learning_rate_decay": 0.5, "milestones": [60, 20]}},
@@ -283,8 +293,12 @@ BAD = [
     ("honest_clients", {"lr": 1}, "honest_clients.lr"),
     ("attack", {"name": "Gaussian"}, "attack.name"),
     ("attack", {"name": "NoAttack"}, "attack.name"),
-    ("attack", {"name": "Optimal_ALittleIsEnough", "parameters": {"evals": 5}},
-     "attack.parameters.evals"),
+    ("attack", {"name": "Optimal_ALittleIsEnough", "parameters": {"delta": 10}},
+     "attack.parameters.delta"),
+    ("attack", {"name": "Optimal_InnerProductManipulation",
+                "parameters": {"ratio": 0.5}}, "attack.parameters.ratio"),
+    ("attack", {"name": "Optimal_InnerProductManipulation",
+                "parameters": {"start": float("nan")}}, "attack.parameters"),
     ("attack", {"name": "Mimic", "parameters": {"eps": 1}}, "attack.parameters.eps"),
     ("evaluation_and_results", {"evaluation_delta": 30},
      "evaluation_and_results.evaluation_delta"),

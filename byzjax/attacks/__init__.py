@@ -34,9 +34,11 @@ Example:
 from byzjax._types import Attack
 from byzjax.attacks import _adaptive, _classic, _history, _min_max, _optimized
 from byzjax.attacks._adaptive import DEFAULT_CANDIDATES as DEFAULT_CANDIDATES
+from byzjax.attacks._adaptive import LINE_SEARCH_DEFAULTS as LINE_SEARCH_DEFAULTS
 from byzjax.attacks._adaptive import adaptive as adaptive
 from byzjax.attacks._adaptive import adaptive_alie as adaptive_alie
 from byzjax.attacks._adaptive import adaptive_foe as adaptive_foe
+from byzjax.attacks._adaptive import line_search as line_search
 from byzjax.attacks._adaptive import server_view as server_view
 from byzjax.attacks._base import ATTACKS, AttackEntry, honest_mean, honest_std
 from byzjax.attacks._base import strength_spellings as strength_spellings
