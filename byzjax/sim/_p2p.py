@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from byzjax import aggregators, attacks, topology
-from byzjax._tree import pairwise_sq_distances, weighted_rows
+from byzjax._tree import pairwise_sq_distances, sum_rows, weighted_rows
 from byzjax.sim._diagnostics import (
     byzantine_selection,
     explain_metrics,
@@ -80,6 +80,30 @@ P2P_METRICS = ("test_accuracy_min", "test_accuracy_max", "consensus_distance")
 
 def _rows(tree, idx):
     return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
+def _view(tree, ids):
+    """``_rows(tree, ids)`` for a 1-d traced ``ids`` of static length, as a
+    stack of single-row dynamic slices: a rule reading row ``i`` of the view
+    then reads ``tree[ids[i]]`` in place (XLA fuses the slice into the rule's
+    loop) instead of a gathered copy. Same values; measured on XLA:CPU (21
+    receivers of 21 rows of 79,510 in a ``lax.map``, trimmed mean): 12 ms
+    against 24 ms CPU with the gather."""
+    return jax.tree_util.tree_map(lambda x: jnp.stack(
+        [jax.lax.dynamic_index_in_dim(x, ids[j], keepdims=False)
+         for j in range(ids.shape[0])]), tree)
+
+
+def _row_mean(tree):
+    """The mean over the leading axis of every leaf, as an unrolled sum of
+    rows (``sum_rows``) in at least float32: ``x.mean(0)`` over a short
+    leading axis is slow on XLA:CPU (21 rows of 79,510: 17 ms against 0.9 ms,
+    measured)."""
+    def leaf(x):
+        acc = jnp.promote_types(x.dtype, jnp.float32)
+        return (sum_rows(x.astype(acc)) / x.shape[0]).astype(x.dtype)
+
+    return jax.tree_util.tree_map(leaf, tree)
 
 
 def _cat(a, b, axis=0):
@@ -223,7 +247,7 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         aggregate to the mean of the honest rows it heard) and, when
         ``explain``, the Byzantine share its rule selected."""
         def dist_cos():
-            hbar = jax.tree_util.tree_map(lambda v: v[:kh].mean(0), view)
+            hbar = _row_mean(_rows(view, slice(0, kh)))
             la = [x.ravel() for x in jax.tree_util.tree_leaves(agg)]
             lh = [x.ravel() for x in jax.tree_util.tree_leaves(hbar)]
             d2 = sum(jnp.sum((a - c) ** 2) for a, c in zip(la, lh))
@@ -362,7 +386,7 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
             def one(xs, tx=tx, kh=kh, kb=kb, attack_here=attack_here):
                 ids, at_g, rs_g, mine = xs
                 # [1 + k_h + k_b, ...]: itself, honest neighbours, Byzantine
-                view = _rows(pool, ids)
+                view = _view(pool, ids)
                 if attack_here:
                     view, at_g = tx.attack.update(view, at_g, mine)
                 agg, rs_g = tx.robust.update(view, rs_g, mine)
@@ -401,8 +425,8 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         if label_flip:
             y = flip_byzantine_labels(y, num_honest=h, num_classes=num_classes)
         drop_keys = jax.random.split(k_drop, n)[:n_grads]
-        mean_params = jax.tree_util.tree_map(lambda p: p.mean(0), state.params)
-        mean_stats = jax.tree_util.tree_map(lambda p: p.mean(0), state.batch_stats)
+        mean_params = _row_mean(state.params)
+        mean_stats = _row_mean(state.batch_stats)
         # Byzantine nodes (when computed) follow the protocol from the mean.
         node_params = _cat(state.params, _broadcast(mean_params, n - h))
         node_stats = _cat(state.batch_stats, _broadcast(mean_stats, n - h))
