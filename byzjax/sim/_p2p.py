@@ -288,6 +288,10 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
                         num_byzantine=0, **agg_kwargs)) is not None)
 
     def exchange_by_distances(pool, k_view, diag_on, explain):
+        shaped = pool
+        # Every leaf as [P, d] for all the matmuls below: read in one layout,
+        # XLA:CPU writes the pool once instead of once per layout (measured).
+        pool = jax.tree_util.tree_map(lambda x: x.reshape(x.shape[0], -1), pool)
         d2, finite = pairwise_sq_distances(pool, with_finite=True, rescale=True)
         size = int(d2.shape[0])
         ws, hs, sel, wt = [], [], [], []
@@ -323,8 +327,9 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         H = jnp.concatenate(hs)[order]
         touched = jnp.any((W > 0) & ~finite[None, :], axis=1)
         new_honest = weighted_rows(pool, W, keep=finite, nan_rows=touched)
-        new_honest = jax.tree_util.tree_map(lambda a, x: a.astype(x.dtype),
-                                            new_honest, honest_of(pool))
+        new_honest = jax.tree_util.tree_map(
+            lambda a, x: a.reshape((h,) + x.shape[1:]).astype(x.dtype),
+            new_honest, shaped)
         stats = [jnp.full((h,), jnp.nan, jnp.float32)] * 2
         if diag_on is not False:
             def dist_cos():
@@ -362,12 +367,13 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         branches (MoNNA: 567 vs 97 ms).
         """
         honest, byz_own = _rows(vectors, slice(0, h)), _rows(vectors, slice(h, n))
-        byz = byz_own
+        # every vector a receiver may hear, in one array: the honest ones and
+        # the Byzantine ones (as crafted once, or their own for an attack per
+        # receiver). The attack stage replaces only the last b rows, so its
+        # output is that array (no second copy of the stack).
+        pool = vectors
         if b and not per_receiver:
-            attacked, at = full_attack.update(vectors, at, mean_params)
-            byz = _rows(attacked, slice(h, n))
-        # every vector a receiver may hear, in one array (one gather each)
-        pool = _cat(honest, byz_own if per_receiver else byz)
+            pool, at = full_attack.update(vectors, at, mean_params)
         if by_distances:
             new_honest, stats = exchange_by_distances(pool, k_view, diag_on,
                                                       explain)
