@@ -351,9 +351,6 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
         wt_all = jnp.concatenate(wt)[order]
         return new_honest, stats + [sel_all, wt_all]
 
-    def honest_of(pool):
-        return _rows(pool, slice(0, h))
-
     def exchange(vectors, at, rs, hp, full_attack, k_view, mean_params,
                  receiver_params, diag_on, explain):
         """One exchange: every honest node aggregates what it hears.
