@@ -189,12 +189,17 @@ def honest_std(honest: PyTree, *, ddof: int = 1, mean: PyTree | None = None) -> 
     if mean is None:
         mean = honest_mean(honest)
 
-    # One fused pass over the rows (as honest_mean): no [n, d] array of
-    # squared deviations is written.
-    squares = jax.tree_util.tree_map(lambda x, m: jnp.square(x - m[None]), honest,
-                                     mean)
-    return jax.tree_util.tree_map(
-        lambda v: jnp.sqrt(v / jnp.asarray(n - ddof, v.dtype)), sum_rows(squares))
+    # One fused pass over the rows (as honest_mean): each row is squared after
+    # it is sliced, so no [n, d] array of squared deviations is written (XLA:CPU
+    # wrote one for `sum_rows(square(x - m))`: for 21 rows of 79,510, measured
+    # 7.1 ms against 0.95 ms CPU, one run on a shared machine).
+    def leaf(x, m):
+        total = jnp.square(x[0] - m)
+        for i in range(1, n):
+            total = total + jnp.square(x[i] - m)
+        return jnp.sqrt(total / jnp.asarray(n - ddof, total.dtype))
+
+    return jax.tree_util.tree_map(leaf, honest, mean)
 
 
 def repeat_rows(vector: PyTree, num_rows_: int) -> PyTree:
