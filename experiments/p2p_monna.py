@@ -21,7 +21,7 @@ nodes averaging (the code's "DSGD" run).
 paper's CNN (``simples-conv``, in the model zoo as ByzFL's ``cnn_mnist``,
 431,080 parameters): 26 CNNs per step are too slow on a 2-core CPU; on a GPU
 switch with ``--set base.model=cnn_mnist``.
-Evaluation: every honest node on the whole test set every 25 steps (the
+Evaluation: every honest node on the whole test set every 50 steps (the
 code evaluates node 0 every 5 steps); the report shows the mean, worst and
 best node.
 
@@ -58,7 +58,7 @@ def get_config():
     c.clip_norm = 0.0
     c.batch_size = 25
     c.num_rounds = 600
-    c.eval_every = 25
+    c.eval_every = 50
     c.checkpoint_every = 0
     return c
 
