@@ -39,7 +39,7 @@ if (os.environ.get("BYZJAX_TEST_NO_COMPILATION_CACHE", "") in ("", "0")
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

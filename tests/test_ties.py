@@ -291,7 +291,7 @@ def _alie_foe_rounds(seed, count):
 def test_rules_match_reference_on_alie_and_foe_rounds(name):
     ref = REFERENCES[name][0]
     entry = aggregators.entry(name)
-    for n, f, x in _alie_foe_rounds(0, 12):
+    for n, f, x in _alie_foe_rounds(0, 8):
         if n < entry.min_workers(f):
             continue
         # eager, one leaf of width 5: the matmul kernel whose (i, j) and (j, i)
