@@ -702,7 +702,10 @@ def convert(config: Mapping, *, name: str = "byzfl") -> Conversion:
     for st in settings:
         dd_start, dd_count = st.fields["split_seed"]
         for dd in range(dd_start, dd_start + dd_count):
-            rows.append(({**st.fields, "split_seed": dd}, st.hparams))
+            # ByzFL builds its model under the data-distribution seed, before
+            # it sets the training seed: one start for every training seed
+            rows.append(({**st.fields, "split_seed": dd, "init_seed": dd},
+                         st.hparams))
     hparam_axes = {k: _ordered(h[k] for _, h in rows) for k in _FLOATS}
     configs = _ordered(f for f, _ in rows)
     float_points = {_key(h) for _, h in rows}

@@ -99,6 +99,8 @@ def test_readme_sample_becomes_the_expected_sweep(readme):
         1e-4, "server", 25)
     assert (b.num_rounds, b.eval_every, b.train_fraction, b.lr_schedule) == (
         800, 50, 0.8, "constant")
+    # one initial model per data-distribution seed, as ByzFL builds it
+    assert (b.split_seed, b.init_seed) == (0, 0)
     assert b.preaggregator == "chain"
     assert b.preaggregator_kwargs.to_dict() == {
         "steps": [["static_clipping", {"max_norm": 2.0}], ["nnm", {}]]}
@@ -185,6 +187,8 @@ def test_sweep_byzfl_writes_the_sweep_beside_the_results(tmp_path, monkeypatch):
     ({"benchmark_config": {"data_distribution": {
         "name": "dirichlet_niid", "distribution_parameter": 0.3}}},
      {"split": "dirichlet", "dirichlet_alpha": 0.3}),
+    ({"benchmark_config": {"data_distribution_seed": 4}},
+     {"split_seed": 4, "init_seed": 4}),
     ({"benchmark_config": {"data_distribution": {"name": "extreme_niid"}}},
      {"split": "label_sorted", "label_sort_order": "index"}),
     ({"benchmark_config": {"set_honest_clients_as_clients": True,

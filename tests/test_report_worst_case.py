@@ -231,3 +231,31 @@ def test_preaggregator_lists_are_rules_not_tuned_settings(tmp_path):
     table = report.worst_case_table(report.load_runs(str(tmp_path)))
     for label in labels:
         assert f"| {label} |" in table
+
+
+def test_data_distribution_seeds_with_their_own_start_are_pooled(tmp_path):
+    """ByzFL's importer ties ``init_seed`` to ``split_seed``: two
+    data-distribution seeds are seeds of one configuration (pooled), while a
+    run whose seeds each draw their own start (``init_seed = -1``) is another
+    setting, never averaged with them."""
+    i = 0
+    levels = {0: 0.4, 1: 0.6, -1: 0.9}  # init/split seed -> accuracy
+    for folder in ("shared", "all"):
+        (tmp_path / folder / "runs").mkdir(parents=True)
+    for dd, level in levels.items():
+        for attack in ATTACKS:
+            cfg = _config(1.0, RULES[1], 1, attack, 0.1, split_seed=max(dd, 0),
+                          init_seed=dd)
+            rec = _record(i, cfg, 0, [0.1, 0.1, level])
+            for folder in ("shared", "all") if dd >= 0 else ("all",):
+                _store.write_record(
+                    str(tmp_path / folder / "runs" / f"r{i:04d}.json"), rec)
+            i += 1
+    c, = report.worst_case_cells(report.load_runs(str(tmp_path / "shared")))
+    assert c["settings"] == 1 and len(c["per_seed"]) == 2
+    np.testing.assert_allclose(c["worst"], 0.5)  # (0.4 + 0.6) / 2
+    c, = report.worst_case_cells(report.load_runs(str(tmp_path / "all")))
+    assert c["settings"] == 2
+    # the per-seed start, better, is its own setting
+    assert c["setting"] == {"init_seed": "per seed"}
+    np.testing.assert_allclose(c["worst"], 0.9)

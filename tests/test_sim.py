@@ -67,6 +67,33 @@ def test_vmapped_seeds_equal_separate_runs():
                                                         batched_state.params)))
 
 
+def test_init_seed_gives_every_seed_one_start_and_its_own_batches():
+    """``init_seed``: the seeds' initial parameters are one draw (ByzFL's
+    convention), the batches still each seed's own; -1: each seed its own."""
+    config = tiny_config()
+    data = make_data(config.num_workers)
+    hp = traced_hparams(config)
+    keys = jnp.stack([jax.random.key(s) for s in (0, 1)])
+
+    def per_seed(params):
+        return [flat_params(jax.tree_util.tree_map(lambda x: x[i], params))
+                for i in (0, 1)]
+
+    def starts_and_ends(**fields):
+        program = sim.make_program(tiny_config(**fields), data, TinyMLP())
+        init = jax.vmap(program.init, in_axes=(0, None))(keys, hp)
+        end, _ = jax.vmap(program.train, in_axes=(0, None))(keys, hp)
+        return per_seed(init.params), per_seed(end.params)
+
+    start, end = starts_and_ends(init_seed=3)
+    np.testing.assert_array_equal(start[0], start[1])
+    assert not np.allclose(end[0], end[1])  # batches differ
+    other, _ = starts_and_ends(init_seed=4)
+    assert not np.allclose(other[0], start[0])
+    own, _ = starts_and_ends(init_seed=-1)
+    assert not np.allclose(own[0], own[1])
+
+
 def test_vmapped_hparams_equal_separate_runs():
     config = tiny_config()
     data = make_data(config.num_workers)

@@ -83,8 +83,10 @@ from byzjax.sim import ConfigError
 RULE_FIELDS = ("aggregator", "preaggregator", "preaggregator_kwargs")
 #: The fields describing the adversary: the worst case is taken over them.
 ATTACK_FIELDS = ("attack", "attack_kwargs", "attack_eps", "attack_point")
-#: Seeds pooled into one mean (ByzFL's training and data-distribution seeds).
-SEED_FIELDS = ("seed", "split_seed")
+#: Seeds pooled into one mean (ByzFL's training and data-distribution seeds,
+#: and the initial model's seed, which ByzFL draws with the latter). Whether
+#: the start is shared (``init_seed >= 0``) stays part of the configuration.
+SEED_FIELDS = ("seed", "split_seed", "init_seed")
 #: The columns: Byzantine workers, with the worker count beside it.
 F_FIELDS = ("num_byzantine", "num_workers")
 #: Default panels: one per dataset, model, data distribution and number of
@@ -142,6 +144,9 @@ def _value_of(runs: Sequence[dict], curve: str, metric: str) -> dict[str, Any]:
 def _parts(run: dict, fixed: Sequence[str]) -> tuple[dict, ...]:
     """(panel, rule, f and n, attack, setting) fields of ``run``."""
     cf = config_fields(run, ignore=SEED_FIELDS)
+    init_seed = config_fields(run).get("init_seed", -1)
+    cf["init_seed"] = "shared" if init_seed is not None and init_seed >= 0 \
+        else "per seed"  # one start for every seed, or each its own
     d = _defaults()
 
     def take(fields):

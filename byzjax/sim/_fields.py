@@ -190,6 +190,13 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "ByzFL's fc_mnist, cnn_mnist, logreg_mnist, cnn_cifar, resnet18 ... "
        "resnet152",
        flag="model"),
+    _F("init_seed", -1, "seed of the model's initial parameters; -1: drawn "
+       "from each run's seed (every seed its own start). ByzFL's benchmark "
+       "builds its model before it sets the training seed, so its training "
+       "seeds share one start drawn with the data-distribution seed: its "
+       "importer sets this to that seed", check=_at_least(-1),
+       must="an integer >= 0, or -1 (drawn from each run's seed)",
+       none_when=lambda v: v < 0, run_id="unless_default"),
     # ---- workers
     _F("num_workers", 15, "number of workers n, honest and Byzantine together",
        flag="num_workers", **_INT1),

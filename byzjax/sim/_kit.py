@@ -26,7 +26,8 @@ from byzjax.sim._spec import RunSpec
 from byzjax.sim._validate import attack_strength
 
 __all__ = ["SimData", "SimState", "Program", "program_of", "normalize",
-           "init_variables", "has_convolutions", "make_loss_fn", "make_evaluate",
+           "init_variables", "model_init_key", "has_convolutions", "make_loss_fn",
+           "make_evaluate",
            "sample_batch_indices", "server_batch_indices", "flip_byzantine_labels",
            "labels_num_classes",
            "MAX_UNROLLED_WORKERS", "resolve_grad_strategy", "map_workers",
@@ -140,6 +141,25 @@ def init_variables(model, key, sample_shape: tuple[int, ...]):
     """
     return model.init({"params": key, "dropout": key},
                       jnp.zeros((1,) + tuple(sample_shape)), train=False)
+
+
+def model_init_key(init_seed: int | None, run_key):
+    """The key of a run's initial parameters: ``run_key`` (drawn from the
+    run's seed), or the key of ``init_seed`` when it is set (config field
+    ``init_seed``: runs of every seed then start from the same parameters).
+
+    Example:
+      >>> import jax
+      >>> k = jax.random.key(7)
+      >>> model_init_key(None, k) is k
+      True
+      >>> bool(jax.random.key_data(model_init_key(3, k)).tolist()
+      ...      == jax.random.key_data(jax.random.key(3)).tolist())
+      True
+    """
+    if init_seed is None:
+        return run_key
+    return jax.random.key(int(init_seed))
 
 
 def has_convolutions(params) -> bool:

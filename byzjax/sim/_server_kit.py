@@ -37,6 +37,7 @@ from byzjax.sim._kit import (
     flip_byzantine_labels,
     has_convolutions,
     init_variables,
+    model_init_key,
     labels_num_classes,
     learning_rate_schedule,
     make_evaluate,
@@ -248,6 +249,7 @@ class ServerKit:
         (else ``()``)."""
         c_ps = self.num_correct_servers
         k_model, k_tx, k_run = jax.random.split(key, 3)
+        k_model = model_init_key(self.spec.init_seed, k_model)
         v = init_variables(self.model, k_model, self.sample_shape)
         params = v["params"]
         wtx, atx, rtx, stx = stages_for(self.spec, hp, k_tx)

@@ -42,6 +42,7 @@ from byzjax.sim._kit import (
     flip_byzantine_labels,
     has_convolutions,
     init_variables,
+    model_init_key,
     labels_num_classes,
     make_evaluate,
     make_loss_fn,
@@ -148,6 +149,7 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
     # ------------------------------------------------------------ one round
     def init(key, hp):
         k_model, k_tx, k_run = jax.random.split(key, 3)
+        k_model = model_init_key(spec.init_seed, k_model)
         v = init_variables(model, k_model, sample_shape)
         params = v["params"]
         batch_stats = v.get("batch_stats", {})

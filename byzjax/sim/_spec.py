@@ -66,6 +66,7 @@ class RunSpec:
     server_data_size: int
     eval_size: int | None
     model: str
+    init_seed: int | None
     num_workers: int
     num_byzantine: int
     num_attackers: int
