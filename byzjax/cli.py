@@ -182,42 +182,11 @@ def _byzfl_convert(args) -> int:
     return 0
 
 
-def _start_jobs(args, outdir: str) -> list:
-    """``--jobs N``: starts ``N - 1`` more ``byzjax sweep`` processes on
-    ``outdir`` (no report, no progress bars); each takes the programs no
-    other process holds (the groups' locks), so the sweep ends as soon as
-    any process finds it complete."""
-    import subprocess
-    import tempfile
-
-    if args.jobs == 1:
-        return []
-    if distributed.process_count() > 1:
-        raise _CliError("--jobs applies to a single-process sweep; with "
-                        "multi-process JAX drop --jobs")
-    if args.log != "none":
-        raise _CliError(f"--jobs {args.jobs} with --log {args.log}: the metric "
-                        "writers live in one process; drop one of them")
-    cmd = [sys.executable, "-m", "byzjax", "sweep", args.sweep, "--outdir", outdir,
-           "--no-report", "--quiet", "--compile-ahead", str(args.compile_ahead)]
-    for item in getattr(args, "set_text", None) or []:
-        cmd += ["--set", item]
-    if args.shard:
-        cmd += ["--shard", args.shard]
-    helpers = []
-    for _ in range(args.jobs - 1):  # (stdout to a file: a pipe could fill up)
-        out = tempfile.TemporaryFile("w+")
-        helpers.append((subprocess.Popen(cmd, stdout=out), out))
-    return helpers
-
-
 def _sweep(args) -> int:
     from byzjax import report, sim
 
     if args.compile_ahead < 0:
         raise _CliError(f"--compile-ahead must be >= 0, got {args.compile_ahead}")
-    if args.jobs < 1:
-        raise _CliError(f"--jobs must be >= 1, got {args.jobs}")
 
     if args.byzfl:  # a ByzFL config.json: its sweep file is written beside the results
         from byzjax import byzfl
@@ -246,29 +215,12 @@ def _sweep(args) -> int:
         raise sim.file_error(args.sweep, e) from None
     outdir = args.outdir or os.path.join("results", sweep.get("name", "sweep"))
     sim.check_outdir(outdir)
-    helpers = _start_jobs(args, outdir)
     logger = _chunk_logger(args, outdir)
-    try:
-        summary = sim.run_sweep(sweep, outdir, progress=not args.quiet,
-                                shard=args.shard, on_chunk=logger,
-                                compile_ahead=args.compile_ahead)
-    except BaseException:
-        for p, _ in helpers:  # they would go on computing: stop them
-            p.terminate()
-        raise
-    finally:
-        if logger is not None:
-            logger.close()
-    for p, out in helpers:  # the sweep is complete; they are leaving
-        if p.wait() != 0:
-            raise _CliError(f"a --jobs process exited with status {p.returncode} "
-                            "(its error is above); the same command resumes")
-        out.seek(0)
-        theirs = json.loads(out.read().strip().splitlines()[-1])  # their summary
-        summary["programs"] += theirs["programs"]
-        summary["runs"] += theirs["runs"]
-    if helpers:
-        summary["jobs"] = args.jobs
+    summary = sim.run_sweep(sweep, outdir, progress=not args.quiet,
+                            shard=args.shard, on_chunk=logger,
+                            compile_ahead=args.compile_ahead)
+    if logger is not None:
+        logger.close()
     if not distributed.is_main_process():  # process 0 reports
         return 0
     print(json.dumps(summary))
@@ -571,11 +523,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="compile the next N programs in a background thread while "
                         "one compiles or runs (results unchanged; 0: each program "
                         "when it is reached; default: 1)")
-    s.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="processes on this machine sharing the sweep, each running "
-                        "one program at a time (a second process keeps the cores "
-                        "busy while one compiles: docs/BYZFL.md measures it); the "
-                        "report is written when all are done (default: 1)")
     s.add_argument("--shard", metavar="I/K",
                    help="run only the i-th of k disjoint parts of the sweep "
                         "(independent jobs, e.g. a Slurm array; see "
@@ -675,7 +622,6 @@ def main(argv=None) -> int:
             lambda message, category, *_, **__: f"byzjax: warning: {message}\n")
     try:
         if getattr(args, "set", None):
-            args.set_text = list(args.set)  # as given (for --jobs' processes)
             args.set = [_split_set(item) for item in args.set]
         if args.command in ("train", "sweep"):
             try:  # before any JAX computation

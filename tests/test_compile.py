@@ -148,27 +148,3 @@ def test_compile_ahead_must_not_be_negative(capsys):
     assert cli.main(["sweep", "no_such_sweep.py", "--compile-ahead", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
         "byzjax sweep: error: --compile-ahead must be >= 0, got -1")
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
-    (["--jobs", "2", "--log", "tensorboard"],
-     "--jobs 2 with --log tensorboard: the metric writers live in one process; "
-     "drop one of them"),
-])
-def test_bad_jobs_are_one_line(tmp_path, capsys, extra, message):
-    from byzjax import cli
-
-    path = tmp_path / "sweep.py"
-    path.write_text(
-        "import ml_collections\n"
-        "from tests.helpers import tiny_config\n"
-        "def get_sweep():\n"
-        "    s = ml_collections.ConfigDict()\n"
-        "    s.name, s.base, s.seeds = 'jobs', tiny_config(), [0]\n"
-        "    return s\n")
-    assert cli.main(["sweep", str(path), "--outdir", str(tmp_path / "out"),
-                     *extra]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"byzjax sweep: error: {message}")
-    assert not (tmp_path / "out" / "runs").exists()  # nothing ran
