@@ -46,11 +46,17 @@ def test_compiled_round_matches_step_by_step_reference(attack):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_vmapped_seeds_equal_separate_runs():
+@pytest.fixture(scope="module")
+def tiny_train():
+    """The tiny config's ``train`` and its hyper-parameters; ``jax.jit(train)``
+    compiles once for the tests below (jit caches by function)."""
     config = tiny_config()
-    data = make_data(config.num_workers)
-    train = sim.make_train(config, data, TinyMLP())
-    hp = traced_hparams(config)
+    train = sim.make_train(config, make_data(config.num_workers), TinyMLP())
+    return train, traced_hparams(config)
+
+
+def test_vmapped_seeds_equal_separate_runs(tiny_train):
+    train, hp = tiny_train
     keys = jnp.stack([jax.random.key(s) for s in (0, 1, 2)])
     batched_state, batched = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     for i, s in enumerate((0, 1, 2)):
@@ -67,11 +73,8 @@ def test_vmapped_seeds_equal_separate_runs():
                                                         batched_state.params)))
 
 
-def test_vmapped_hparams_equal_separate_runs():
-    config = tiny_config()
-    data = make_data(config.num_workers)
-    train = sim.make_train(config, data, TinyMLP())
-    base = traced_hparams(config)
+def test_vmapped_hparams_equal_separate_runs(tiny_train):
+    train, base = tiny_train
     betas = jnp.asarray([0.0, 0.5, 0.9], jnp.float32)
     hp = dict(base, beta=betas)
     axes = {k: (0 if k == "beta" else None) for k in hp}
