@@ -20,6 +20,7 @@ import pytest
 
 from byzjax import cli, distributed, report
 from byzjax.sim import _files, _grid, _schedule
+from byzjax.sim._store import StaleLockWarning
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
@@ -156,9 +157,11 @@ def test_sweep_killed_twice_resumes_bit_identical(sweep_files, tmp_path, capsys)
     second = _latest_checkpoint(out)
     assert second > first
     # The rest in this process: it resumes from the checkpoint the killed
-    # process wrote (a third process would only add its start-up).
+    # process wrote (a third process would only add its start-up), taking over
+    # the lock the killed process left.
     capsys.readouterr()
-    assert cli.main(cmd[3:]) == 0
+    with pytest.warns(StaleLockWarning, match="is gone"):
+        assert cli.main(cmd[3:]) == 0
     resumed = capsys.readouterr().err
     assert f"resuming {RUNS_PER_GROUP} run(s) at round {2 * second}" in resumed
     got = _records(out)
