@@ -7,7 +7,7 @@ their time is XLA:CPU's code generation: ``--xla_backend_optimization_level=0``
 (the same HLO, less LLVM optimisation of the machine code) cuts the suite's CPU
 time by about 40%, and ``--xla_cpu_use_fusion_emitters=false`` (XLA:CPU's
 classic elemental emitters for fused loops instead of its newer MLIR fusion
-emitters: the same fusions, emitted by older code) about 40% of what is left;
+emitters: the same fusions, emitted by older code) about half of what is left;
 every test passes either way (checked). The second flag is used only when this
 jaxlib knows it (XLA aborts on an unknown flag; one ``python -c`` asks, once
 per session). Benchmarks and real runs keep XLA's defaults;
