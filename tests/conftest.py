@@ -5,18 +5,47 @@ themselves.
 The tests compile hundreds of small programs and run each briefly, so most of
 their time is XLA:CPU's code generation: ``--xla_backend_optimization_level=0``
 (the same HLO, less LLVM optimisation of the machine code) cuts the suite's CPU
-time by about 40% and every test passes either way (checked). Benchmarks and
-real runs keep the default; ``BYZJAX_TEST_XLA_OPTIMIZE=1`` tests with it.
+time by about 40%, and ``--xla_cpu_use_fusion_emitters=false`` (XLA:CPU's
+classic elemental emitters for fused loops instead of its newer MLIR fusion
+emitters: the same fusions, emitted by older code) about half of what is left;
+every test passes either way (checked). The second flag is used only when this
+jaxlib knows it (XLA aborts on an unknown flag; one ``python -c`` asks, once
+per session). Benchmarks and real runs keep XLA's defaults;
+``BYZJAX_TEST_XLA_OPTIMIZE=1`` tests with them.
 """
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _xla_knows(flag: str) -> bool:
+    """Whether this jaxlib's XLA accepts ``flag`` (it aborts on unknown ones)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+    try:
+        return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                              env=env, capture_output=True, timeout=120
+                              ).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 if os.environ.get("BYZJAX_TEST_XLA_OPTIMIZE", "") in ("", "0"):
-    _flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in _flags:
-        os.environ["XLA_FLAGS"] = (_flags + " --xla_backend_optimization_level=0"
-                                   ).strip()
+    # Asked once per session: pytest-xdist's workers and the tests' child
+    # processes inherit the answer with the environment.
+    if "BYZJAX_TEST_XLA_FLAGS" not in os.environ:
+        _fusion = "--xla_cpu_use_fusion_emitters=false"
+        os.environ["BYZJAX_TEST_XLA_FLAGS"] = " ".join(
+            ["--xla_backend_optimization_level=0"]
+            + ([_fusion] if _xla_knows(_fusion) else []))
+    _flags = os.environ.get("XLA_FLAGS", "").split()
+    for _flag in os.environ["BYZJAX_TEST_XLA_FLAGS"].split():
+        if not any(f.split("=")[0] == _flag.split("=")[0] for f in _flags):
+            _flags.append(_flag)
+    os.environ["XLA_FLAGS"] = " ".join(_flags)
 
 # One persistent XLA compilation cache for the whole test session, shared by the
 # pytest-xdist workers and the subprocesses the tests start (they inherit the

@@ -46,11 +46,17 @@ def test_compiled_round_matches_step_by_step_reference(attack):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_vmapped_seeds_equal_separate_runs():
+@pytest.fixture(scope="module")
+def tiny_train():
+    """The tiny config's ``train`` and its hyper-parameters; ``jax.jit(train)``
+    compiles once for the tests below (jit caches by function)."""
     config = tiny_config()
-    data = make_data(config.num_workers)
-    train = sim.make_train(config, data, TinyMLP())
-    hp = traced_hparams(config)
+    train = sim.make_train(config, make_data(config.num_workers), TinyMLP())
+    return train, traced_hparams(config)
+
+
+def test_vmapped_seeds_equal_separate_runs(tiny_train):
+    train, hp = tiny_train
     keys = jnp.stack([jax.random.key(s) for s in (0, 1, 2)])
     batched_state, batched = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     for i, s in enumerate((0, 1, 2)):
@@ -79,26 +85,25 @@ def test_init_seed_gives_every_seed_one_start_and_its_own_batches():
         return [flat_params(jax.tree_util.tree_map(lambda x: x[i], params))
                 for i in (0, 1)]
 
-    def starts_and_ends(**fields):
-        program = sim.make_program(tiny_config(**fields), data, TinyMLP())
-        init = jax.vmap(program.init, in_axes=(0, None))(keys, hp)
-        end, _ = jax.vmap(program.train, in_axes=(0, None))(keys, hp)
-        return per_seed(init.params), per_seed(end.params)
+    def program(**fields):
+        return sim.make_program(tiny_config(**fields), data, TinyMLP())
 
-    start, end = starts_and_ends(init_seed=3)
+    def starts(**fields):
+        init = jax.vmap(program(**fields).init, in_axes=(0, None))(keys, hp)
+        return per_seed(init.params)
+
+    start = starts(init_seed=3)
     np.testing.assert_array_equal(start[0], start[1])
+    end, _ = jax.vmap(program(init_seed=3).train, in_axes=(0, None))(keys, hp)
+    end = per_seed(end.params)
     assert not np.allclose(end[0], end[1])  # batches differ
-    other, _ = starts_and_ends(init_seed=4)
-    assert not np.allclose(other[0], start[0])
-    own, _ = starts_and_ends(init_seed=-1)
+    assert not np.allclose(starts(init_seed=4)[0], start[0])
+    own = starts(init_seed=-1)
     assert not np.allclose(own[0], own[1])
 
 
-def test_vmapped_hparams_equal_separate_runs():
-    config = tiny_config()
-    data = make_data(config.num_workers)
-    train = sim.make_train(config, data, TinyMLP())
-    base = traced_hparams(config)
+def test_vmapped_hparams_equal_separate_runs(tiny_train):
+    train, base = tiny_train
     betas = jnp.asarray([0.0, 0.5, 0.9], jnp.float32)
     hp = dict(base, beta=betas)
     axes = {k: (0 if k == "beta" else None) for k in hp}
