@@ -474,8 +474,8 @@ def _parser() -> argparse.ArgumentParser:
                        metavar=typ.__name__.upper(),
                        help=f"{text} (default: {defaults[field]!r})")
     t.add_argument("--seeds", default=[0], type=_seeds, metavar="S1,S2,...",
-                   help="comma-separated run seeds (model init, batches, attack "
-                        "randomness) (default: 0)")
+                   help="comma-separated run seeds (model init unless --set "
+                        "init_seed=S, batches, attack randomness) (default: 0)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set dirichlet_alpha=0.5 "
                         "or --set aggregator_kwargs.radius=10 (repeatable; "

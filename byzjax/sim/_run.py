@@ -259,7 +259,8 @@ def run_group(
     Args:
       config: the config (static fields fixed; float fields are defaults for
         hyper-parameters missing from a point).
-      seeds: run seeds (model init, batches, attack randomness).
+      seeds: run seeds (model init unless ``init_seed`` is set, batches,
+        attack randomness).
       hparam_points: dicts overriding float hyper-parameters
         (:data:`byzjax.sim.FLOAT_HPARAMS`); default: the config's own values.
       outdir: if given, one JSON per run is written there atomically.
