@@ -144,9 +144,9 @@ def _value_of(runs: Sequence[dict], curve: str, metric: str) -> dict[str, Any]:
 def _parts(run: dict, fixed: Sequence[str]) -> tuple[dict, ...]:
     """(panel, rule, f and n, attack, setting) fields of ``run``."""
     cf = config_fields(run, ignore=SEED_FIELDS)
-    init_seed = config_fields(run).get("init_seed", -1)
-    cf["init_seed"] = "shared" if init_seed is not None and init_seed >= 0 \
-        else "per seed"  # one start for every seed, or each its own
+    init_seed = (run.get("config") or {}).get("init_seed", -1)
+    cf["init_seed"] = "per seed" if init_seed is None or init_seed < 0 \
+        else "shared"  # each its own start, or one for every seed
     d = _defaults()
 
     def take(fields):

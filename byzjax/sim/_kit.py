@@ -26,8 +26,7 @@ from byzjax.sim._spec import RunSpec
 from byzjax.sim._validate import attack_strength
 
 __all__ = ["SimData", "SimState", "Program", "program_of", "normalize",
-           "init_variables", "model_init_key", "has_convolutions", "make_loss_fn",
-           "make_evaluate",
+           "init_variables", "has_convolutions", "make_loss_fn", "make_evaluate",
            "sample_batch_indices", "server_batch_indices", "flip_byzantine_labels",
            "labels_num_classes",
            "MAX_UNROLLED_WORKERS", "resolve_grad_strategy", "map_workers",
@@ -127,10 +126,13 @@ def normalize(images, data: SimData):
     return bdata.preprocess(images, mean=data.mean, std=data.std)
 
 
-def init_variables(model, key, sample_shape: tuple[int, ...]):
+def init_variables(model, key, sample_shape: tuple[int, ...], *,
+                   init_seed: int | None = None):
     """The model's initial variables (``params``, and ``batch_stats`` with
     BatchNorm), from one ``key`` for parameters and dropout, traced on a batch
-    of one zero sample ``[1, *sample_shape]``.
+    of one zero sample ``[1, *sample_shape]``. With ``init_seed`` (config
+    field ``init_seed``) the key is ``jax.random.key(init_seed)`` instead:
+    runs of every seed then start from the same parameters.
 
     Example:
       >>> import jax
@@ -138,28 +140,16 @@ def init_variables(model, key, sample_shape: tuple[int, ...]):
       >>> v = init_variables(MLP(hidden=4), jax.random.key(0), (2, 2, 1))
       >>> sorted(v), v["params"]["Dense_0"]["kernel"].shape
       (['params'], (4, 4))
+      >>> a, b = (init_variables(MLP(hidden=4), jax.random.key(s), (2, 2, 1),
+      ...                        init_seed=3) for s in (0, 1))
+      >>> w = [v["params"]["Dense_0"]["kernel"] for v in (a, b)]
+      >>> bool((w[0] == w[1]).all())
+      True
     """
+    if init_seed is not None:
+        key = jax.random.key(int(init_seed))
     return model.init({"params": key, "dropout": key},
                       jnp.zeros((1,) + tuple(sample_shape)), train=False)
-
-
-def model_init_key(init_seed: int | None, run_key):
-    """The key of a run's initial parameters: ``run_key`` (drawn from the
-    run's seed), or the key of ``init_seed`` when it is set (config field
-    ``init_seed``: runs of every seed then start from the same parameters).
-
-    Example:
-      >>> import jax
-      >>> k = jax.random.key(7)
-      >>> model_init_key(None, k) is k
-      True
-      >>> bool(jax.random.key_data(model_init_key(3, k)).tolist()
-      ...      == jax.random.key_data(jax.random.key(3)).tolist())
-      True
-    """
-    if init_seed is None:
-        return run_key
-    return jax.random.key(int(init_seed))
 
 
 def has_convolutions(params) -> bool:

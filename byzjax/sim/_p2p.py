@@ -60,7 +60,6 @@ from byzjax.sim._kit import (
     make_evaluate,
     make_loss_fn,
     map_workers,
-    model_init_key,
     nanmean,
     normalize,
     program_of,
@@ -226,8 +225,8 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
     # ------------------------------------------------------------ state
     def init(key, hp):
         k_model, k_tx, k_run = jax.random.split(key, 3)
-        k_model = model_init_key(spec.init_seed, k_model)
-        v = init_variables(model, k_model, sample_shape)
+        v = init_variables(model, k_model, sample_shape,
+                           init_seed=spec.init_seed)
         params = v["params"]
         full = stages_for(spec, hp, k_tx)
         ws = full.worker.init(params)

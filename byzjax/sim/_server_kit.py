@@ -41,7 +41,6 @@ from byzjax.sim._kit import (
     learning_rate_schedule,
     make_evaluate,
     make_loss_fn,
-    model_init_key,
     nanmean,
     normalize,
     program_of,
@@ -249,8 +248,8 @@ class ServerKit:
         (else ``()``)."""
         c_ps = self.num_correct_servers
         k_model, k_tx, k_run = jax.random.split(key, 3)
-        k_model = model_init_key(self.spec.init_seed, k_model)
-        v = init_variables(self.model, k_model, self.sample_shape)
+        v = init_variables(self.model, k_model, self.sample_shape,
+                           init_seed=self.spec.init_seed)
         params = v["params"]
         wtx, atx, rtx, stx = stages_for(self.spec, hp, k_tx)
         opt_state = (wtx.init(params), atx.init(params),

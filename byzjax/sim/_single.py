@@ -46,7 +46,6 @@ from byzjax.sim._kit import (
     make_evaluate,
     make_loss_fn,
     map_workers,
-    model_init_key,
     nanmean,
     normalize,
     program_of,
@@ -149,8 +148,8 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
     # ------------------------------------------------------------ one round
     def init(key, hp):
         k_model, k_tx, k_run = jax.random.split(key, 3)
-        k_model = model_init_key(spec.init_seed, k_model)
-        v = init_variables(model, k_model, sample_shape)
+        v = init_variables(model, k_model, sample_shape,
+                           init_seed=spec.init_seed)
         params = v["params"]
         batch_stats = v.get("batch_stats", {})
         opt_state = tuple(tx.init(params) for tx in stages_for(spec, hp, k_tx))
