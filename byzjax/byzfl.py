@@ -548,7 +548,11 @@ def _map(s: Mapping) -> _Setting:
         agg_kwargs["num_neighbours"] = n - declared - 1
     elif agg in ("caf", "smea"):
         notes.append(_NOTES["spectral"].format(name=agg_name))
-    fields.update(aggregator=agg, aggregator_kwargs=agg_kwargs)
+    # ByzFL's clients send flat vectors (flatten_dict of the gradients):
+    # the attack and the rules run on one row per client, as byzjax's flat
+    # layout.
+    fields.update(aggregator=agg, aggregator_kwargs=agg_kwargs,
+                  robust_layout="flat")
     pres = _value(s, "pre_aggregators")
     if not isinstance(pres, list):
         raise _bad("pre_aggregators", f"must be a list, got {pres!r}")

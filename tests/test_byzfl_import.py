@@ -102,6 +102,8 @@ def test_readme_sample_becomes_the_expected_sweep(readme):
     # one initial model per data-distribution seed, as ByzFL builds it
     assert (b.split_seed, b.init_seed) == (0, 0)
     assert b.preaggregator == "chain"
+    # ByzFL's clients send flat vectors: the rules see one row per client
+    assert b.robust_layout == "flat"
     assert b.preaggregator_kwargs.to_dict() == {
         "steps": [["static_clipping", {"max_norm": 2.0}], ["nnm", {}]]}
     assert conversion.results_directory == "./results"
@@ -125,6 +127,7 @@ def test_readme_sweep_file_runs_as_a_byzjax_sweep(readme, tmp_path):
     assert (spec.num_workers, spec.num_byzantine, spec.num_attackers) == (13, 3, 3)
     assert spec.similarity_gamma == 0.33 and dict(spec.aggregator_kwargs) == {}
     assert dict(groups[0].spec.aggregator_kwargs)["num_iterations"] == 3
+    assert spec.robust_layout == "flat"
 
 
 def test_byzfl_convert_command_writes_a_valid_sweep(tmp_path, capsys):

@@ -8,12 +8,14 @@ Stages, in data-flow order: :func:`clip_by_worker_norm`,
 :func:`worker_momentum` / :func:`worker_adam` (per-worker state),
 :func:`byzantine_attack` (simulation), :func:`pre_aggregate`,
 :func:`aggregate` (drops the worker axis), :func:`mra_direction`,
-:func:`server_momentum`. One builder assembles them for a named optimiser
-(:data:`OPTIMIZERS`): :func:`stages` returns :class:`Stages` (worker, attack,
-robust, server); the ready chains ending aggregated (no learning rate),
-:func:`dsgd`, :func:`resam`, :func:`dra`, :func:`mra`, are ``optax.chain`` s of
-it. Static: worker counts, rule names, flags; traced (vmappable): ``beta``,
-``b1``, ``b2``, ``eps``, clipping radius, attack ``eps``.
+:func:`server_momentum`; :func:`flatten_rows` runs a stage on each worker's
+vector raveled into one row (``layout="flat"``). One builder assembles them
+for a named optimiser (:data:`OPTIMIZERS`): :func:`stages` returns
+:class:`Stages` (worker, attack, robust, server); the ready chains ending
+aggregated (no learning rate), :func:`dsgd`, :func:`resam`, :func:`dra`,
+:func:`mra`, are ``optax.chain`` s of it. Static: worker counts, rule names,
+flags; traced (vmappable): ``beta``, ``b1``, ``b2``, ``eps``, clipping radius,
+attack ``eps``.
 
 Example: a Flax/optax user with stacked per-worker gradients (here 5 workers,
 at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
@@ -38,11 +40,15 @@ at most 1 Byzantine) aggregates worker momentums robustly, then steps with SGD::
     {'b': (), 'w': (3,)}
 """
 
-from byzjax.optim import _alias, _pipeline, _stages, _worker
+from byzjax.optim import _alias, _layout, _pipeline, _stages, _worker
 from byzjax.optim._alias import dra as dra
 from byzjax.optim._alias import dsgd as dsgd
 from byzjax.optim._alias import mra as mra
 from byzjax.optim._alias import resam as resam
+from byzjax.optim._layout import LAYOUTS as LAYOUTS
+from byzjax.optim._layout import flatten_rows as flatten_rows
+from byzjax.optim._layout import ravel_rows as ravel_rows
+from byzjax.optim._layout import unravel_rows as unravel_rows
 from byzjax.optim._pipeline import OPTIMIZERS as OPTIMIZERS
 from byzjax.optim._pipeline import OptimizerEntry as OptimizerEntry
 from byzjax.optim._pipeline import PipelineOptions as PipelineOptions
@@ -71,5 +77,6 @@ from byzjax.optim._worker import clip_by_worker_norm as clip_by_worker_norm
 from byzjax.optim._worker import worker_adam as worker_adam
 from byzjax.optim._worker import worker_momentum as worker_momentum
 
-__all__ = (list(_worker.__all__) + list(_stages.__all__) + list(_pipeline.__all__)
+__all__ = (list(_worker.__all__) + list(_stages.__all__) + list(_layout.__all__)
+           + list(_pipeline.__all__)
            + list(_alias.__all__))

@@ -42,6 +42,7 @@ from byzjax._registry import (
     normalize_name,
     unknown_name,
 )
+from byzjax.optim._layout import LAYOUTS, flatten_rows
 from byzjax.optim._stages import (
     aggregate,
     byzantine_attack,
@@ -105,6 +106,7 @@ class PipelineOptions(TypedDict, total=False):
     attack_kwargs: dict | None
     clip_point: Literal["gradient", "sent"]
     attack_point: Literal["sent", "gradient"]
+    layout: Literal["tree", "flat"]
     key: jax.Array | None
 
 
@@ -134,6 +136,11 @@ _PIPELINE_ARGS = """
         workers send) or ``"gradient"`` (the clipped gradients; the Byzantine
         workers then run the worker stage on their crafted gradients; not
         with a stateful attack, which reads the aggregate of sent vectors).
+      layout: how the attack and robust stages see a worker's vector:
+        ``"tree"`` (default, leaf by leaf) or ``"flat"`` (one ``[n, d]`` row
+        per worker, as ByzFL; :func:`flatten_rows`: the same function, sums
+        over coordinates in another order, faster to compile for models of
+        many leaves).
       key: PRNG key for random stages (split between the attack and the
         pre-aggregator; a random aggregator's key is ``fold_in(key, 2)``).
 """
@@ -413,6 +420,7 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
            num_attackers: int | None = None, attack_kwargs=None,
            clip_point: Literal["gradient", "sent"] = "gradient",
            attack_point: Literal["sent", "gradient"] = "sent",
+           layout: Literal["tree", "flat"] = "tree",
            key: jax.Array | None = None, learning_rate=None,
            **hparams) -> Stages:
     """The whole pipeline of ``optimizer`` as four transforms (:class:`Stages`).
@@ -461,6 +469,9 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     if attack_point not in ("sent", "gradient"):
         raise ValueError(f"attack_point must be 'sent' or 'gradient', got "
                          f"{attack_point!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, "
+                         f"got {layout!r}")
     check_optimizer_kwargs(entry.name, hparams)
     worker, server = entry.build(num_workers=num_workers, **hparams)
     clip = [] if clip_norm is None else [clip_by_worker_norm(clip_norm)]
@@ -505,6 +516,8 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
         attack_tx = byzantine_attack(attack, num_workers=num_workers,
                                      num_byzantine=f_real, key=key_attack,
                                      **follow, **att_kwargs)
+        if layout == "flat":
+            attack_tx = flatten_rows(attack_tx)
         if attack_point == "gradient":
             # The Byzantine workers craft gradients, then follow the protocol.
             worker_parts.insert(attack_at, attack_tx)
@@ -512,5 +525,8 @@ def stages(optimizer: str = "dsgd", *, num_workers: int, num_byzantine: int,
     server_parts = list(server)
     if learning_rate is not None:
         server_parts.append(optax.sgd(learning_rate))
-    return Stages(_chain_or_identity(worker_parts), attack_tx, optax.chain(*robust),
+    robust_tx = optax.chain(*robust)
+    if layout == "flat":
+        robust_tx = flatten_rows(robust_tx)
+    return Stages(_chain_or_identity(worker_parts), attack_tx, robust_tx,
                   _chain_or_identity(server_parts))

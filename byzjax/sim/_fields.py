@@ -212,6 +212,11 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "bucketing, static_clipping, arc, or '' for none", flag="preaggregator",
        none_when=lambda v: v == ""),
     _F("preaggregator_kwargs", {}, "keyword arguments of the pre-aggregation"),
+    _F("robust_layout", "tree", "how the attack and the robust rules see a "
+       "worker's vector: tree (leaf by leaf) or flat (one row of all its "
+       "parameters, as ByzFL; the same rules, sums over coordinates in another "
+       "order, so the last bits differ; compiles faster for models of many "
+       "leaves)", choices=("tree", "flat"), run_id="unless_default"),
     # ---- attack
     _F("attack", "alie", "attack of the Byzantine workers, e.g. alie, foe, "
        "sign_flip, label_flip, none", flag="attack"),

@@ -353,7 +353,7 @@ def stages_for(spec: RunSpec, hp, key, *, num_workers: int | None = None,
         num_attackers=(spec.num_attackers if num_attackers is None
                        else num_attackers),
         attack_kwargs=attack_kwargs, clip_point=spec.clip_point,
-        attack_point=spec.attack_point, key=key,
+        attack_point=spec.attack_point, layout=spec.robust_layout, key=key,
         learning_rate=learning_rate_schedule(spec, hp), **opt_kwargs)
 
 

@@ -74,6 +74,7 @@ class RunSpec:
     aggregator_kwargs: Mapping[str, Any]
     preaggregator: str | None
     preaggregator_kwargs: Mapping[str, Any]
+    robust_layout: Literal["tree", "flat"]
     attack: str
     attack_kwargs: Mapping[str, Any]
     attack_eps: float | None

@@ -397,8 +397,9 @@ def ignored_fields(config) -> tuple[str, ...]:
     (``label_flip``, ``none``, ``sign_flip``), the server fields of another
     protocol, ``lr_decay_every`` with a constant learning rate,
     ``server_data_size`` with an aggregator that takes no server reference
-    (only ``needs_reference`` rules, FLTrust, read it). A valid config is
-    assumed (:func:`validate`).
+    (only ``needs_reference`` rules, FLTrust, read it), ``robust_layout`` in
+    peer-to-peer learning (its receivers aggregate leaf by leaf). A valid
+    config is assumed (:func:`validate`).
 
     Example:
       >>> from byzjax.sim import get_config
@@ -625,6 +626,9 @@ def _unread_topology_fields(config) -> set[str]:
            if config.topology not in readers}
     if num_attackers(config) == 0:
         out.add("attack_per_receiver")
+    # Peer-to-peer receivers aggregate their views leaf by leaf (MoNNA from
+    # one distance matrix of the vectors sent): the flat layout is not built.
+    out.add("robust_layout")
     return out
 
 
