@@ -35,16 +35,26 @@ def _byzjax_accuracy(runs: list[dict]) -> tuple[float, list[float]]:
     return float(np.nanmax(np.nanmean(curves, 0))), [float(c[-1]) for c in curves]
 
 
+def _preaggregators(config: dict) -> list[str]:
+    """The pre-aggregators a byzjax run applied, in order (a chain's steps)."""
+    pre = config.get("preaggregator") or ""
+    if pre == "chain":
+        return [step[0] for step in config["preaggregator_kwargs"]["steps"]]
+    return [pre] if pre else []
+
+
 def rows(byzfl_cells: list[dict], runs: list[dict]) -> list[dict]:
     """One comparison row per ByzFL cell that has byzjax runs."""
     out = []
     for c in byzfl_cells:
+        pres = [byzfl.BYZFL_PRE_AGGREGATORS[p][0] for p in c.get("pre_aggregators", [])]
         agg = byzfl.BYZFL_AGGREGATORS[c["aggregator"]][0]
         att = byzfl.BYZFL_ATTACKS[c["attack"]][0]
         split, param_field = byzfl.BYZFL_DISTRIBUTIONS[c["distribution"]]
         mine = [r for r in runs
                 if r["config"]["aggregator"] == agg and r["config"]["attack"] == att
                 and r["config"]["split"] == split
+                and _preaggregators(r["config"]) == pres
                 and r["config"]["num_attackers" if r["config"]["num_attackers"] >= 0
                                 else "num_byzantine"] == c["f"]
                 and (param_field is None
@@ -55,7 +65,9 @@ def rows(byzfl_cells: list[dict], runs: list[dict]) -> list[dict]:
         acc, seeds = _byzjax_accuracy(mine)
         spread = max(c["per_seed"]) - min(c["per_seed"])
         diff = acc - c["byzfl_accuracy"]
-        out.append({"aggregator": c["aggregator"], "attack": c["attack"], "f": c["f"],
+        out.append({"aggregator": "+".join(list(c.get("pre_aggregators", []))
+                                           + [c["aggregator"]]),
+                    "attack": c["attack"], "f": c["f"],
                     "distribution":
                         f"{c['distribution']} {c['distribution_parameter']}",
                     "byzfl": c["byzfl_accuracy"], "byzfl_seeds": c["per_seed"],
@@ -71,7 +83,7 @@ def markdown(table: list[dict]) -> str:
     for r in table:
         bs = ", ".join(f"{v:.3f}" for v in r["byzfl_seeds"])
         js = ", ".join(f"{v:.3f}" for v in r["byzjax_seeds"])
-        lines.append(f"| Clipping+NNM+{r['aggregator']} | {r['attack']} | {r['f']} | "
+        lines.append(f"| {r['aggregator']} | {r['attack']} | {r['f']} | "
                      f"{r['distribution']} | {r['byzfl']:.4f} ({bs}) | "
                      f"{r['byzjax']:.4f} ({js}) | {100 * r['difference']:+.1f} | "
                      f"{'yes' if r['within'] else 'no'} |")
