@@ -204,3 +204,25 @@ def test_flat_attack_is_one_trace():
     step(as_tree(np.ones((5, 3))))
     step(as_tree(np.zeros((5, 3))))
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("options", [
+    dict(aggregator="centered_clipping", attack="alie"),  # state: the last aggregate
+    dict(aggregator="trimmed_mean", attack="alie", attack_point="gradient",
+         clip_norm=1.0),
+    dict(aggregator="dnc", preaggregator="bucketing",
+         preaggregator_kwargs={"bucket_size": 2}, attack="foe"),  # random rules
+])
+def test_stateful_random_and_gradient_point_pipelines_run_flat(options):
+    n, f = 9, 2
+    outs = {}
+    for layout in optim.LAYOUTS:
+        tx = optax.chain(*optim.stages("resam", num_workers=n, num_byzantine=f,
+                                       beta=0.5, layout=layout, key=KEY, **options))
+        state = tx.init(PARAMS)
+        outs[layout] = []
+        for t in range(3):
+            g = as_tree(np.random.default_rng(10 + t).integers(-4, 5, (n, 3)))
+            u, state = jax.jit(tx.update)(g, state, PARAMS)
+            outs[layout].append(u)
+    _assert_same(outs["tree"], outs["flat"])
