@@ -216,7 +216,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
        "worker's vector: tree (leaf by leaf) or flat (one row of all its "
        "parameters, as ByzFL; the same rules, sums over coordinates in another "
        "order, so the last bits differ; compiles faster for models of many "
-       "leaves)", choices=("tree", "flat"), run_id="unless_default"),
+       "leaves; not read in peer-to-peer learning)", choices=("tree", "flat"),
+       run_id="unless_default"),
     # ---- attack
     _F("attack", "alie", "attack of the Byzantine workers, e.g. alie, foe, "
        "sign_flip, label_flip, none", flag="attack"),
