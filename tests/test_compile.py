@@ -148,3 +148,47 @@ def test_compile_ahead_must_not_be_negative(capsys):
     assert cli.main(["sweep", "no_such_sweep.py", "--compile-ahead", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
         "byzjax sweep: error: --compile-ahead must be >= 0, got -1")
+
+
+class _FakeLowered:
+    """A lowered module whose ``compile`` takes a while and is counted."""
+
+    in_tree = out_tree = "tree"
+
+    def __init__(self, text, calls, fail=False):
+        self.text, self.calls, self.fail = text, calls, fail
+
+    def as_text(self):
+        return self.text
+
+    def compile(self):
+        import time
+
+        self.calls.append(self.text)
+        time.sleep(0.3)
+        if self.fail:
+            raise RuntimeError("XLA failed")
+        return object()
+
+
+def test_one_module_compiled_by_two_threads_at_once_is_compiled_once():
+    """The foreground and a group compiled ahead share ``init``: the second
+    waits for the first's executable instead of compiling it again; a
+    different module compiles in parallel; a failed compilation is compiled
+    again (and fails) by the thread that waited for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache, calls = _compile.ProgramCache(ahead=1), []
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(cache._compile, [_FakeLowered("a", calls),
+                                              _FakeLowered("a", calls),
+                                              _FakeLowered("b", calls)]))
+    assert sorted(calls) == ["a", "b"] and cache.compilations == 2
+    assert outs[0] is outs[1] and outs[2] is not outs[0]
+    calls.clear()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(cache._compile, _FakeLowered("c", calls, fail=True))
+                   for _ in range(2)]
+        errors = [f.exception() for f in futures]
+    assert all(isinstance(e, RuntimeError) for e in errors) and calls == ["c", "c"]
+    assert not cache._compiling

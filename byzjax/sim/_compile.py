@@ -240,6 +240,7 @@ class ProgramCache:
             collections.OrderedDict()
         self._modules: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._pending: dict[tuple, _Ahead] = {}
+        self._compiling: dict[str, threading.Event] = {}
         self._expected: list[Callable[[ProgramJob], ProgramJob | None]] = []
         self._lock = threading.Lock()
 
@@ -304,20 +305,36 @@ class ProgramCache:
                 self._pending[key] = _Ahead(functools.partial(self._build, job))
 
     def _compile(self, lowered):
-        """``lowered.compile()``, or the executable of the same module."""
+        """``lowered.compile()``, or the executable of the same module.
+
+        A module already being compiled by another thread (the foreground and
+        a group compiled ahead share ``init``) is waited for, not compiled
+        twice; if that compilation fails, this one compiles it itself.
+        """
         text = lowered.as_text()
         digest = hashlib.sha256(
             f"{lowered.in_tree}|{lowered.out_tree}|{text}".encode()).hexdigest()
-        with self._lock:
-            hit = self._modules.get(digest)
-        if hit is not None:
-            return hit
-        compiled = lowered.compile()
-        with self._lock:
-            self.compilations += 1
-            self._modules[digest] = compiled
-            while len(self._modules) > 2 * self.max_entries:
-                self._modules.popitem(last=False)
+        while True:
+            with self._lock:
+                hit = self._modules.get(digest)
+                running = None if hit is not None else self._compiling.get(digest)
+                if hit is None and running is None:
+                    self._compiling[digest] = threading.Event()
+            if hit is not None:
+                return hit
+            if running is None:
+                break
+            running.wait()
+        try:
+            compiled = lowered.compile()
+            with self._lock:
+                self.compilations += 1
+                self._modules[digest] = compiled
+                while len(self._modules) > 2 * self.max_entries:
+                    self._modules.popitem(last=False)
+        finally:
+            with self._lock:
+                self._compiling.pop(digest).set()
         return compiled
 
     def _build(self, job: ProgramJob) -> CompiledGroup:
