@@ -352,3 +352,22 @@ def test_delays_slow_machines_byzantine_first_and_own_copy(distribution):
     assert np.all(np.diag(own[:, :5]) == -2.0)
     idx = np.asarray(servers.quorum_indices(jnp.asarray(slow), 4))
     np.testing.assert_array_equal(idx, np.argsort(slow, axis=1, kind="stable")[:, :4])
+
+
+# ------------------------------------------- the path of byzjax train / sweep
+@pytest.mark.parametrize("overrides", [
+    dict(server_protocol="guanyu", num_servers=6, num_byzantine_servers=1,
+         num_workers=9, num_byzantine=2),
+    dict(server_protocol="liubei", num_servers=4, num_byzantine_servers=1),
+    dict(server_protocol="liubei", num_servers=4, num_byzantine_servers=1,
+         robust_layout="flat"),
+])
+def test_server_programs_run_as_sweep_groups(overrides):
+    """``run_group`` gives the program its data as inputs (traced, with the
+    number of classes passed beside them, ``byzjax.sim._compile``): the
+    replicated-server programs must not read a label's value while tracing."""
+    config = server_config(**{"num_rounds": 4, "eval_every": 2, **overrides})
+    rec, = sim.run_group(config, seeds=[0], data=make_data(config.num_workers),
+                         model=TinyMLP(), progress=False)
+    assert np.isfinite(rec["metrics"]["train_loss"]).all()
+    assert rec["config"]["server_protocol"] == overrides["server_protocol"]

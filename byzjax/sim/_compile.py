@@ -112,7 +112,7 @@ def program_inputs(data: SimData) -> tuple[SimData, tuple]:
     arrays = data._replace(worker_indices=jnp.asarray(idx, jnp.int32),
                            mean=None, std=None, num_classes=None)
     return arrays, (data.mean, data.std,
-                    data.num_classes or labels_num_classes(data))
+                    labels_num_classes(data))
 
 
 def with_static(arrays: SimData, static: tuple) -> SimData:

@@ -498,8 +498,20 @@ def flip_byzantine_labels(labels, *, num_honest: int, num_classes: int):
 
 
 def labels_num_classes(data: SimData) -> int:
-    """One more than the largest train or test label (``SimData`` without
-    ``num_classes``)."""
+    """The number of classes: ``data.num_classes``, or for ``SimData``
+    without it one more than the largest train or test label (concrete
+    labels only: a program whose data are its inputs has ``num_classes``
+    set, ``byzjax.sim._compile.program_inputs``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> data = SimData(None, jnp.array([0, 3]), None, jnp.array([1]), None, None,
+      ...                None, None)
+      >>> labels_num_classes(data), labels_num_classes(data._replace(num_classes=10))
+      (4, 10)
+    """
+    if data.num_classes:
+        return int(data.num_classes)
     return int(max(np.max(np.asarray(data.train_labels)),
                    np.max(np.asarray(data.test_labels)))) + 1
 

@@ -186,7 +186,7 @@ def make_p2p_program(spec: RunSpec, data: SimData, model, *,
     per_receiver = bool(spec.attack_per_receiver) and b > 0
     b_eval = spec.eval_every
     label_flip = spec.attack == "label_flip" and b > 0
-    num_classes = data.num_classes or labels_num_classes(data)
+    num_classes = labels_num_classes(data)
     eval_size = spec.eval_size or int(data.test_labels.shape[0])
     sample_shape = tuple(data.train_images.shape[1:])
     variables = jax.eval_shape(lambda k: init_variables(model, k, sample_shape),

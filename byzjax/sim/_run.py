@@ -295,7 +295,7 @@ def run_group(
     if data is None:
         data = load_sim_data(spec)
     if model is None:
-        model = make_model(spec, data.num_classes or labels_num_classes(data))
+        model = make_model(spec, labels_num_classes(data))
     distributed.announce()  # "backend cpu: 8 device(s) ..." once, on stderr
     shard, mesh, worker_sharding = parallel.simulation_sharding(
         spec.shard, num_devices=spec.num_devices, num_workers=spec.num_workers,

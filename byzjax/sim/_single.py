@@ -108,7 +108,7 @@ def make_single_program(spec: RunSpec, data: SimData, model, *,
     eval_every = spec.eval_every
     num_evals = spec.num_evals
     label_flip = spec.attack == "label_flip"
-    num_classes = data.num_classes or labels_num_classes(data)
+    num_classes = labels_num_classes(data)
     eval_size = spec.eval_size or int(data.test_labels.shape[0])
     sample_shape = tuple(data.train_images.shape[1:])
 
