@@ -24,9 +24,12 @@ ran 14% faster. The price: one copy of the stack per wrapped stage.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from byzjax._types import PyTree
 from byzjax.optim._worker import MomentPair
@@ -99,9 +102,7 @@ def unravel_rows(flat, like: PyTree) -> PyTree:
     out, start = [], 0
     for x in leaves:
         shape = jnp.shape(x)[1:]
-        size = 1
-        for s in shape:
-            size *= s
+        size = math.prod(shape)
         piece = flat[..., start:start + size]
         out.append(jnp.reshape(piece, lead + shape).astype(jnp.asarray(x).dtype))
         start += size
@@ -109,11 +110,8 @@ def unravel_rows(flat, like: PyTree) -> PyTree:
 
 
 def _ravel_params(params: PyTree):
-    """``[d]``: the parameters (no worker axis) as one vector."""
-    if params is None:
-        return None
-    leaves = jax.tree_util.tree_leaves(params)
-    return jnp.concatenate([jnp.ravel(x) for x in leaves])
+    """``[d]``: the parameters (no worker axis) as one vector, in tree order."""
+    return None if params is None else ravel_pytree(params)[0]
 
 
 def flatten_rows(inner: optax.GradientTransformation) -> optax.GradientTransformation:
