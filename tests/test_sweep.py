@@ -148,3 +148,52 @@ def test_committed_attack_records_are_runs_of_the_sweep(name):
     folder = os.path.join(root, "docs", "analysis", "records", name, "runs")
     names = [f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json")]
     assert names and set(names) <= ids
+
+
+_ISOLATION_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import jax.numpy as jnp
+    from byzjax import sim
+    from byzjax.attacks import ATTACKS
+    from byzjax.sim import _files, _grid
+
+    root, name = sys.argv[1], sys.argv[2]
+    groups = _grid.expand_sweep(_files.load_sweep(
+        os.path.join(root, "experiments", name + ".py")))
+    for g in groups:
+        sim.validate(g.config)
+    ids = {rid for g in groups for _, _, rid in g.run_ids()}
+    folder = os.path.join(root, "docs", "reproduction", "records", name, "runs")
+    names = {f[:-5] for f in os.listdir(folder) if f.endswith(".json")}
+    assert names and names <= ids, sorted(names - ids)[:3]
+    if name == "isolate_little_std_axis":
+        # The two readings of the std, against NumPy on tied integer rows.
+        h = np.array([[1., 2.], [1., 4.], [3., 2.]])
+        b = np.array([[0., 2.], [0., 2.], [6., 8.]])
+        got = ATTACKS.get("little_own_scalar")(
+            jnp.asarray(h), num_byzantine=3, byzantine_own=jnp.asarray(b), eps=2.0)
+        np.testing.assert_allclose(got, b - 2.0 * b.ravel().std(ddof=1), rtol=1e-6)
+        got = ATTACKS.get("little_own_all")(
+            jnp.asarray(h), num_byzantine=3, byzantine_own=jnp.asarray(b), eps=2.0)
+        ref = np.array([[b[i, j] - 2.0 * np.std(np.r_[h[:, j], b[:, j]], ddof=1)
+                         for j in range(2)] for i in range(3)])
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    print("ok", len(names))
+    """)
+
+
+@pytest.mark.parametrize("name", ["isolate_cwtm_as_printed",
+                                  "isolate_little_std_axis"])
+def test_isolation_sweeps_resume_their_records(name):
+    # These sweeps register rules of their own on import (as a user does), so
+    # they are loaded in a child process: this one's registries stay as shipped.
+    import subprocess
+    import sys
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = subprocess.run([sys.executable, "-c", _ISOLATION_CHILD, root, name],
+                         capture_output=True, text=True, env={
+                             **os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok ")
