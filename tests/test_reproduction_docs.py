@@ -82,15 +82,22 @@ def test_script_fills_the_blocks_and_counts_cells_within_3_points(tmp_path):
     assert again == text
 
 
-def test_a_miss_of_the_second_model_is_explained_by_the_first(tmp_path):
-    # RESAM / Empire / CWTM, published 0.948: the thesis's CNN within 3 points,
-    # the MLP 3.3 below -> the MLP row names the model; a miss of both stays
-    # "unexplained".
+def _empty_docs(tmp_path):
+    """A results folder path and a docs folder whose REPRODUCTION.md has only
+    the generated blocks."""
     results, docs = tmp_path / "results", tmp_path / "docs"
     docs.mkdir()
     (docs / "REPRODUCTION.md").write_text("".join(
         f"<!-- BEGIN generated: {b} -->\nold\n<!-- END generated: {b} -->\n"
         for b in BLOCKS))
+    return results, docs
+
+
+def test_a_miss_of_the_second_model_is_explained_by_the_first(tmp_path):
+    # RESAM / Empire / CWTM, published 0.948: the thesis's CNN within 3 points,
+    # the MLP 3.3 below -> the MLP row names the model; a miss of both stays
+    # "unexplained".
+    results, docs = _empty_docs(tmp_path)
     folder = str(results / "table_4_1_x")
     _write(folder, 0, "resam", "foe", "trimmed_mean", "mnist_cnn", 0, 0.955)
     _write(folder, 1, "resam", "foe", "trimmed_mean", "mlp", 0, 0.915)
@@ -120,11 +127,7 @@ def test_a_miss_of_the_second_model_is_explained_by_the_first(tmp_path):
 def test_script_draws_the_momentum_figure_and_the_papers_summary(tmp_path):
     from tests.test_momentum_figure import _records
 
-    results, docs = tmp_path / "results", tmp_path / "docs"
-    docs.mkdir()
-    (docs / "REPRODUCTION.md").write_text("".join(
-        f"<!-- BEGIN generated: {b} -->\nold\n<!-- END generated: {b} -->\n"
-        for b in BLOCKS))
+    results, docs = _empty_docs(tmp_path)
     folder = results / "momentum_fmnist" / "runs"
     folder.mkdir(parents=True)
     recs = _records()
