@@ -122,20 +122,30 @@ def test_flat_rows_round_trip_keeps_shapes_dtypes_and_moment_pairs():
                                                                stack))
 
 
-@pytest.mark.parametrize("attack,kwargs", [
-    ("alie", {}), ("foe", {}), ("sign_flip", {}), ("adaptive_alie", {"search": "line"}),
-    ("adaptive_foe", {}), ("rop", {}), ("min_max", {})])
-def test_attacks_and_their_server_view_are_the_same_function_flat(attack, kwargs):
+@pytest.mark.parametrize("attack,kwargs,rules", [
+    ("alie", {}, ("krum", "nnm")), ("foe", {}, ("krum", "nnm")),
+    ("sign_flip", {}, ("krum", "nnm")),
+    ("adaptive_alie", {"search": "line"}, ("krum", "nnm")),
+    ("adaptive_foe", {}, ("krum", "nnm")), ("min_max", {}, ("krum", "nnm")),
+    # ROP's rows are irrational (a unit vector times z), so the two layouts'
+    # sums may differ in the last bit; on these integer inputs NNM and Krum
+    # meet exact ties (equal neighbour distances, equal scores) that such a
+    # bit breaks either way. A rule continuous in its inputs keeps the
+    # comparison to the last bits while ROP still follows its server copy.
+    ("rop", {}, ("trimmed_mean", None))])
+def test_attacks_and_their_server_view_are_the_same_function_flat(attack, kwargs,
+                                                                   rules):
     """Whole pipelines (attack, NNM, Krum), tree against flat, three rounds:
     adaptive attacks search against the rules in the layout they are given,
     ROP follows its copy of the server's aggregate."""
     n, f = 9, 2
+    aggregator, preaggregator = rules
     trees = {}
     for layout in optim.LAYOUTS:
         tx = optax.chain(*optim.stages(
-            "resam", num_workers=n, num_byzantine=f, beta=0.9, aggregator="krum",
-            preaggregator="nnm", attack=attack, attack_kwargs=kwargs, layout=layout,
-            key=KEY))
+            "resam", num_workers=n, num_byzantine=f, beta=0.9,
+            aggregator=aggregator, preaggregator=preaggregator, attack=attack,
+            attack_kwargs=kwargs, layout=layout, key=KEY))
         state = tx.init(PARAMS)
         outs = []
         for t in range(3):

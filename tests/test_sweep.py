@@ -184,6 +184,7 @@ _ISOLATION_CHILD = textwrap.dedent(
     """)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", ["isolate_cwtm_as_printed",
                                   "isolate_little_std_axis"])
 def test_isolation_sweeps_resume_their_records(name):
