@@ -87,6 +87,7 @@ def _runs(results: str, prefix: str) -> tuple[list[dict], list[str]]:
     for d in sorted(glob.glob(os.path.join(results, prefix + "*"))):
         if os.path.isdir(d) and glob.glob(os.path.join(d, "runs", "*.json")):
             for r in report.load_runs(d):
+                r.setdefault("_folder", os.path.basename(d))
                 runs.setdefault(r["run_id"], r)
             folders.append(os.path.basename(d))
     return list(runs.values()), folders
@@ -298,8 +299,9 @@ def code_text(runs: list[dict], folders: list[str] = ()) -> str:
     for runs of unknown code, the commits that added their records."""
     lines = [line[0].upper() + line[1:] + "." if not line.endswith(".") else line
              for line in report.code_lines(runs)]
-    if any(not r.get("code") for r in runs):
-        added = committed_in(list(folders))
+    unknown = {r.get("_folder") for r in runs if not r.get("code")}
+    if unknown:
+        added = committed_in([f for f in folders if f in unknown])
         if added:
             lines.append("Runs of unknown code were made by code no later than "
                          "the commit that added their records: "
@@ -353,7 +355,8 @@ def main(argv=None) -> int:
         report.plot_momentum_boxes(runs, os.path.join(args.docs, "figures",
                                                       "momentum_fmnist.png"))
         sweep = sim.load_sweep(os.path.join(ROOT, "experiments", "momentum_fmnist.py"))
-        total = sum(len(g.run_ids()) for g in sim.validate_sweep(sweep))
+        total = sum(len(g.run_ids())
+                    for g in sim.validate_sweep(sweep, trace=False))
         body = (f"Generated from `{folders[0]}` ({len(runs)} runs of {total}): "
                 "max top-1 accuracy, medians of each box.\n\n" + momentum_lines(runs)
                 + "\n\n![momentum box plots](figures/momentum_fmnist.png)"

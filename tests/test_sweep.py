@@ -73,6 +73,22 @@ def _expected_ids(path):
     return {rid for g in groups for _, _, rid in g.run_ids()}
 
 
+def test_validate_sweep_without_tracing_gives_the_same_groups(tmp_path,
+                                                              monkeypatch):
+    path = _write_sweep(tmp_path)
+    traced = _grid.validate_sweep(_files.load_sweep(path))
+
+    def no_trace(spec):
+        raise AssertionError("traced")
+
+    monkeypatch.setattr(_grid, "check_pipeline", no_trace)
+    untraced = _grid.validate_sweep(_files.load_sweep(path), trace=False)
+    assert ([g.run_ids() for g in untraced] == [g.run_ids() for g in traced]
+            and len(traced) > 1)
+    with pytest.raises(AssertionError, match="traced"):
+        _grid.validate_sweep(_files.load_sweep(path))
+
+
 def _present(outdir):
     return sorted(os.path.basename(p)[:-5]
                   for p in glob.glob(os.path.join(outdir, "runs", "*.json")))
