@@ -173,13 +173,10 @@ _ISOLATION_CHILD = textwrap.dedent(
     import jax.numpy as jnp
     from byzjax import sim
     from byzjax.attacks import ATTACKS
-    from byzjax.sim import _files, _grid
 
     root, name = sys.argv[1], sys.argv[2]
-    groups = _grid.expand_sweep(_files.load_sweep(
-        os.path.join(root, "experiments", name + ".py")))
-    for g in groups:
-        sim.validate(g.config)
+    groups = sim.validate_sweep(sim.load_sweep(
+        os.path.join(root, "experiments", name + ".py")), trace=False)
     ids = {rid for g in groups for _, _, rid in g.run_ids()}
     folder = os.path.join(root, "docs", "reproduction", "records", name, "runs")
     names = {f[:-5] for f in os.listdir(folder) if f.endswith(".json")}
